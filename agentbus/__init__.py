@@ -1,0 +1,92 @@
+"""agentbus: multi-agent AI systems on Redis Streams, with a replayable event log.
+
+Define agents as Python classes with typed handlers, host them in a :class:`Runtime`,
+and every event they exchange is recorded in the run's :class:`Journal`.
+"""
+
+from __future__ import annotations
+
+from .agent import Agent, HandlerSpec, Mode, handle
+from .app import App, load_app
+from .clock import Clock, FakeClock, SystemClock
+from .context import CallKind, Context, current_scope
+from .envelope import DEFAULT_MAX_EVENT_BYTES, Envelope, decode_data, new_id
+from .errors import (
+    AgentBusError,
+    DecodeError,
+    GroupNotFound,
+    HandlerError,
+    MessageError,
+    MessageTooLarge,
+    Reject,
+    RemoteError,
+    RequestTimeout,
+    SignatureError,
+    TransportClosed,
+    TransportError,
+    TransportUnavailable,
+    UsageError,
+)
+from .journal import Journal
+from .keys import Keys
+from .message import Message, lookup_type, registered_types
+from .runs import Run
+from .runtime import Runtime
+from .transports import (
+    DeadLetter,
+    JournalRecord,
+    MemoryTransport,
+    RunInfo,
+    TopicInfo,
+    Transport,
+    open_transport,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "Agent",
+    "AgentBusError",
+    "App",
+    "CallKind",
+    "Clock",
+    "Context",
+    "DeadLetter",
+    "DecodeError",
+    "Envelope",
+    "FakeClock",
+    "GroupNotFound",
+    "HandlerError",
+    "HandlerSpec",
+    "Journal",
+    "JournalRecord",
+    "Keys",
+    "MemoryTransport",
+    "Message",
+    "MessageError",
+    "MessageTooLarge",
+    "Mode",
+    "Reject",
+    "RemoteError",
+    "RequestTimeout",
+    "Run",
+    "RunInfo",
+    "Runtime",
+    "SignatureError",
+    "SystemClock",
+    "TopicInfo",
+    "Transport",
+    "TransportClosed",
+    "TransportError",
+    "TransportUnavailable",
+    "UsageError",
+    "current_scope",
+    "decode_data",
+    "handle",
+    "load_app",
+    "lookup_type",
+    "new_id",
+    "open_transport",
+    "registered_types",
+]

@@ -1,0 +1,425 @@
+"""One agent's read loop: read, decode, dispatch, retry, dead-letter, claim, lease.
+
+Why reads are sized by free handler slots: an entry read but not yet handled sits in
+this consumer's pending list with its idle clock running; reading more than we can
+handle would let other consumers claim entries we still intend to handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from .agent import Agent, HandlerSpec
+from .context import Context, Scope, reset_scope, set_scope
+from .envelope import Envelope, decode_data
+from .errors import DecodeError, GroupNotFound, Reject, TransportClosed, TransportError
+from .journal import record
+from .message import Message, lookup_type
+from .transports import Ack, Delivery, JournalEntry
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+log = logging.getLogger("agentbus.runtime")
+
+ERROR_TYPE = "agentbus.Error"
+ORPHAN_RUN = "orphans"
+
+
+class Subscription:
+    """The handlers of one agent instance that share a mode (one consumer group)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        agent: Agent,
+        group: str,
+        mode: str,
+        handlers: dict[tuple[str, str], tuple[HandlerSpec, type[Message]]],
+        from_start: dict[str, bool],
+    ) -> None:
+        self.rt = runtime
+        self.agent = agent
+        self.group = group
+        self.mode = mode
+        self.handlers = handlers
+        self.topics = sorted({topic for topic, _ in handlers})
+        self._from_start = from_start
+        concurrency = agent.concurrency or runtime.concurrency
+        self.concurrency = concurrency
+        self._slots = asyncio.Semaphore(concurrency)
+        self._inflight: dict[tuple[str, str], tuple[asyncio.Task[None], float]] = {}
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._create_groups()
+        self._task = asyncio.create_task(self._loop(), name=f"agentbus-read-{self.group}")
+        self._lease_task = asyncio.create_task(self._leases(), name=f"agentbus-lease-{self.group}")
+
+    async def _create_groups(self) -> None:
+        for topic in self.topics:
+            await self.rt.transport.create_group(
+                topic, self.group, from_start=self._from_start[topic]
+            )
+
+    def stop_reading(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def finish(self, grace: float) -> int:
+        """Wait up to ``grace`` s for in-flight handlers; cancel the rest (left pending)."""
+        for task in (self._task, self._lease_task):
+            if task is not None:
+                task.cancel()
+        tasks = [t for t, _ in self._inflight.values()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+            return len(pending)
+        return 0
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    # -- reading ---------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        rt = self.rt
+        backoff = 0.05
+        recovered = False
+        next_claim = time.monotonic() + rt.claim_interval
+        cursors = dict.fromkeys(self.topics, "0-0")
+        while not self._stopping.is_set():
+            try:
+                if not recovered:
+                    # Our own pending entries first: a restart of this consumer resumes them.
+                    while True:
+                        await self._slots_free(1)
+                        own = await rt.transport.read_group(
+                            self.group,
+                            rt.consumer,
+                            self.topics,
+                            count=self._free(),
+                            block_ms=None,
+                            pending=True,
+                        )
+                        fresh = [d for d in own if (d.topic, d.entry_id) not in self._inflight]
+                        for d in fresh:
+                            await self._spawn(d)
+                        if not fresh:
+                            break
+                    recovered = True
+                if time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + rt.claim_interval
+                    for topic in self.topics:
+                        await self._slots_free(1)
+                        cursors[topic], claimed = await rt.transport.claim_idle(
+                            topic,
+                            self.group,
+                            rt.consumer,
+                            min_idle_ms=int(rt.visibility_timeout * 1000),
+                            count=self._free(),
+                            cursor=cursors[topic],
+                        )
+                        for d in claimed:
+                            log.info(
+                                "claimed %s/%s idle past the visibility timeout", topic, d.entry_id
+                            )
+                            await self._spawn(d)
+                await self._slots_free(1)
+                batch = await rt.transport.read_group(
+                    self.group,
+                    rt.consumer,
+                    self.topics,
+                    count=min(rt.batch_size, self._free()),
+                    block_ms=rt.block_ms,
+                )
+                for d in batch:
+                    await self._spawn(d)
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except TransportClosed:
+                return
+            except GroupNotFound as exc:
+                log.warning("consumer group %r vanished (%s); recreating it", self.group, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                try:
+                    await self._create_groups()
+                except TransportError:
+                    pass
+                recovered = False
+            except TransportError as exc:
+                log.warning(
+                    "reading for %r failed: %s; retrying in %.2fs", self.group, exc, backoff
+                )
+                await asyncio.sleep(backoff + random.random() * backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _free(self) -> int:
+        return max(1, self.concurrency - len(self._inflight))
+
+    async def _slots_free(self, n: int) -> None:
+        while self.concurrency - len(self._inflight) < n:
+            await self._slot_released.wait()
+            self._slot_released.clear()
+
+    @property
+    def _slot_released(self) -> asyncio.Event:
+        ev: asyncio.Event | None = getattr(self, "_released_ev", None)
+        if ev is None:
+            ev = self._released_ev = asyncio.Event()
+        return ev
+
+    async def _spawn(self, d: Delivery) -> None:
+        key = (d.topic, d.entry_id)
+        if key in self._inflight:
+            return
+        task = asyncio.create_task(self._dispatch(d))
+        self._inflight[key] = (task, time.monotonic())
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._inflight.pop(key, None)
+            self._slot_released.set()
+
+        task.add_done_callback(done)
+
+    async def _leases(self) -> None:
+        """Keep the lease of long handlers, so no one claims what we are still handling."""
+        period = max(self.rt.visibility_timeout / 3, 0.05)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            by_topic: dict[str, list[str]] = {}
+            for (topic, entry_id), (_, started) in list(self._inflight.items()):
+                if now - started >= period:
+                    by_topic.setdefault(topic, []).append(entry_id)
+            for topic, ids in by_topic.items():
+                try:
+                    await self.rt.transport.extend_lease(topic, self.group, self.rt.consumer, ids)
+                except TransportError as exc:
+                    log.warning("extending leases on %r failed: %s", topic, exc)
+
+    # -- dispatch ------------------------------------------------------------------------------
+    async def _dispatch(self, d: Delivery) -> None:
+        rt = self.rt
+        try:
+            env = _decode_entry(d)
+        except DecodeError as exc:
+            await self._dead_letter(d, None, exc.reason, str(exc), d.delivery_count)
+            return
+        match = self.handlers.get((d.topic, env.type))
+        if match is None:
+            if lookup_type(env.type) is None:
+                await self._dead_letter(
+                    d, env, "unknown message type", repr(env.type), d.delivery_count
+                )
+            else:
+                rt.writer.ack(
+                    Ack(d.topic, self.group, d.entry_id),
+                    self._entry(env, "ignored", reason=f"no handler for {env.type!r}"),
+                )
+            return
+        spec, cls = match
+        try:
+            message = decode_data(env, cls)
+        except DecodeError as exc:
+            await self._dead_letter(d, env, exc.reason, str(exc), d.delivery_count)
+            return
+        dedupe_key = rt.transport_keys.dedup(self.agent.name, env.id) if spec.dedupe else None
+        if dedupe_key is not None and await rt.transport.is_marked(dedupe_key):
+            rt.writer.ack(Ack(d.topic, self.group, d.entry_id), self._entry(env, "duplicate"))
+            return
+        max_attempts = spec.max_attempts or rt.max_attempts
+        attempt = d.delivery_count
+        if attempt > max_attempts:
+            await self._dead_letter(
+                d,
+                env,
+                "max attempts exceeded",
+                f"delivered {attempt} times (max_attempts={max_attempts}); the handler never finished",
+                attempt,
+            )
+            return
+        rt.writer.journal(self._entry(env, "delivered", attempt=attempt, consumer=rt.consumer))
+        method = getattr(self.agent, spec.method)
+        while True:
+            ctx = Context(rt, self.agent.name, env, attempt)
+            token = set_scope(Scope(env.runid or ORPHAN_RUN, env.id, self.agent.name))
+            started = time.perf_counter()
+            try:
+                with rt.tracer.consume(env, self.agent.name, d.topic):
+                    result = await method(message, ctx)
+                if result is not None:
+                    await self._emit(spec, env, result)
+            except asyncio.CancelledError:
+                raise  # shutdown: the entry stays pending for a later delivery
+            except Exception as exc:
+                duration = (time.perf_counter() - started) * 1000
+                error = f"{type(exc).__name__}: {exc}"
+                final = isinstance(exc, Reject) or attempt >= max_attempts
+                rt.writer.journal(
+                    self._entry(
+                        env,
+                        "failed",
+                        attempt=attempt,
+                        error=error,
+                        error_type=type(exc).__name__,
+                        duration_ms=round(duration, 3),
+                        final=final,
+                    )
+                )
+                if final:
+                    reason = "rejected" if isinstance(exc, Reject) else "handler failed"
+                    if env.replyto:
+                        await self._reply_error(env, exc)
+                    await self._dead_letter(d, env, reason, error, attempt)
+                    return
+                delay = rt.backoff(attempt)
+                rt.writer.journal(self._entry(env, "retried", attempt=attempt + 1, delay_s=delay))
+                await asyncio.sleep(delay)
+                attempt += 1
+                continue
+            finally:
+                reset_scope(token)
+            duration = (time.perf_counter() - started) * 1000
+            rt.writer.ack(
+                Ack(d.topic, self.group, d.entry_id),
+                self._entry(env, "handled", attempt=attempt, duration_ms=round(duration, 3)),
+                (dedupe_key, rt.dedupe_ttl) if dedupe_key else None,
+            )
+            rt.metrics.handled(self.agent.name, d.topic, duration)
+            return
+
+    async def _emit(self, spec: HandlerSpec, env: Envelope, result: Any) -> None:
+        if not isinstance(result, Message):
+            raise TypeError(
+                f"handler {type(self.agent).__name__}.{spec.method} returned "
+                f"{type(result).__name__!r}; return a Message or None"
+            )
+        if env.replyto:
+            reply_id = await self.rt.publish(
+                result,
+                env.replyto,
+                source=self.agent.name,
+                correlationid=env.correlationid or env.id,
+            )
+            self.rt.writer.journal(self._entry(env, "replied", reply_id=reply_id))
+        elif spec.output:
+            await self.rt.publish(result, spec.output, source=self.agent.name)
+        else:
+            log.warning(
+                "%s.%s returned a %s but the event was not a request and the handler has no "
+                "output topic; the result was dropped",
+                type(self.agent).__name__,
+                spec.method,
+                result.message_type,
+            )
+
+    async def _reply_error(self, env: Envelope, exc: BaseException) -> None:
+        assert env.replyto is not None
+        error = Envelope(
+            type=ERROR_TYPE,
+            source=self.agent.name,
+            data={
+                "error_type": type(exc).__name__,
+                "message": str(exc),
+                "agent": self.agent.name,
+                "event_id": env.id,
+            },
+            correlationid=env.correlationid or env.id,
+        )
+        try:
+            await self.rt.publish_envelope(error, env.replyto)
+        except TransportError as exc2:
+            log.warning("could not send the error reply for %s: %s", env.id, exc2)
+
+    def _entry(self, env: Envelope, kind: str, **fields: Any) -> JournalEntry:
+        return JournalEntry(
+            env.runid or ORPHAN_RUN,
+            record(
+                kind,
+                event_id=env.id,
+                type=env.type,
+                topic=env.topic,
+                agent=self.agent.name,
+                **fields,
+            ),
+        )
+
+    async def _dead_letter(
+        self, d: Delivery, env: Envelope | None, reason: str, error: str, attempts: int
+    ) -> None:
+        rt = self.rt
+        payload = (
+            d.payload.decode("utf-8", "replace")
+            if d.payload is not None
+            else repr({k: v[:200] for k, v in d.fields.items()})
+        )
+        letter = {
+            "origin_id": d.entry_id,
+            "topic": d.topic,
+            "event_id": env.id if env else None,
+            "reason": reason,
+            "error": error,
+            "agent": self.agent.name,
+            "group": self.group,
+            "attempts": attempts,
+            "time": time.time(),
+            "payload": payload[: rt.max_event_bytes],
+        }
+        log.warning("dead-lettered %s/%s for %s: %s", d.topic, d.entry_id, reason, error)
+        run_id = env.runid if env is not None and env.runid else ORPHAN_RUN
+        journal = [
+            JournalEntry(
+                run_id,
+                record(
+                    "dead_lettered",
+                    event_id=letter["event_id"],
+                    entry_id=d.entry_id,
+                    topic=d.topic,
+                    agent=self.agent.name,
+                    reason=reason,
+                    error=error,
+                    attempts=attempts,
+                ),
+            )
+        ]
+        # Records queued before this one must not land after it.
+        journal[:0] = rt.writer.take_journal()
+        delay = 0.05
+        while True:
+            try:
+                await rt.transport.dead_letter(
+                    d.topic, self.group, d.entry_id, letter, journal=journal
+                )
+                rt.metrics.dead_lettered(self.agent.name, d.topic)
+                return
+            except TransportClosed:
+                return
+            except TransportError as exc:
+                log.warning("dead-lettering %s failed: %s; retrying", d.entry_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+def _decode_entry(d: Delivery) -> Envelope:
+    if d.payload is None:
+        fields = ", ".join(sorted(d.fields)) or "none"
+        raise DecodeError("not an agentbus event", f"the entry has no 'e' field (fields: {fields})")
+    env = Envelope.decode(d.payload)
+    if env.topic is None:
+        env.topic = d.topic
+    return env

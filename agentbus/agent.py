@@ -1,0 +1,183 @@
+"""Agents: Python classes whose typed handlers are bound to topics.
+
+::
+
+    class Researcher(Agent, name="researcher"):
+        @handle("research.questions")
+        async def answer(self, q: Question, ctx: Context) -> Answer:
+            return Answer(text=...)
+
+The handler's first parameter's annotation picks the message type(s) it accepts (a
+union accepts several). Returning a message replies to the sender of a request, or
+publishes to the handler's ``output`` topic.
+
+Subscription modes: ``shared`` (default) puts all instances of an agent name in one
+consumer group, so replicas compete for events; ``broadcast`` gives every instance
+its own group, so each sees every event.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import types
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, Union
+
+from .errors import UsageError
+from .keys import validate_topic
+from .message import Message
+
+if TYPE_CHECKING:
+    from .context import Context
+
+__all__ = ["Agent", "HandlerSpec", "Mode", "handle"]
+
+Mode = Literal["shared", "broadcast"]
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+_SPEC_ATTR = "__agentbus_handler__"
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """How one handler method is bound (see :func:`handle`)."""
+
+    topic: str
+    method: str
+    mode: Mode
+    message_types: tuple[type[Message], ...] | None
+    output: str | None
+    dedupe: bool
+    max_attempts: int | None
+    from_start: bool | None
+
+
+def handle(
+    topic: str,
+    message: type[Message] | tuple[type[Message], ...] | None = None,
+    *,
+    mode: Mode = "shared",
+    output: str | None = None,
+    dedupe: bool = False,
+    max_attempts: int | None = None,
+    from_start: bool | None = None,
+) -> Callable[[F], F]:
+    """Bind an ``async def handler(self, message, ctx)`` method to ``topic``.
+
+    ``message`` overrides the type taken from the annotation. ``output`` is where a
+    returned message goes when the event was not a request. ``dedupe`` skips events
+    this agent already handled (by event id). ``max_attempts`` overrides the runtime's.
+    ``from_start`` makes a new shared group start at the topic's first entry (default
+    for shared) rather than at new entries only (default for broadcast).
+
+    Raises :class:`UsageError` for a bad topic, mode or non-async function.
+    """
+    validate_topic(topic)
+    if mode not in ("shared", "broadcast"):
+        raise UsageError(f"mode must be 'shared' or 'broadcast', got {mode!r}")
+    if output is not None:
+        validate_topic(output)
+    if max_attempts is not None and max_attempts < 1:
+        raise UsageError(f"max_attempts must be at least 1, got {max_attempts!r}")
+    explicit = (message,) if isinstance(message, type) else message
+
+    def decorate(fn: F) -> F:
+        if not inspect.iscoroutinefunction(fn):
+            raise UsageError(f"handler {fn.__qualname__} must be an 'async def' function")
+        specs: list[HandlerSpec] = list(getattr(fn, _SPEC_ATTR, ()))
+        specs.append(
+            HandlerSpec(
+                topic, fn.__name__, mode, explicit, output, dedupe, max_attempts, from_start
+            )
+        )
+        setattr(fn, _SPEC_ATTR, tuple(specs))
+        return fn  # type: ignore[return-value]  # mypy narrows F by the iscoroutinefunction check
+
+    return decorate
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class Agent:
+    """Base class of agents. Subclass with ``name="..."`` to set the agent's name.
+
+    The name identifies the agent across processes: shared subscriptions use it as
+    the consumer group, so replicas with one name share the work. ``Agent(name=...)``
+    overrides it per instance. ``concurrency`` bounds how many of this agent's
+    events are handled at once in one runtime (default: the runtime's).
+    """
+
+    agent_name: ClassVar[str] = ""
+    concurrency: ClassVar[int | None] = None
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.agent_name = name or _snake(cls.__name__)
+
+    def __init__(self, *, name: str | None = None) -> None:
+        if name is not None:
+            self._name = name
+
+    @property
+    def name(self) -> str:
+        """This instance's agent name."""
+        return self.__dict__.get("_name") or type(self).agent_name or _snake(type(self).__name__)
+
+    async def on_start(self, ctx: Context) -> None:
+        """Called once when the runtime starts hosting this agent."""
+
+    async def on_stop(self) -> None:
+        """Called once when the runtime stops hosting this agent."""
+
+    def handlers(self) -> list[tuple[HandlerSpec, tuple[type[Message], ...]]]:
+        """This agent's handlers with their resolved message types.
+
+        Raises :class:`UsageError` when a handler's message type cannot be resolved.
+        """
+        out = []
+        seen: set[str] = set()
+        for klass in type(self).__mro__:
+            for attr, fn in vars(klass).items():
+                if attr in seen:
+                    continue
+                specs = getattr(fn, _SPEC_ATTR, None)
+                if specs is None:
+                    continue
+                seen.add(attr)
+                for spec in specs:
+                    out.append((spec, spec.message_types or _message_types(fn)))
+        return out
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}>"
+
+
+def _message_types(fn: Callable[..., Any]) -> tuple[type[Message], ...]:
+    params = list(inspect.signature(fn).parameters.values())
+    if len(params) < 3:
+        raise UsageError(
+            f"handler {fn.__qualname__} must take (self, message, ctx), got {len(params)} parameters"
+        )
+    try:
+        hints = typing.get_type_hints(fn)
+    except NameError as exc:
+        raise UsageError(
+            f"cannot resolve the message type of handler {fn.__qualname__}: {exc}; "
+            "define the message class at module level or pass it: @handle(topic, MessageClass)"
+        ) from exc
+    hint = hints.get(params[1].name)
+    candidates = (
+        typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+    )
+    found = tuple(c for c in candidates if isinstance(c, type) and issubclass(c, Message))
+    if not found or len(found) != len(candidates):
+        raise UsageError(
+            f"handler {fn.__qualname__}: annotate its message parameter with Message "
+            f"subclasses (or a union of them), got {hint!r}"
+        )
+    return found

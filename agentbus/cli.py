@@ -1,0 +1,266 @@
+"""The ``agentbus`` command line.
+
+The transport URL comes from ``--url``, else ``$AGENTBUS_URL``, else the embedded
+default ``memory://`` (journal in ``./.agentbus/``). Every listing takes ``--json``.
+Errors are one line on stderr: exit 2 for a usage mistake, 1 for a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from .app import load_app
+from .errors import AgentBusError, TransportUnavailable, UsageError
+from .journal import Journal
+from .runtime import Runtime
+from .transports import open_transport, redact_url, resolve_url
+
+__all__ = ["main"]
+
+log = logging.getLogger("agentbus.cli")
+
+
+def _fmt_time(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _render_result(result: Any) -> str:
+    if isinstance(result, BaseModel):
+        return result.model_dump_json(indent=2)
+    if isinstance(result, dict | list):
+        return json.dumps(result, indent=2, default=str)
+    return str(result)
+
+
+# -- commands -------------------------------------------------------------------------------
+async def cmd_run(args: argparse.Namespace) -> int:
+    app = load_app(args.file)
+    url = resolve_url(args.url)
+    async with Runtime(url) as rt:
+        if not args.no_agents:
+            rt.add(*app.build_agents())
+        run = rt.run(app.name, meta={"app": app.ref, "url": redact_url(url)})
+        async with run:
+            result = await app.run_main(run)
+    if args.json:
+        payload = {
+            "run_id": run.run_id,
+            "status": run.info.status,
+            "result": result.model_dump(mode="json") if isinstance(result, BaseModel) else result,
+        }
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        print(_render_result(result))
+        print(f"\nrun id: {run.run_id}  (inspect with: agentbus trace {run.run_id})")
+    return 0
+
+
+async def cmd_worker(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    url = resolve_url(args.url)
+    rt = Runtime(url, concurrency=args.concurrency)
+    agents = app.build_agents()
+    if not agents:
+        raise UsageError(f"app {app.name!r} has no agents to host")
+    rt.add(*agents)
+    try:
+        await rt.start()
+        names = ", ".join(sorted({a.name for a in agents}))
+        print(f"worker {rt.consumer} hosting {names} on {redact_url(url)}", flush=True)
+        await rt.serve()
+    finally:
+        await rt.aclose()
+    print(f"worker {rt.consumer} stopped", flush=True)
+    return 0
+
+
+async def cmd_runs(args: argparse.Namespace) -> int:
+    async with Journal.open(args.url) as journal:
+        runs = await journal.runs(limit=args.limit)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in runs], indent=2))
+        return 0
+    if not runs:
+        print("no recorded runs")
+        return 0
+    rows = [
+        (
+            r.run_id,
+            r.name,
+            r.status,
+            r.events,
+            _fmt_time(r.started),
+            _fmt_time(r.ended),
+            "-" if r.duration is None else f"{r.duration:.3f}s",
+        )
+        for r in runs
+    ]
+    print(_table(rows, ("RUN", "NAME", "STATUS", "EVENTS", "STARTED", "ENDED", "DURATION")))
+    return 0
+
+
+async def cmd_topics(args: argparse.Namespace) -> int:
+    transport = open_transport(args.url)
+    try:
+        await transport.connect()
+        topics = await transport.topics()
+    finally:
+        await transport.aclose()
+    if args.json:
+        print(json.dumps([t.to_dict() for t in topics], indent=2))
+        return 0
+    if not topics:
+        print("no topics")
+        return 0
+    rows: list[tuple[Any, ...]] = []
+    for t in topics:
+        if not t.groups:
+            rows.append((t.topic, t.length, "-", "-", "-", "-", t.dead_letters))
+        for g in t.groups:
+            rows.append(
+                (
+                    t.topic,
+                    t.length,
+                    g.name,
+                    g.consumers,
+                    g.pending,
+                    "-" if g.lag is None else g.lag,
+                    t.dead_letters,
+                )
+            )
+    print(_table(rows, ("TOPIC", "LENGTH", "GROUP", "CONSUMERS", "PENDING", "LAG", "DEAD")))
+    return 0
+
+
+async def cmd_dlq(args: argparse.Namespace) -> int:
+    transport = open_transport(args.url)
+    try:
+        await transport.connect()
+        if args.action == "list":
+            letters = await transport.dead_letters(args.topic, count=args.limit)
+            if args.json:
+                print(json.dumps([d.to_dict() for d in letters], indent=2))
+            elif not letters:
+                print(f"no dead letters on {args.topic!r}")
+            else:
+                rows = [
+                    (d.id, d.origin_id, d.agent, d.attempts, d.reason, d.error[:60])
+                    for d in letters
+                ]
+                print(_table(rows, ("ID", "ORIGIN", "AGENT", "ATTEMPTS", "REASON", "ERROR")))
+        elif args.action == "show":
+            letters = await transport.dead_letters(args.topic, count=100_000)
+            chosen = [d for d in letters if not args.ids or d.id in args.ids]
+            print(json.dumps([d.to_dict() for d in chosen], indent=2))
+        elif args.action == "retry":
+            letters = await transport.dead_letters(args.topic, count=100_000)
+            chosen = [d for d in letters if not args.ids or d.id in args.ids]
+            for d in chosen:
+                await transport.publish(args.topic, d.payload.encode())
+            n = await transport.remove_dead_letters(args.topic, [d.id for d in chosen])
+            print(f"re-published {n} dead letters to {args.topic!r}")
+        elif args.action == "purge":
+            n = await transport.remove_dead_letters(args.topic, args.ids or None)
+            print(f"purged {n} dead letters from {args.topic!r}")
+    finally:
+        await transport.aclose()
+    return 0
+
+
+# -- entry point ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentbus",
+        description="Run, host and inspect agentbus multi-agent systems.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_url(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--url",
+            default=None,
+            help="transport URL (default: $AGENTBUS_URL, else memory:// with ./.agentbus/)",
+        )
+        return p
+
+    p = with_url(sub.add_parser("run", help="run an app script and print its result and run id"))
+    p.add_argument("file", help="FILE.py (or MODULE:OBJ) defining an agentbus.App")
+    p.add_argument(
+        "--no-agents", action="store_true", help="drive the run only; workers host the agents"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_run)
+
+    p = with_url(sub.add_parser("worker", help="host an app's agents until SIGINT/SIGTERM"))
+    p.add_argument("app", help="MODULE:OBJ or FILE.py[:OBJ]")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.set_defaults(fn=cmd_worker)
+
+    p = with_url(sub.add_parser("runs", help="list recorded runs"))
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_runs)
+
+    p = with_url(sub.add_parser("topics", help="topics with groups, pending, lag and dead letters"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_topics)
+
+    p = with_url(sub.add_parser("dlq", help="inspect, retry or purge a topic's dead letters"))
+    p.add_argument("action", choices=("list", "show", "retry", "purge"))
+    p.add_argument("topic")
+    p.add_argument("ids", nargs="*", help="dead-letter ids (default: all)")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_dlq)
+
+    from . import cli_inspect  # the trace/replay/export commands
+
+    cli_inspect.register(sub, with_url)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``agentbus`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = asyncio.run(args.fn(args))
+        return code
+    except KeyboardInterrupt:
+        return 130
+    except UsageError as exc:
+        print(f"agentbus: error: {exc}", file=sys.stderr)
+        return 2
+    except TransportUnavailable as exc:
+        print(f"agentbus: error: {exc}", file=sys.stderr)
+        return 1
+    except AgentBusError as exc:
+        print(f"agentbus: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""What a handler gets besides its message, and the run/causation scope.
+
+The scope (run id, the event being handled) lives in a :mod:`contextvars` variable, so
+everything published while handling an event — from the handler, from a task it
+started, from a library it called — carries the run id and a ``causationid`` pointing
+at that event, with no plumbing by the user.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from .envelope import Envelope
+from .message import Message
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+__all__ = ["CallKind", "Context", "Scope", "current_scope"]
+
+M = TypeVar("M", bound=Message)
+CallKind = Literal["model", "tool"]
+
+
+@dataclass(slots=True)
+class Scope:
+    """The run and event an execution belongs to."""
+
+    run_id: str
+    causation_id: str | None = None
+    agent: str | None = None
+    #: Counts external calls made while handling the event (to match them on replay).
+    calls: list[int] = field(default_factory=lambda: [0])
+
+
+_scope: ContextVar[Scope | None] = ContextVar("agentbus_scope", default=None)
+
+
+def current_scope() -> Scope | None:
+    """The scope of the running handler or run, if any."""
+    return _scope.get()
+
+
+def set_scope(scope: Scope | None) -> Any:
+    """Enter ``scope``; returns the token for :func:`reset_scope`."""
+    return _scope.set(scope)
+
+
+def reset_scope(token: Any) -> None:
+    _scope.reset(token)
+
+
+class Context:
+    """Handed to every handler: publish, request, journal notes, external calls.
+
+    ``event`` is the envelope being handled, ``attempt`` counts deliveries of it.
+    """
+
+    def __init__(
+        self, runtime: Runtime, agent: str, event: Envelope | None = None, attempt: int = 1
+    ) -> None:
+        self.runtime = runtime
+        self.agent = agent
+        self.event = event
+        self.attempt = attempt
+        self.logger = logging.getLogger(f"agentbus.agent.{agent}")
+
+    @property
+    def run_id(self) -> str | None:
+        """The id of the run this event belongs to."""
+        scope = current_scope()
+        return scope.run_id if scope else None
+
+    async def publish(
+        self, message: Message, topic: str, *, key: str | None = None, subject: str | None = None
+    ) -> str:
+        """Publish ``message`` to ``topic`` as this agent; returns the event id.
+
+        ``key`` sets the partition key. Raises ``MessageTooLarge`` or ``TransportError``.
+        """
+        return await self.runtime.publish(
+            message, topic, key=key, subject=subject, source=self.agent
+        )
+
+    async def request(
+        self,
+        topic: str,
+        message: Message,
+        *,
+        timeout: float = 30.0,
+        expect: type[M] | None = None,
+        key: str | None = None,
+    ) -> Any:
+        """Send a request and wait for its reply (see :meth:`Runtime.request`)."""
+        return await self.runtime.request(
+            topic, message, timeout=timeout, expect=expect, key=key, source=self.agent
+        )
+
+    async def note(self, step: str, **details: Any) -> None:
+        """Write a ``step`` record into the run's journal (coordinators use this)."""
+        await self.runtime.note(step, agent=self.agent, **details)
+
+    async def invoke(
+        self,
+        kind: CallKind,
+        name: str,
+        request: dict[str, Any],
+        call: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """Make an external call (model or tool) through the journaled, replayable seam.
+
+        ``request`` and the returned response must be JSON-ready dicts. The call, its
+        response or error, and its duration are journaled; on replay the recorded
+        response is returned instead of calling ``call``. Exceptions from ``call``
+        propagate after being journaled.
+        """
+        return await self.runtime.invoke(kind, name, request, call, agent=self.agent)
+
+
+def monotonic_ms() -> float:
+    return time.perf_counter() * 1000

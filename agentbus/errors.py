@@ -1,0 +1,130 @@
+"""Exceptions raised by agentbus.
+
+Every exception the runtime raises on purpose derives from :class:`AgentBusError`.
+Errors from dependencies (redis-py, openai, httpx) are translated into these at the
+boundary that uses the dependency and chained with ``from exc``::
+
+    AgentBusError
+    ├── UsageError                 you configured or called something wrongly (raised early)
+    ├── MessageError               an event could not be built or read
+    │   ├── MessageTooLarge        the encoded envelope is over the size limit
+    │   ├── DecodeError            bad JSON, missing attributes, unknown type, invalid payload
+    │   └── SignatureError         a signed envelope failed verification
+    ├── TransportError             talking to the message store failed
+    │   ├── TransportClosed        you closed it (or the runtime was stopped)
+    │   ├── TransportUnavailable   the world broke it: unreachable, refused, auth, TLS
+    │   └── GroupNotFound          a consumer group vanished (e.g. Redis restarted empty)
+    ├── RequestTimeout             no reply in time (also a ``TimeoutError``)
+    ├── RemoteError                the handler of a request failed; carries its type and message
+    └── HandlerError               base for errors a handler raises to steer delivery
+        └── Reject                 do not retry this event: dead-letter it at once
+
+Messages say what was wrong, what is allowed and the offending value.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentBusError",
+    "DecodeError",
+    "GroupNotFound",
+    "HandlerError",
+    "MessageError",
+    "MessageTooLarge",
+    "Reject",
+    "RemoteError",
+    "RequestTimeout",
+    "SignatureError",
+    "TransportClosed",
+    "TransportError",
+    "TransportUnavailable",
+    "UsageError",
+]
+
+
+class AgentBusError(Exception):
+    """Root of every exception agentbus raises on purpose."""
+
+
+class UsageError(AgentBusError):
+    """A developer's mistake: wrong configuration, wrong arguments, wrong handler signature."""
+
+
+class MessageError(AgentBusError):
+    """An event could not be built, encoded or decoded."""
+
+
+class MessageTooLarge(MessageError):
+    """The encoded envelope exceeds the configured size limit."""
+
+    def __init__(self, size: int, limit: int, type_: str) -> None:
+        super().__init__(
+            f"event of type {type_!r} is {size} bytes encoded; the limit is {limit} bytes "
+            "(raise Runtime(max_event_bytes=...) or send a reference to the data instead)"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class DecodeError(MessageError):
+    """An incoming entry is not a valid agentbus event. ``reason`` is a short, stable cause."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class SignatureError(DecodeError):
+    """A signed envelope is unsigned, signed with an unknown key, or tampered with."""
+
+
+class TransportError(AgentBusError):
+    """Talking to the message store failed."""
+
+
+class TransportClosed(TransportError):
+    """The transport or runtime was closed by its owner; no further operations are possible."""
+
+
+class TransportUnavailable(TransportError, ConnectionError):
+    """The message store cannot be reached or refused us (network, auth, TLS, restart)."""
+
+
+class GroupNotFound(TransportError):
+    """A consumer group does not exist (never created, or lost with the data)."""
+
+
+class RequestTimeout(AgentBusError, TimeoutError):
+    """A request got no reply within its timeout."""
+
+    def __init__(self, topic: str, timeout: float, correlation_id: str) -> None:
+        super().__init__(
+            f"no reply to the request on topic {topic!r} within {timeout:g}s "
+            f"(correlation id {correlation_id!r}); is an agent subscribed to that topic?"
+        )
+        self.topic = topic
+        self.timeout = timeout
+        self.correlation_id = correlation_id
+
+
+class RemoteError(AgentBusError):
+    """The remote handler of a request failed; ``error_type`` and ``message`` say how."""
+
+    def __init__(
+        self, error_type: str, message: str, *, agent: str = "", event_id: str = ""
+    ) -> None:
+        where = f" in agent {agent!r}" if agent else ""
+        super().__init__(f"{error_type}{where}: {message}")
+        self.error_type = error_type
+        self.message = message
+        self.agent = agent
+        self.event_id = event_id
+
+
+class HandlerError(AgentBusError):
+    """Base for exceptions a handler raises to steer how its event is delivered."""
+
+
+class Reject(HandlerError):
+    """Raised by a handler: the event can never succeed, dead-letter it without retrying."""

@@ -1,0 +1,281 @@
+"""Turn a run's journal into a trace: events, their deliveries, and the causal tree.
+
+The tree follows ``causationid``: an event's children are the events published while
+it was being handled. Each node carries the delivery outcomes per agent (handled,
+failed, dead-lettered, with durations and attempts), external calls and tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .transports import JournalRecord, RunInfo
+
+__all__ = ["Delivery", "Trace", "TraceEvent", "build_trace", "render_tree"]
+
+_OUTCOMES = ("handled", "failed", "retried", "dead_lettered", "ignored", "duplicate", "replied")
+
+
+@dataclass
+class Delivery:
+    """What one agent did with one event."""
+
+    agent: str
+    outcome: str = "delivered"
+    attempts: int = 0
+    duration_ms: float | None = None
+    error: str | None = None
+    consumer: str | None = None
+
+
+@dataclass
+class TraceEvent:
+    """A published event with everything the journal says about it."""
+
+    index: int
+    id: str
+    type: str
+    topic: str
+    source: str
+    time: float
+    causation_id: str | None
+    correlation_id: str | None
+    envelope: dict[str, Any]
+    deliveries: dict[str, Delivery] = field(default_factory=dict)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    children: list[TraceEvent] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return sum(_tokens(c) for c in self.calls)
+
+    @property
+    def errors(self) -> list[str]:
+        out = [d.error for d in self.deliveries.values() if d.error]
+        out += [str(c["error"]) for c in self.calls if c.get("error")]
+        return out
+
+    def to_dict(self, *, payloads: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "index": self.index,
+            "id": self.id,
+            "type": self.type,
+            "topic": self.topic,
+            "source": self.source,
+            "time": self.time,
+            "causation_id": self.causation_id,
+            "correlation_id": self.correlation_id,
+            "deliveries": [vars(d) for d in self.deliveries.values()],
+            "calls": [
+                {k: v for k, v in c.items() if payloads or k not in ("request", "response")}
+                for c in self.calls
+            ],
+            "tokens": self.tokens,
+        }
+        if payloads:
+            out["data"] = self.envelope.get("data")
+        return out
+
+
+def _tokens(call: dict[str, Any]) -> int:
+    usage = (call.get("response") or {}).get("usage") or {}
+    return int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
+
+
+@dataclass
+class Trace:
+    """A run as events (in publish order) plus the roots of the causal tree."""
+
+    run: RunInfo
+    events: list[TraceEvent]
+    roots: list[TraceEvent]
+    steps: list[dict[str, Any]]
+    orphan_records: list[dict[str, Any]]
+
+    @property
+    def tokens(self) -> int:
+        return sum(e.tokens for e in self.events)
+
+    def by_agent(self) -> dict[str, dict[str, float]]:
+        """Per agent: events handled, failures, total and max handler time (ms), tokens."""
+        stats: dict[str, dict[str, float]] = {}
+        for e in self.events:
+            for d in e.deliveries.values():
+                s = stats.setdefault(
+                    d.agent,
+                    {"handled": 0, "failed": 0, "total_ms": 0.0, "max_ms": 0.0, "tokens": 0},
+                )
+                if d.outcome in ("handled", "replied"):
+                    s["handled"] += 1
+                if d.outcome in ("failed", "dead_lettered"):
+                    s["failed"] += 1
+                if d.duration_ms:
+                    s["total_ms"] += d.duration_ms
+                    s["max_ms"] = max(s["max_ms"], d.duration_ms)
+            for c in e.calls:
+                agent = str(c.get("agent") or "?")
+                stats.setdefault(
+                    agent, {"handled": 0, "failed": 0, "total_ms": 0.0, "max_ms": 0.0, "tokens": 0}
+                )
+                stats[agent]["tokens"] += _tokens(c)
+        return stats
+
+    def filtered(
+        self, *, agent: str | None = None, type_: str | None = None, topic: str | None = None
+    ) -> Trace:
+        """Only events matching every given filter (the tree is re-rooted accordingly)."""
+        if not (agent or type_ or topic):
+            return self
+        keep = [
+            e
+            for e in self.events
+            if (agent is None or e.source == agent or agent in e.deliveries)
+            and (type_ is None or e.type == type_)
+            and (topic is None or e.topic == topic)
+        ]
+        return _assemble(self.run, keep, self.steps, self.orphan_records)
+
+    def to_dict(self, *, payloads: bool = False) -> dict[str, Any]:
+        def node(e: TraceEvent) -> dict[str, Any]:
+            return {**e.to_dict(payloads=payloads), "children": [node(c) for c in e.children]}
+
+        return {
+            "run": self.run.to_dict(),
+            "tokens": self.tokens,
+            "events": len(self.events),
+            "agents": self.by_agent(),
+            "tree": [node(r) for r in self.roots],
+            "steps": self.steps,
+            "unattached": self.orphan_records,
+        }
+
+
+def build_trace(run: RunInfo, records: Iterable[JournalRecord]) -> Trace:
+    """Fold a run's journal records into a :class:`Trace`."""
+    events: list[TraceEvent] = []
+    by_id: dict[str, TraceEvent] = {}
+    steps: list[dict[str, Any]] = []
+    orphans: list[dict[str, Any]] = []
+    for rec in records:
+        r = rec.record
+        kind = r.get("kind")
+        if kind == "published":
+            env = r.get("event") or {}
+            ev = TraceEvent(
+                index=len(events),
+                id=str(env.get("id")),
+                type=str(env.get("type")),
+                topic=str(r.get("topic") or env.get("topic")),
+                source=str(env.get("source")),
+                time=float(r.get("time", 0.0)),
+                causation_id=env.get("causationid"),
+                correlation_id=env.get("correlationid"),
+                envelope=env,
+            )
+            events.append(ev)
+            by_id[ev.id] = ev
+            continue
+        if kind == "step":
+            steps.append(r)
+            continue
+        target = by_id.get(str(r.get("event_id")))
+        if kind in ("model_call", "tool_call"):
+            if target is not None:
+                target.calls.append(r)
+            else:
+                orphans.append(r)
+            continue
+        if kind in ("run_started", "run_finished"):
+            continue
+        if target is None:
+            orphans.append(r)
+            continue
+        agent = str(r.get("agent"))
+        d = target.deliveries.setdefault(agent, Delivery(agent))
+        if kind == "delivered":
+            d.consumer = r.get("consumer")
+            d.attempts = max(d.attempts, int(r.get("attempt", 1)))
+        elif kind in _OUTCOMES:
+            if kind != "replied" or d.outcome == "delivered":
+                d.outcome = kind if kind != "retried" else "retrying"
+            if "attempt" in r:
+                d.attempts = max(d.attempts, int(r["attempt"]))
+            if r.get("duration_ms") is not None and kind in ("handled", "failed"):
+                d.duration_ms = float(r["duration_ms"])
+            if r.get("error"):
+                d.error = str(r["error"])
+            if kind == "handled":
+                d.error = None
+    return _assemble(run, events, steps, orphans)
+
+
+def _assemble(
+    run: RunInfo,
+    events: list[TraceEvent],
+    steps: list[dict[str, Any]],
+    orphans: list[dict[str, Any]],
+) -> Trace:
+    ids = {e.id for e in events}
+    for e in events:
+        e.children = []
+    roots: list[TraceEvent] = []
+    index = {e.id: e for e in events}
+    for e in events:
+        parent = index.get(e.causation_id) if e.causation_id in ids else None
+        (parent.children if parent is not None else roots).append(e)
+    return Trace(run, events, roots, steps, orphans)
+
+
+def render_tree(trace: Trace, *, payloads: bool = False) -> str:
+    """The trace as an indented causal tree for the terminal."""
+    run = trace.run
+    duration = "-" if run.duration is None else f"{run.duration:.3f}s"
+    lines = [
+        f"run {run.run_id}  {run.name}  {run.status}  events={len(trace.events)}  "
+        f"duration={duration}  tokens={trace.tokens}"
+    ]
+    trace_id = _trace_id(trace)
+    if trace_id:
+        lines.append(f"trace id {trace_id}")
+
+    def walk(e: TraceEvent, prefix: str, last: bool) -> None:
+        branch = "└─ " if last else "├─ "
+        lines.append(f"{prefix}{branch}#{e.index} {e.type} → {e.topic}  from {e.source}")
+        child_prefix = prefix + ("   " if last else "│  ")
+        for d in e.deliveries.values():
+            took = "" if d.duration_ms is None else f" {d.duration_ms:.1f}ms"
+            tries = f" attempts={d.attempts}" if d.attempts > 1 else ""
+            err = f"  ! {d.error}" if d.error else ""
+            lines.append(f"{child_prefix}   · {d.agent}: {d.outcome}{took}{tries}{err}")
+        for c in e.calls:
+            kind = "model" if c.get("kind") == "model_call" else "tool"
+            tok = _tokens(c)
+            extra = f" tokens={tok}" if tok else ""
+            err = f"  ! {c['error']}" if c.get("error") else ""
+            lines.append(
+                f"{child_prefix}   ⚙ {kind} {c.get('name')} {float(c.get('duration_ms', 0)):.1f}ms{extra}{err}"
+            )
+        if payloads:
+            import json
+
+            lines.append(
+                f"{child_prefix}   data: {json.dumps(e.envelope.get('data'), default=str)}"
+            )
+        for i, child in enumerate(e.children):
+            walk(child, child_prefix, i == len(e.children) - 1)
+
+    for i, root in enumerate(trace.roots):
+        walk(root, "", i == len(trace.roots) - 1)
+    if trace.orphan_records:
+        lines.append(f"({len(trace.orphan_records)} records not attached to a recorded event)")
+    return "\n".join(lines)
+
+
+def _trace_id(trace: Trace) -> str | None:
+    for e in trace.events:
+        tp = e.envelope.get("traceparent")
+        if isinstance(tp, str) and tp.count("-") == 3:
+            return tp.split("-")[1]
+    return None

@@ -1,0 +1,70 @@
+"""Typed messages and the registry that maps a stable type name to its class.
+
+A message is a pydantic model with a type name that stays the same when the class is
+renamed or moved, so events recorded today still decode tomorrow::
+
+    class Question(Message, type="research.Question"):
+        text: str
+
+Without ``type=`` the name is ``<module>.<ClassName>``. ``version=`` appends ``.vN``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import UsageError
+
+__all__ = ["Message", "lookup_type", "registered_types"]
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+class Message(BaseModel):
+    """Base class of every event payload. Subclass it with ``type="domain.Name"``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message_type: ClassVar[str] = "agentbus.Message"
+
+    def __init_subclass__(
+        cls, type: str | None = None, version: int | None = None, **kwargs: Any
+    ) -> None:
+        # pydantic forwards class keywords both here and to __pydantic_init_subclass__;
+        # we consume ours in the latter, once the model is fully built.
+        super().__init_subclass__(**kwargs)
+
+    @classmethod
+    def __pydantic_init_subclass__(
+        cls, type: str | None = None, version: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        name = type or f"{cls.__module__}.{cls.__qualname__}"
+        if version is not None:
+            name = f"{name}.v{version}"
+        if not name or any(c.isspace() for c in name):
+            raise UsageError(f"message type names must be non-empty without spaces, got {name!r}")
+        existing = _REGISTRY.get(name)
+        if existing is not None and _qualified(existing) != _qualified(cls):
+            raise UsageError(
+                f"message type {name!r} is already registered by {_qualified(existing)}; "
+                f"give {_qualified(cls)} another type name"
+            )
+        cls.message_type = name
+        _REGISTRY[name] = cls
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def lookup_type(name: str) -> type[Message] | None:
+    """Return the message class registered under ``name``, or ``None``."""
+    return _REGISTRY.get(name)
+
+
+def registered_types() -> dict[str, type[Message]]:
+    """A copy of the registry: type name -> message class."""
+    return dict(_REGISTRY)

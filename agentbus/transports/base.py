@@ -1,0 +1,316 @@
+"""The transport contract: what the runtime needs from a message store.
+
+A transport stores topics as append-only streams with consumer groups, pending lists,
+delivery counts, claiming and dead-letter streams (the Redis Streams model), and keeps
+the journal of every run. The runtime speaks only this interface; ``MemoryTransport``
+and ``RedisStreamsTransport`` implement it and pass the same conformance suite
+(``agentbus.testing.conformance``).
+
+Unless noted, every method raises :class:`~agentbus.errors.TransportClosed` after
+``aclose()`` and :class:`~agentbus.errors.TransportUnavailable` when the store cannot
+be reached. Cancelling a blocking read leaves the transport usable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "Ack",
+    "DeadLetter",
+    "Delivery",
+    "GroupInfo",
+    "JournalEntry",
+    "JournalRecord",
+    "RunInfo",
+    "TopicInfo",
+    "Transport",
+]
+
+#: The stream field that carries the encoded envelope.
+EVENT_FIELD = "e"
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One stream entry handed to a consumer.
+
+    ``payload`` is the encoded envelope, or ``None`` when the entry has no event field
+    (garbage written by something else); ``fields`` keeps the raw entry for dead-letters.
+    ``delivery_count`` counts this delivery (1 for a first read).
+    """
+
+    topic: str
+    entry_id: str
+    payload: bytes | None
+    fields: dict[str, bytes] = field(default_factory=dict)
+    delivery_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Acknowledge ``entry_id`` of ``topic`` for ``group``."""
+
+    topic: str
+    group: str
+    entry_id: str
+
+
+@dataclass(slots=True)
+class JournalEntry:
+    """A journal record to append to a run's log. ``record`` must be JSON-serialisable.
+
+    ``raw_event`` is an already encoded envelope stored under the record's ``event``
+    key; splicing the bytes in saves encoding every published event twice.
+    """
+
+    run_id: str
+    record: dict[str, Any]
+    raw_event: bytes | None = None
+
+    def encode(self) -> bytes:
+        """The record as compact UTF-8 JSON."""
+        body = json.dumps(self.record, separators=(",", ":"), ensure_ascii=False).encode()
+        if self.raw_event is None:
+            return body
+        return body[:-1] + b',"event":' + self.raw_event + b"}"
+
+
+@dataclass(slots=True)
+class JournalRecord:
+    """A record read back from a run's journal, in append order (``seq``)."""
+
+    seq: str
+    run_id: str
+    record: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.record.get("kind", ""))
+
+    @property
+    def time(self) -> float:
+        return float(self.record.get("time", 0.0))
+
+
+@dataclass(slots=True)
+class RunInfo:
+    """A run's metadata as indexed by the journal."""
+
+    run_id: str
+    name: str
+    status: str = "running"
+    started: float = 0.0
+    ended: float | None = None
+    events: int = 0
+    records: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.ended is None else self.ended - self.started
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "name": self.name,
+            "status": self.status,
+            "started": self.started,
+            "ended": self.ended,
+            "duration": self.duration,
+            "events": self.events,
+            "records": self.records,
+            "meta": self.meta,
+        }
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """An entry in a topic's dead-letter stream."""
+
+    id: str
+    topic: str
+    origin_id: str
+    reason: str
+    error: str
+    agent: str
+    attempts: int
+    time: float
+    payload: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "topic": self.topic,
+            "origin_id": self.origin_id,
+            "reason": self.reason,
+            "error": self.error,
+            "agent": self.agent,
+            "attempts": self.attempts,
+            "time": self.time,
+            "payload": self.payload,
+        }
+
+
+@dataclass(slots=True)
+class GroupInfo:
+    """A consumer group on a topic."""
+
+    name: str
+    consumers: int
+    pending: int
+    lag: int | None
+
+
+@dataclass(slots=True)
+class TopicInfo:
+    """What ``agentbus topics`` shows for one topic."""
+
+    topic: str
+    length: int
+    groups: list[GroupInfo]
+    dead_letters: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "length": self.length,
+            "groups": [
+                {"name": g.name, "consumers": g.consumers, "pending": g.pending, "lag": g.lag}
+                for g in self.groups
+            ],
+            "dead_letters": self.dead_letters,
+        }
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """A message store with consumer groups and a journal. See the module docstring."""
+
+    #: The URL it was opened with, with any password removed.
+    url: str
+
+    async def connect(self) -> None:
+        """Check the store answers. Raises ``TransportUnavailable`` naming the URL."""
+
+    async def aclose(self) -> None:
+        """Release connections. Idempotent."""
+
+    # -- topics ---------------------------------------------------------------------
+    async def publish(
+        self, topic: str, payload: bytes, *, journal: Sequence[JournalEntry] = ()
+    ) -> str:
+        """Append an event; the journal entries are written atomically with it."""
+
+    async def publish_many(
+        self, items: Sequence[tuple[str, bytes]], *, journal: Sequence[JournalEntry] = ()
+    ) -> list[str]:
+        """Append several events (and journal entries) in one round trip."""
+
+    async def create_group(self, topic: str, group: str, *, from_start: bool = True) -> None:
+        """Create ``group`` on ``topic`` (and the topic) if missing.
+
+        ``from_start`` delivers entries already in the topic; otherwise only new ones.
+        """
+
+    async def delete_group(self, topic: str, group: str) -> None:
+        """Remove a consumer group and its pending list."""
+
+    async def read_group(
+        self,
+        group: str,
+        consumer: str,
+        topics: Sequence[str],
+        *,
+        count: int,
+        block_ms: int | None,
+        pending: bool = False,
+    ) -> list[Delivery]:
+        """Read up to ``count`` entries per topic for ``consumer``.
+
+        With ``pending`` it returns the consumer's own unacknowledged entries (counting
+        a new delivery) instead of new ones and never blocks. ``block_ms=None`` does
+        not block; otherwise it waits up to that long for new entries.
+        """
+
+    async def ack(
+        self,
+        acks: Sequence[Ack],
+        *,
+        journal: Sequence[JournalEntry] = (),
+        mark: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """Acknowledge entries, append journal entries and set de-duplication markers
+        (``(key, ttl_seconds)``), all in one atomic round trip."""
+
+    async def claim_idle(
+        self,
+        topic: str,
+        group: str,
+        consumer: str,
+        *,
+        min_idle_ms: int,
+        count: int,
+        cursor: str = "0-0",
+    ) -> tuple[str, list[Delivery]]:
+        """Take over entries pending longer than ``min_idle_ms`` from any consumer.
+
+        Returns the cursor to continue from (``"0-0"`` when the scan wrapped around).
+        """
+
+    async def extend_lease(
+        self, topic: str, group: str, consumer: str, entry_ids: Sequence[str]
+    ) -> None:
+        """Reset the idle time of entries ``consumer`` is still working on."""
+
+    async def read_tail(
+        self, topic: str, after: str, *, count: int, block_ms: int | None
+    ) -> list[Delivery]:
+        """Read entries after ``after`` without a group (for reply inboxes)."""
+
+    async def delete_topic(self, topic: str) -> None:
+        """Delete a topic with its groups."""
+
+    async def topics(self) -> list[TopicInfo]:
+        """Every topic with its groups, pending counts, lag and dead-letter count."""
+
+    # -- dead letters -----------------------------------------------------------------
+    async def dead_letter(
+        self,
+        topic: str,
+        group: str,
+        entry_id: str,
+        letter: dict[str, Any],
+        *,
+        journal: Sequence[JournalEntry] = (),
+    ) -> None:
+        """Move an entry to the topic's dead-letter stream and ack it, atomically."""
+
+    async def dead_letters(self, topic: str, *, count: int = 100) -> list[DeadLetter]:
+        """The oldest ``count`` dead letters of ``topic``."""
+
+    async def remove_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> int:
+        """Delete the given dead letters (all when ``ids`` is ``None``); returns how many."""
+
+    # -- de-duplication -----------------------------------------------------------------
+    async def is_marked(self, key: str) -> bool:
+        """Whether a de-duplication marker set through :meth:`ack` exists."""
+
+    # -- journal ---------------------------------------------------------------------------
+    async def save_run(self, run: RunInfo) -> None:
+        """Create or update a run's metadata (not its counters)."""
+
+    async def write_journal(self, journal: Sequence[JournalEntry]) -> None:
+        """Append journal entries on their own."""
+
+    async def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
+        """Recorded runs, newest first."""
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        """One run's metadata, or ``None``."""
+
+    async def read_journal(self, run_id: str) -> list[JournalRecord]:
+        """A run's journal records in the order they were written."""

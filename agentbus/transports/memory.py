@@ -1,0 +1,447 @@
+"""An in-process transport with the semantics of Redis Streams.
+
+Consumer groups, pending lists, delivery counts, idle-time claiming and dead-letter
+streams behave as on Redis (the conformance suite checks both), so code tested here
+behaves the same in production. Time comes from an injectable :class:`Clock`, so tests
+can make entries idle without sleeping. It is public API: use it in your own tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..clock import Clock, SystemClock
+from ..errors import GroupNotFound, TransportClosed
+from ..keys import DEFAULT_PREFIX, Keys
+from .base import (
+    EVENT_FIELD,
+    Ack,
+    DeadLetter,
+    Delivery,
+    GroupInfo,
+    JournalEntry,
+    JournalRecord,
+    RunInfo,
+    TopicInfo,
+)
+from .sqlite_journal import SqliteJournal
+
+__all__ = ["MemoryTransport"]
+
+_Id = tuple[int, int]
+_FLUSH_DELAY_S = 0.2
+
+
+def _fmt(entry_id: _Id) -> str:
+    return f"{entry_id[0]}-{entry_id[1]}"
+
+
+def _parse(entry_id: str) -> _Id:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass
+class _Pending:
+    consumer: str
+    delivered_ms: int
+    count: int
+
+
+@dataclass
+class _Group:
+    last_id: _Id
+    pel: dict[_Id, _Pending] = field(default_factory=dict)
+    consumers: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Stream:
+    ids: list[_Id] = field(default_factory=list)
+    fields: dict[_Id, dict[str, bytes]] = field(default_factory=dict)
+    groups: dict[str, _Group] = field(default_factory=dict)
+    last: _Id = (0, 0)
+
+    def after(self, last: _Id, count: int) -> list[_Id]:
+        start = bisect.bisect_right(self.ids, last)
+        return self.ids[start : start + count]
+
+
+class MemoryTransport:
+    """Topics in process memory; journal in SQLite (``journal_path``) or in memory (``None``).
+
+    ``memory://`` URLs select it: ``memory://`` keeps the journal in
+    ``./.agentbus/journal.sqlite3``; ``memory://?journal=PATH`` elsewhere;
+    ``memory://?journal=`` (empty) keeps it in memory only.
+    """
+
+    def __init__(
+        self,
+        *,
+        journal_path: str | Path | None = None,
+        clock: Clock | None = None,
+        url: str = "memory://",
+        prefix: str = DEFAULT_PREFIX,
+    ) -> None:
+        self.url = url
+        self.keys = Keys(prefix)
+        self.clock: Clock = clock or SystemClock()
+        self._streams: dict[str, _Stream] = {}
+        self._dlq: dict[str, _Stream] = {}
+        self._marks: dict[str, float] = {}
+        self._journal = SqliteJournal(journal_path)
+        self._changed = asyncio.Event()
+        self._closed = False
+        self._flush_handle: asyncio.TimerHandle | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def connect(self) -> None:
+        self._check()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._journal.close()
+        self._wake()
+
+    async def __aenter__(self) -> MemoryTransport:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _check(self) -> None:
+        if self._closed:
+            raise TransportClosed("the memory transport is closed")
+
+    def _wake(self) -> None:
+        # One event shared by all waiters: set it to wake everyone, then replace it so
+        # the next wait blocks again. Waiters re-check their condition after waking.
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait(self, block_ms: int) -> None:
+        try:
+            await asyncio.wait_for(self._changed.wait(), block_ms / 1000)
+        except TimeoutError:
+            pass
+
+    def _stream(self, topic: str) -> _Stream:
+        stream = self._streams.get(topic)
+        if stream is None:
+            stream = self._streams[topic] = _Stream()
+        return stream
+
+    def _next_id(self, stream: _Stream) -> _Id:
+        ms = self.clock.now_ms()
+        last_ms, last_seq = stream.last
+        new = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
+        stream.last = new
+        return new
+
+    # -- topics -------------------------------------------------------------------------
+    def _append(self, topic: str, fields: dict[str, bytes]) -> str:
+        stream = self._stream(topic)
+        entry_id = self._next_id(stream)
+        stream.ids.append(entry_id)
+        stream.fields[entry_id] = fields
+        return _fmt(entry_id)
+
+    def add_raw(self, topic: str, fields: dict[str, bytes]) -> str:
+        """Append an entry with arbitrary fields (for tests of hostile input)."""
+        self._check()
+        entry_id = self._append(topic, fields)
+        self._wake()
+        return entry_id
+
+    async def publish(
+        self, topic: str, payload: bytes, *, journal: Sequence[JournalEntry] = ()
+    ) -> str:
+        self._check()
+        entry_id = self._append(topic, {EVENT_FIELD: payload})
+        self._journal_append(journal)
+        self._wake()
+        return entry_id
+
+    async def publish_many(
+        self, items: Sequence[tuple[str, bytes]], *, journal: Sequence[JournalEntry] = ()
+    ) -> list[str]:
+        self._check()
+        ids = [self._append(topic, {EVENT_FIELD: payload}) for topic, payload in items]
+        self._journal_append(journal)
+        self._wake()
+        return ids
+
+    async def create_group(self, topic: str, group: str, *, from_start: bool = True) -> None:
+        self._check()
+        stream = self._stream(topic)
+        if group not in stream.groups:
+            stream.groups[group] = _Group(last_id=(0, 0) if from_start else stream.last)
+
+    async def delete_group(self, topic: str, group: str) -> None:
+        self._check()
+        stream = self._streams.get(topic)
+        if stream is not None:
+            stream.groups.pop(group, None)
+
+    def _group(self, topic: str, group: str) -> tuple[_Stream, _Group]:
+        stream = self._streams.get(topic)
+        grp = None if stream is None else stream.groups.get(group)
+        if stream is None or grp is None:
+            raise GroupNotFound(f"no consumer group {group!r} on topic {topic!r}")
+        return stream, grp
+
+    def _delivery(self, topic: str, stream: _Stream, entry_id: _Id, count: int) -> Delivery:
+        fields = stream.fields[entry_id]
+        return Delivery(
+            topic=topic,
+            entry_id=_fmt(entry_id),
+            payload=fields.get(EVENT_FIELD),
+            fields=dict(fields),
+            delivery_count=count,
+        )
+
+    def _read_once(
+        self, group: str, consumer: str, topics: Sequence[str], count: int, pending: bool
+    ) -> list[Delivery]:
+        now = self.clock.now_ms()
+        out: list[Delivery] = []
+        for topic in topics:
+            stream, grp = self._group(topic, group)
+            grp.consumers.add(consumer)
+            if pending:
+                mine = sorted(i for i, p in grp.pel.items() if p.consumer == consumer)[:count]
+                for entry_id in mine:
+                    p = grp.pel[entry_id]
+                    p.count += 1
+                    p.delivered_ms = now
+                    out.append(self._delivery(topic, stream, entry_id, p.count))
+                continue
+            for entry_id in stream.after(grp.last_id, count):
+                grp.last_id = entry_id
+                grp.pel[entry_id] = _Pending(consumer, now, 1)
+                out.append(self._delivery(topic, stream, entry_id, 1))
+        return out
+
+    async def read_group(
+        self,
+        group: str,
+        consumer: str,
+        topics: Sequence[str],
+        *,
+        count: int,
+        block_ms: int | None,
+        pending: bool = False,
+    ) -> list[Delivery]:
+        self._check()
+        deadline = None if block_ms is None else time.monotonic() + block_ms / 1000
+        while True:
+            out = self._read_once(group, consumer, topics, count, pending)
+            if out or pending or deadline is None:
+                return out
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return out
+            await self._wait(int(remaining * 1000) + 1)
+            self._check()
+
+    async def ack(
+        self,
+        acks: Sequence[Ack],
+        *,
+        journal: Sequence[JournalEntry] = (),
+        mark: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        self._check()
+        for a in acks:
+            stream = self._streams.get(a.topic)
+            grp = None if stream is None else stream.groups.get(a.group)
+            if grp is not None:
+                grp.pel.pop(_parse(a.entry_id), None)
+        now = time.monotonic()
+        for key, ttl in mark:
+            self._marks[key] = now + ttl
+        self._journal_append(journal)
+
+    async def claim_idle(
+        self,
+        topic: str,
+        group: str,
+        consumer: str,
+        *,
+        min_idle_ms: int,
+        count: int,
+        cursor: str = "0-0",
+    ) -> tuple[str, list[Delivery]]:
+        self._check()
+        stream, grp = self._group(topic, group)
+        grp.consumers.add(consumer)
+        now = self.clock.now_ms()
+        start = _parse(cursor)
+        candidates = sorted(i for i in grp.pel if i >= start)
+        out: list[Delivery] = []
+        next_cursor = "0-0"
+        for n, entry_id in enumerate(candidates):
+            if len(out) == count:
+                next_cursor = _fmt(candidates[n])
+                break
+            p = grp.pel[entry_id]
+            if now - p.delivered_ms < min_idle_ms:
+                continue
+            p.consumer, p.delivered_ms, p.count = consumer, now, p.count + 1
+            out.append(self._delivery(topic, stream, entry_id, p.count))
+        return next_cursor, out
+
+    async def extend_lease(
+        self, topic: str, group: str, consumer: str, entry_ids: Sequence[str]
+    ) -> None:
+        self._check()
+        stream = self._streams.get(topic)
+        grp = None if stream is None else stream.groups.get(group)
+        if grp is None:
+            return
+        now = self.clock.now_ms()
+        for raw in entry_ids:
+            p = grp.pel.get(_parse(raw))
+            if p is not None:
+                p.consumer, p.delivered_ms = consumer, now
+
+    async def read_tail(
+        self, topic: str, after: str, *, count: int, block_ms: int | None
+    ) -> list[Delivery]:
+        self._check()
+        deadline = None if block_ms is None else time.monotonic() + block_ms / 1000
+        last = _parse(after)
+        while True:
+            stream = self._streams.get(topic)
+            if stream is not None:
+                ids = stream.after(last, count)
+                if ids:
+                    return [self._delivery(topic, stream, i, 1) for i in ids]
+            if deadline is None or deadline - time.monotonic() <= 0:
+                return []
+            await self._wait(int((deadline - time.monotonic()) * 1000) + 1)
+            self._check()
+
+    async def delete_topic(self, topic: str) -> None:
+        self._check()
+        self._streams.pop(topic, None)
+
+    async def topics(self) -> list[TopicInfo]:
+        self._check()
+        out = []
+        for name in sorted(self._streams):
+            stream = self._streams[name]
+            groups = []
+            for gname, grp in sorted(stream.groups.items()):
+                lag = len(stream.ids) - bisect.bisect_right(stream.ids, grp.last_id)
+                groups.append(GroupInfo(gname, len(grp.consumers), len(grp.pel), lag))
+            dlq = self._dlq.get(name)
+            out.append(TopicInfo(name, len(stream.ids), groups, 0 if dlq is None else len(dlq.ids)))
+        return out
+
+    # -- dead letters ---------------------------------------------------------------------
+    async def dead_letter(
+        self,
+        topic: str,
+        group: str,
+        entry_id: str,
+        letter: dict[str, Any],
+        *,
+        journal: Sequence[JournalEntry] = (),
+    ) -> None:
+        self._check()
+        dlq = self._dlq.setdefault(topic, _Stream())
+        dlq_id = self._next_id(dlq)
+        dlq.ids.append(dlq_id)
+        dlq.fields[dlq_id] = {"letter": json.dumps(letter).encode()}
+        await self.ack([Ack(topic, group, entry_id)], journal=journal)
+
+    async def dead_letters(self, topic: str, *, count: int = 100) -> list[DeadLetter]:
+        self._check()
+        stream = self._dlq.get(topic)
+        if stream is None:
+            return []
+        return [
+            _letter(_fmt(i), topic, json.loads(stream.fields[i]["letter"]))
+            for i in stream.ids[:count]
+        ]
+
+    async def remove_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> int:
+        self._check()
+        stream = self._dlq.get(topic)
+        if stream is None:
+            return 0
+        doomed = set(stream.ids) if ids is None else {_parse(i) for i in ids} & set(stream.ids)
+        stream.ids = [i for i in stream.ids if i not in doomed]
+        for i in doomed:
+            del stream.fields[i]
+        return len(doomed)
+
+    async def is_marked(self, key: str) -> bool:
+        self._check()
+        expiry = self._marks.get(key)
+        return expiry is not None and expiry > time.monotonic()
+
+    # -- journal ----------------------------------------------------------------------------
+    def _journal_append(self, journal: Sequence[JournalEntry]) -> None:
+        if not journal:
+            return
+        self._journal.append(journal)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(_FLUSH_DELAY_S, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if not self._closed:
+            self._journal.flush()
+
+    async def save_run(self, run: RunInfo) -> None:
+        self._check()
+        self._journal.save_run(run)
+        self._schedule_flush()
+
+    async def write_journal(self, journal: Sequence[JournalEntry]) -> None:
+        self._check()
+        self._journal_append(journal)
+
+    async def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
+        self._check()
+        return self._journal.list_runs(limit)
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        self._check()
+        return self._journal.get_run(run_id)
+
+    async def read_journal(self, run_id: str) -> list[JournalRecord]:
+        self._check()
+        return self._journal.read(run_id)
+
+
+def _letter(dlq_id: str, topic: str, body: dict[str, Any]) -> DeadLetter:
+    return DeadLetter(
+        id=dlq_id,
+        topic=topic,
+        origin_id=str(body.get("origin_id", "")),
+        reason=str(body.get("reason", "")),
+        error=str(body.get("error", "")),
+        agent=str(body.get("agent", "")),
+        attempts=int(body.get("attempts", 0)),
+        time=float(body.get("time", 0.0)),
+        payload=str(body.get("payload", "")),
+    )

@@ -1,0 +1,602 @@
+"""The Redis Streams transport (redis.asyncio). The only module that imports redis-py.
+
+Layout (all under the key prefix, see :mod:`agentbus.keys`): a stream per topic with
+one field ``e`` holding the envelope; a dead-letter stream per topic; a journal stream
+per run plus a hash per run and a sorted set indexing runs.
+
+Why two connection pools: blocking reads (``XREADGROUP ... BLOCK``) hold a connection
+for up to ``block_ms``; they get their own pool, with a socket timeout well above the
+longest block, so they never starve publishes and acks nor trip the socket timeout.
+
+Why no automatic command retries: a retried ``MULTI``/``EXEC`` whose reply was lost
+could publish twice. Idempotent commands (reads, acks, group creation, claims) are
+retried here with backoff; publishes surface :class:`TransportUnavailable` and the
+caller decides. A publish that returned has been applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
+    TimeoutError as RedisTimeoutError,
+)
+
+from ..errors import GroupNotFound, TransportClosed, TransportError, TransportUnavailable
+from ..keys import DEFAULT_PREFIX, Keys
+from .base import (
+    EVENT_FIELD,
+    Ack,
+    DeadLetter,
+    Delivery,
+    GroupInfo,
+    JournalEntry,
+    JournalRecord,
+    RunInfo,
+    TopicInfo,
+)
+from .urls import redact_url
+
+__all__ = ["RedisStreamsTransport"]
+
+T = TypeVar("T")
+
+#: Socket timeout of the pool that serves blocking reads; blocks are capped well below.
+_BLOCKING_SOCKET_TIMEOUT_S = 30.0
+MAX_BLOCK_MS = 10_000
+_RECORD_FIELD = "r"
+_LETTER_FIELD = "letter"
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisStreamsTransport:
+    """Topics as Redis streams. ``url`` is ``redis://``, ``rediss://`` or ``unix://``.
+
+    ``prefix`` (or ``?prefix=`` in the URL) namespaces every key.
+    ``connect_timeout`` bounds how long :meth:`connect` waits for Redis to answer.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str | None = None,
+        connect_timeout: float = 5.0,
+        socket_timeout: float = 10.0,
+        stream_maxlen: int | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        url_prefix = query.pop("prefix", None)
+        clean = urlunsplit(parts._replace(query=urlencode(query)))
+        self.url = redact_url(url)
+        self.keys = Keys(prefix or url_prefix or DEFAULT_PREFIX)
+        self.connect_timeout = connect_timeout
+        self._maxlen = stream_maxlen
+        no_retry = Retry(NoBackoff(), 0)
+        common: dict[str, Any] = {
+            "decode_responses": False,
+            "socket_connect_timeout": connect_timeout,
+            "retry": no_retry,
+            "health_check_interval": 15,
+        }
+        # Typed as Any: redis-py's stubs model every reply as a wide union.
+        self._r: Any
+        self._blocking: Any
+        try:
+            self._r = aioredis.Redis.from_url(clean, socket_timeout=socket_timeout, **common)
+            self._blocking = aioredis.Redis.from_url(
+                clean, socket_timeout=_BLOCKING_SOCKET_TIMEOUT_S, **common
+            )
+        except (ValueError, RedisError) as exc:
+            raise TransportError(f"invalid Redis URL {self.url!r}: {exc}") from exc
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Wait (bounded by ``connect_timeout``) for Redis to answer ``PING``."""
+        self._check()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        delay = 0.05
+        while True:
+            try:
+                await self._r.ping()
+                return
+            except (AuthenticationError, NoPermissionError) as exc:
+                raise self._translate(exc) from exc
+            except RedisError as exc:
+                if loop.time() + delay > deadline:
+                    raise self._translate(exc) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._r.aclose()
+        await self._blocking.aclose()
+
+    async def __aenter__(self) -> RedisStreamsTransport:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _check(self) -> None:
+        if self._closed:
+            raise TransportClosed(f"the Redis transport for {self.url!r} is closed")
+
+    def _translate(self, exc: RedisError) -> TransportError:
+        if isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP"):
+            return GroupNotFound(str(exc))
+        if isinstance(exc, AuthenticationError | NoPermissionError):
+            # The server's message never contains the password; the URL is redacted.
+            return TransportUnavailable(f"Redis at {self.url!r} refused us: {exc}")
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+            return TransportUnavailable(
+                f"cannot reach Redis at {self.url!r}: {exc} "
+                "(is redis-server running? check the URL, port and TLS settings)"
+            )
+        return TransportError(f"Redis at {self.url!r} failed: {exc}")
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run one command, translating redis-py errors."""
+        self._check()
+        try:
+            return await fn()
+        except RedisError as exc:
+            raise self._translate(exc) from exc
+
+    async def _idempotent(self, fn: Callable[[], Awaitable[T]], attempts: int = 3) -> T:
+        """Run an idempotent command, retrying connection failures with backoff."""
+        delay = 0.05
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._call(fn)
+            except TransportUnavailable:
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(delay)
+                delay *= 4
+        raise AssertionError("unreachable")
+
+    # -- journal in pipelines -------------------------------------------------------------
+    def _queue_journal(self, pipe: Any, journal: Sequence[JournalEntry]) -> None:
+        events: dict[str, int] = {}
+        for entry in journal:
+            pipe.xadd(self.keys.journal(entry.run_id), {_RECORD_FIELD: entry.encode()})
+            if entry.record.get("kind") == "published":
+                events[entry.run_id] = events.get(entry.run_id, 0) + 1
+        for run_id, n in events.items():
+            pipe.hincrby(self.keys.run(run_id), "events", n)
+
+    # -- topics ---------------------------------------------------------------------------
+    def _xadd(self, pipe: Any, topic: str, payload: bytes) -> None:
+        if self._maxlen is None:
+            pipe.xadd(self.keys.topic(topic), {EVENT_FIELD: payload})
+        else:
+            pipe.xadd(
+                self.keys.topic(topic),
+                {EVENT_FIELD: payload},
+                maxlen=self._maxlen,
+                approximate=True,
+            )
+
+    async def publish(
+        self, topic: str, payload: bytes, *, journal: Sequence[JournalEntry] = ()
+    ) -> str:
+        return (await self.publish_many([(topic, payload)], journal=journal))[0]
+
+    async def publish_many(
+        self, items: Sequence[tuple[str, bytes]], *, journal: Sequence[JournalEntry] = ()
+    ) -> list[str]:
+        async def run() -> list[str]:
+            # One MULTI/EXEC: the events and their journal records land together or not at all.
+            async with self._r.pipeline(transaction=bool(journal) or len(items) > 1) as pipe:
+                for topic, payload in items:
+                    self._xadd(pipe, topic, payload)
+                self._queue_journal(pipe, journal)
+                results = await pipe.execute()
+            return [_s(r) for r in results[: len(items)]]
+
+        return await self._call(run)
+
+    def add_raw(self, topic: str, fields: dict[str, bytes]) -> Awaitable[Any]:
+        """Append an entry with arbitrary fields (for tests of hostile input)."""
+        return self._call(lambda: self._r.xadd(self.keys.topic(topic), fields))
+
+    async def create_group(self, topic: str, group: str, *, from_start: bool = True) -> None:
+        async def run() -> None:
+            try:
+                await self._r.xgroup_create(
+                    self.keys.topic(topic), group, id="0" if from_start else "$", mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+        await self._idempotent(run)
+
+    async def delete_group(self, topic: str, group: str) -> None:
+        async def run() -> None:
+            try:
+                await self._r.xgroup_destroy(self.keys.topic(topic), group)
+            except ResponseError:
+                pass  # no such key or group: already gone
+
+        await self._idempotent(run)
+
+    def _deliveries(self, response: Any, counts: dict[str, int] | None = None) -> list[Delivery]:
+        out: list[Delivery] = []
+        for key, entries in response or []:
+            topic = self.keys.topic_name(_s(key))
+            for raw_id, fields in entries:
+                entry_id = _s(raw_id)
+                if fields is None:  # trimmed or deleted while pending
+                    continue
+                decoded = {_s(k): v for k, v in fields.items()}
+                out.append(
+                    Delivery(
+                        topic=topic,
+                        entry_id=entry_id,
+                        payload=decoded.get(EVENT_FIELD),
+                        fields=decoded,
+                        delivery_count=1 if counts is None else counts.get(entry_id, 1),
+                    )
+                )
+        return out
+
+    async def _counts(
+        self, topic: str, group: str, consumer: str | None, ids: list[str]
+    ) -> dict[str, int]:
+        if not ids:
+            return {}
+        rows = await self._r.xpending_range(
+            self.keys.topic(topic),
+            group,
+            min=ids[0],
+            max=ids[-1],
+            count=len(ids) * 2 + 10,
+            consumername=consumer,
+        )
+        return {_s(r["message_id"]): int(r["times_delivered"]) for r in rows}
+
+    async def read_group(
+        self,
+        group: str,
+        consumer: str,
+        topics: Sequence[str],
+        *,
+        count: int,
+        block_ms: int | None,
+        pending: bool = False,
+    ) -> list[Delivery]:
+        streams = {self.keys.topic(t): ("0" if pending else ">") for t in topics}
+        if pending:
+
+            async def history() -> list[Delivery]:
+                response = await self._r.xreadgroup(group, consumer, streams, count=count)
+                out = []
+                for key, entries in response or []:
+                    topic = self.keys.topic_name(_s(key))
+                    ids = [_s(i) for i, _ in entries]
+                    counts = await self._counts(topic, group, consumer, ids)
+                    out.extend(self._deliveries([(key, entries)], counts))
+                # Entries deleted while pending come back without fields: ack them away.
+                for key, entries in response or []:
+                    gone = [i for i, f in entries if f is None]
+                    if gone:
+                        await self._r.xack(key, group, *gone)
+                return out
+
+            return await self._idempotent(history)
+        block = None if block_ms is None else min(block_ms, MAX_BLOCK_MS)
+
+        async def read() -> list[Delivery]:
+            response = await self._blocking.xreadgroup(
+                group, consumer, streams, count=count, block=block
+            )
+            return self._deliveries(response)
+
+        return await self._call(read)
+
+    async def ack(
+        self,
+        acks: Sequence[Ack],
+        *,
+        journal: Sequence[JournalEntry] = (),
+        mark: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for a in acks:
+            grouped.setdefault((a.topic, a.group), []).append(a.entry_id)
+
+        async def run() -> None:
+            async with self._r.pipeline(transaction=True) as pipe:
+                for (topic, group), ids in grouped.items():
+                    pipe.xack(self.keys.topic(topic), group, *ids)
+                for key, ttl in mark:
+                    pipe.set(key, b"1", ex=ttl)
+                self._queue_journal(pipe, journal)
+                await pipe.execute()
+
+        # Retrying is safe only without journal records (they would be written twice).
+        if journal:
+            await self._call(run)
+        else:
+            await self._idempotent(run)
+
+    async def claim_idle(
+        self,
+        topic: str,
+        group: str,
+        consumer: str,
+        *,
+        min_idle_ms: int,
+        count: int,
+        cursor: str = "0-0",
+    ) -> tuple[str, list[Delivery]]:
+        key = self.keys.topic(topic)
+
+        async def run() -> tuple[str, list[Delivery]]:
+            response = await self._r.xautoclaim(
+                key, group, consumer, min_idle_ms, cursor, count=count
+            )
+            next_cursor, entries = _s(response[0]), response[1]
+            ids = [_s(i) for i, _ in entries]
+            counts = await self._counts(topic, group, consumer, sorted(ids, key=_id_key))
+            return next_cursor, self._deliveries([(key, entries)], counts)
+
+        return await self._idempotent(run)
+
+    async def extend_lease(
+        self, topic: str, group: str, consumer: str, entry_ids: Sequence[str]
+    ) -> None:
+        if not entry_ids:
+            return
+        key = self.keys.topic(topic)
+        await self._idempotent(
+            lambda: self._r.xclaim(key, group, consumer, 0, list(entry_ids), justid=True)
+        )
+
+    async def read_tail(
+        self, topic: str, after: str, *, count: int, block_ms: int | None
+    ) -> list[Delivery]:
+        block = None if block_ms is None else min(block_ms, MAX_BLOCK_MS)
+        key = self.keys.topic(topic)
+
+        async def run() -> list[Delivery]:
+            return self._deliveries(
+                await self._blocking.xread({key: after}, count=count, block=block)
+            )
+
+        return await self._call(run)
+
+    async def delete_topic(self, topic: str) -> None:
+        await self._idempotent(lambda: self._r.delete(self.keys.topic(topic)))
+
+    async def topics(self) -> list[TopicInfo]:
+        async def run() -> list[TopicInfo]:
+            keys = sorted(
+                [
+                    _s(k)
+                    async for k in self._r.scan_iter(
+                        match=self.keys.topic_pattern(), _type="STREAM"
+                    )
+                ]
+            )
+            out = []
+            for key in keys:
+                topic = self.keys.topic_name(key)
+                async with self._r.pipeline(transaction=False) as pipe:
+                    pipe.xlen(key)
+                    pipe.xinfo_groups(key)
+                    pipe.xlen(self.keys.dead_letters(topic))
+                    length, groups, dlq = await pipe.execute()
+                out.append(
+                    TopicInfo(
+                        topic=topic,
+                        length=int(length),
+                        groups=[
+                            GroupInfo(
+                                name=_s(g["name"]),
+                                consumers=int(g["consumers"]),
+                                pending=int(g["pending"]),
+                                lag=None if g.get("lag") is None else int(g["lag"]),
+                            )
+                            for g in groups
+                        ],
+                        dead_letters=int(dlq),
+                    )
+                )
+            return out
+
+        return await self._idempotent(run)
+
+    # -- dead letters -----------------------------------------------------------------------
+    async def dead_letter(
+        self,
+        topic: str,
+        group: str,
+        entry_id: str,
+        letter: dict[str, Any],
+        *,
+        journal: Sequence[JournalEntry] = (),
+    ) -> None:
+        async def run() -> None:
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.xadd(self.keys.dead_letters(topic), {_LETTER_FIELD: json.dumps(letter)})
+                pipe.xack(self.keys.topic(topic), group, entry_id)
+                self._queue_journal(pipe, journal)
+                await pipe.execute()
+
+        await self._call(run)
+
+    async def dead_letters(self, topic: str, *, count: int = 100) -> list[DeadLetter]:
+        rows = await self._idempotent(
+            lambda: self._r.xrange(self.keys.dead_letters(topic), count=count)
+        )
+        out = []
+        for raw_id, fields in rows:
+            body = json.loads(fields[_LETTER_FIELD.encode()])
+            out.append(
+                DeadLetter(
+                    id=_s(raw_id),
+                    topic=topic,
+                    origin_id=str(body.get("origin_id", "")),
+                    reason=str(body.get("reason", "")),
+                    error=str(body.get("error", "")),
+                    agent=str(body.get("agent", "")),
+                    attempts=int(body.get("attempts", 0)),
+                    time=float(body.get("time", 0.0)),
+                    payload=str(body.get("payload", "")),
+                )
+            )
+        return out
+
+    async def remove_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> int:
+        key = self.keys.dead_letters(topic)
+        if ids is None:
+            n = await self._idempotent(lambda: self._r.xlen(key))
+            await self._idempotent(lambda: self._r.delete(key))
+            return int(n)
+        if not ids:
+            return 0
+        return int(await self._idempotent(lambda: self._r.xdel(key, *ids)))
+
+    async def is_marked(self, key: str) -> bool:
+        return bool(await self._idempotent(lambda: self._r.exists(key)))
+
+    async def delete_prefix(self) -> int:
+        """Delete every key under this transport's prefix (tests and teardown)."""
+
+        async def run() -> int:
+            n = 0
+            batch: list[bytes] = []
+            async for key in self._r.scan_iter(match=self.keys.prefix + "*", count=500):
+                batch.append(key)
+                if len(batch) >= 500:
+                    n += await self._r.unlink(*batch)
+                    batch = []
+            if batch:
+                n += await self._r.unlink(*batch)
+            return n
+
+        return await self._idempotent(run)
+
+    # -- journal --------------------------------------------------------------------------------
+    async def save_run(self, run: RunInfo) -> None:
+        mapping: dict[str, str] = {
+            "name": run.name,
+            "status": run.status,
+            "started": repr(run.started),
+            "meta": json.dumps(run.meta),
+        }
+        if run.ended is not None:
+            mapping["ended"] = repr(run.ended)
+
+        async def go() -> None:
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.hset(self.keys.run(run.run_id), mapping=mapping)
+                pipe.zadd(self.keys.runs(), {run.run_id: run.started})
+                await pipe.execute()
+
+        await self._idempotent(go)
+
+    async def write_journal(self, journal: Sequence[JournalEntry]) -> None:
+        if not journal:
+            return
+
+        async def run() -> None:
+            async with self._r.pipeline(transaction=True) as pipe:
+                self._queue_journal(pipe, journal)
+                await pipe.execute()
+
+        await self._call(run)
+
+    async def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
+        async def run() -> list[RunInfo]:
+            ids = [_s(i) for i in await self._r.zrevrange(self.keys.runs(), 0, limit - 1)]
+            async with self._r.pipeline(transaction=False) as pipe:
+                for run_id in ids:
+                    pipe.hgetall(self.keys.run(run_id))
+                    pipe.xlen(self.keys.journal(run_id))
+                results = await pipe.execute()
+            return [
+                _run_info(run_id, results[2 * n], results[2 * n + 1])
+                for n, run_id in enumerate(ids)
+            ]
+
+        return await self._idempotent(run)
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        async def run() -> RunInfo | None:
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self.keys.run(run_id))
+                pipe.xlen(self.keys.journal(run_id))
+                fields, n = await pipe.execute()
+            return _run_info(run_id, fields, n) if fields else None
+
+        return await self._idempotent(run)
+
+    async def read_journal(self, run_id: str) -> list[JournalRecord]:
+        key = self.keys.journal(run_id)
+        out: list[JournalRecord] = []
+        start = "-"
+        while True:
+            page_start = start
+            rows: list[Any] = await self._idempotent(
+                lambda: self._r.xrange(key, min=page_start, count=10_000)  # noqa: B023
+            )
+            for raw_id, fields in rows:
+                out.append(
+                    JournalRecord(
+                        seq=_s(raw_id),
+                        run_id=run_id,
+                        record=json.loads(fields[_RECORD_FIELD.encode()]),
+                    )
+                )
+            if len(rows) < 10_000:
+                return out
+            start = "(" + _s(rows[-1][0])
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _run_info(run_id: str, fields: dict[bytes, bytes], records: int) -> RunInfo:
+    f = {_s(k): _s(v) for k, v in fields.items()}
+    return RunInfo(
+        run_id=run_id,
+        name=f.get("name", ""),
+        status=f.get("status", "unknown"),
+        started=float(f.get("started", 0.0)),
+        ended=float(f["ended"]) if f.get("ended") else None,
+        events=int(f.get("events", 0)),
+        records=int(records),
+        meta=json.loads(f.get("meta", "{}")),
+    )

@@ -1,0 +1,29 @@
+"""URL handling shared by the transports: redaction of secrets."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+__all__ = ["redact_url"]
+
+_SECRET_PARAMS = frozenset({"password", "pass", "token", "key", "secret"})
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password (userinfo or query parameter) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, sep, _password = userinfo.partition(":")
+        netloc = f"{user}{':***' if sep else ''}@{host}" if user else f":***@{host}"
+        if not sep and user and parts.scheme.startswith("redis"):
+            # redis://secret@host means the password is "secret" (no username).
+            netloc = f"***@{host}"
+    query = urlencode(
+        [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in parse_qsl(parts.query)]
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -1,0 +1,95 @@
+"""Shared fixtures: transports for every backend, Redis with a per-test key prefix.
+
+Under ``CI=true`` a missing Redis is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agentbus import FakeClock, MemoryTransport
+from agentbus.testing import redis_url_available, unique_prefix
+from agentbus.transports import Transport
+
+REDIS_URL = os.environ.get("AGENTBUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_redis() -> str:
+    """The test Redis URL; skip (or fail under CI) when nothing answers there."""
+    if redis_url_available(REDIS_URL):
+        return REDIS_URL
+    if IN_CI:
+        pytest.fail(f"Redis is required under CI=true but does not answer at {REDIS_URL}")
+    pytest.skip(f"no Redis at {REDIS_URL}")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return require_redis()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return unique_prefix()
+
+
+async def _cleanup(url: str, prefix: str) -> None:
+    # Delete only this test's keys; never FLUSHDB the shared server.
+    from agentbus.transports.redis import RedisStreamsTransport
+
+    t = RedisStreamsTransport(url, prefix=prefix)
+    try:
+        await t.delete_prefix()
+    finally:
+        await t.aclose()
+
+
+@pytest.fixture
+async def redis_prefix(redis_url: str, prefix: str) -> AsyncIterator[str]:
+    """A key prefix on the test Redis, deleted after the test."""
+    yield prefix
+    await _cleanup(redis_url, prefix)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def transport(backend: str, prefix: str, clock: FakeClock) -> AsyncIterator[Transport]:
+    """An open transport of each kind; the memory one runs on a fake clock."""
+    t: Transport
+    if backend == "memory":
+        t = MemoryTransport(clock=clock)
+    else:
+        url = require_redis()
+        from agentbus.transports.redis import RedisStreamsTransport
+
+        t = RedisStreamsTransport(url, prefix=prefix)
+    await t.connect()
+    try:
+        yield t
+    finally:
+        await t.aclose()
+        if backend == "redis":
+            await _cleanup(REDIS_URL, prefix)
+
+
+@pytest.fixture
+async def url_for(backend: str, prefix: str) -> AsyncIterator[str]:
+    """A runtime URL for the backend (memory keeps its journal in memory)."""
+    if backend == "memory":
+        yield "memory://?journal="
+    else:
+        yield require_redis() + f"?prefix={prefix}"
+        await _cleanup(REDIS_URL, prefix)
