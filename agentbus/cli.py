@@ -76,7 +76,14 @@ async def cmd_run(args: argparse.Namespace) -> int:
 async def cmd_worker(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     url = resolve_url(args.url)
-    rt = Runtime(url, concurrency=args.concurrency)
+    rt = Runtime(
+        url,
+        concurrency=args.concurrency,
+        consumer=args.consumer,
+        visibility_timeout=args.visibility_timeout,
+        max_attempts=args.max_attempts,
+        grace_period=args.grace_period,
+    )
     agents = app.build_agents()
     if not agents:
         raise UsageError(f"app {app.name!r} has no agents to host")
@@ -212,7 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_url(sub.add_parser("worker", help="host an app's agents until SIGINT/SIGTERM"))
     p.add_argument("app", help="MODULE:OBJ or FILE.py[:OBJ]")
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=16, help="handlers at once per agent")
+    p.add_argument("--consumer", default=None, help="consumer name (default: host-pid-random)")
+    p.add_argument(
+        "--visibility-timeout", type=float, default=30.0,
+        help="seconds before another worker may claim an unacknowledged event",
+    )
+    p.add_argument("--max-attempts", type=int, default=3, help="tries before dead-lettering")
+    p.add_argument("--grace-period", type=float, default=10.0, help="seconds to finish on stop")
     p.set_defaults(fn=cmd_worker)
 
     p = with_url(sub.add_parser("runs", help="list recorded runs"))

@@ -47,7 +47,16 @@ class Message(BaseModel):
         if not name or any(c.isspace() for c in name):
             raise UsageError(f"message type names must be non-empty without spaces, got {name!r}")
         existing = _REGISTRY.get(name)
-        if existing is not None and _qualified(existing) != _qualified(cls):
+        # The same class loaded twice (a script imported under two module names) is fine;
+        # two different classes claiming one type name is a mistake.
+        same = existing is not None and (
+            _qualified(existing) == _qualified(cls)
+            or (
+                existing.__qualname__ == cls.__qualname__
+                and existing.model_json_schema() == cls.model_json_schema()
+            )
+        )
+        if existing is not None and not same:
             raise UsageError(
                 f"message type {name!r} is already registered by {_qualified(existing)}; "
                 f"give {_qualified(cls)} another type name"

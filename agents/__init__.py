@@ -4,10 +4,13 @@ Model clients implement :class:`ChatModel`: :class:`OpenAIChatModel` for OpenAI 
 OpenAI-compatible server, :class:`OfflineModel` for deterministic runs without a model;
 :func:`model_from_env` picks one from the environment. Functions become tools with :func:`tool`.
 
-Importing this package needs neither Redis nor a network.
+Importing this package needs neither Redis nor a network, and the OpenAI SDK is only loaded
+when :class:`OpenAIChatModel` is first used.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from agents.errors import (
     ModelAuthError,
@@ -30,8 +33,10 @@ from agents.model import (
     model_from_env,
 )
 from agents.offline import OFFLINE_LABEL, OfflineModel
-from agents.openai_model import OpenAIChatModel
 from agents.tools import Tool, tool, tool_result_to_text
+
+if TYPE_CHECKING:
+    from agents.openai_model import OpenAIChatModel
 
 __all__ = [
     "OFFLINE_LABEL",
@@ -57,3 +62,16 @@ __all__ = [
     "tool",
     "tool_result_to_text",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The OpenAI SDK takes most of a second to import; offline runs and the CLI need not pay.
+    if name == "OpenAIChatModel":
+        from agents.openai_model import OpenAIChatModel
+
+        return OpenAIChatModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

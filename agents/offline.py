@@ -37,8 +37,13 @@ OFFLINE_LABEL = "[offline model] "
 _TEXT_LIMIT = 200  # characters of user text or tool result quoted back
 _MAX_DEPTH = 8  # recursive schemas: stop generating nested values here
 
+# Words too common to say which tool a request is about.
 _STOPWORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "by", "can", "could", "do", "does", "for", "from", "get", "give", "how", "i", "in", "is", "it", "me", "my", "of", "on", "or", "please", "show", "some", "tell", "that", "the", "this", "to", "was", "what", "when", "where", "which", "who", "why", "with", "would", "you", "your"]
+    (  # noqa: SIM905 - a word list reads better as text than as 45 quoted lines
+        "a an and are as at be by can could do does for from get give how i in is it me my of on "
+        "or please show some tell that the this to was what when where which who why with would "
+        "you your"
+    ).split()
 )
 
 # Valid examples for the string formats pydantic emits, so generated values pass validation.
@@ -190,8 +195,12 @@ def _phrase(name: str, text: str) -> str:
     named = _named_value(name, text)
     if named is not None:
         return named
-    quoted = re.search(r"\"([^\"]+)\"", text)
-    return quoted.group(1) if quoted else text
+    # Straight or curly quotes; a single quote only counts outside a word, so that the
+    # apostrophe of "don't" does not open a phrase.
+    quoted = re.search(r"\"([^\"]+)\"|\u201c([^\u201d]+)\u201d|(?<!\w)'([^']+)'(?!\w)", text)
+    if quoted is None:
+        return text
+    return next(group for group in quoted.groups() if group is not None)
 
 
 def _tool_name(result: ChatMessage, messages: Sequence[ChatMessage]) -> str:
@@ -334,7 +343,7 @@ def _number(schema: dict[str, Any], named: str | None, *, integer: bool) -> int 
     maximum = schema.get("maximum")
     if isinstance(maximum, int | float) and value > maximum:
         value = float(maximum)
-    return int(math.ceil(value)) if integer else value
+    return math.ceil(value) if integer else value
 
 
 def _count_words(message: ChatMessage) -> int:

@@ -43,8 +43,9 @@ R = TypeVar("R")
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SECTION = re.compile(r"^(Args|Arguments|Parameters|Params):\s*$")
-# "name: text", "name (type): text", "*name: text"
+# Keywords whose values are data, not schemas.
 _DATA_KEYWORDS = frozenset({"const", "default", "enum", "examples"})
+# "name: text", "name (type): text", "*name: text"
 _ARG_LINE = re.compile(r"^\*{0,2}(?P<name>\w+)\s*(?:\([^)]*\))?\s*:\s*(?P<text>.*)$")
 
 
@@ -72,7 +73,7 @@ class Tool(Generic[P, R]):
         description: str | None = None,
     ) -> None:
         self.fn = fn
-        self.name: str = name or getattr(fn, "__name__", "")
+        self.name: str = name or str(getattr(fn, "__name__", ""))
         if not _NAME.match(self.name):
             raise UsageError(
                 f"tool names may use letters, digits, '_' and '-' (at most 64), got {self.name!r}"
@@ -124,7 +125,7 @@ class Tool(Generic[P, R]):
                 args.append(value)
             else:
                 kwargs[param.name] = value
-        result: Any = self.fn(*args, **kwargs)  # type: ignore[arg-type]
+        result: Any = self.fn(*args, **kwargs)
         if inspect.isawaitable(result):
             result = await result
         return result

@@ -60,8 +60,9 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def backend(request: pytest.FixtureRequest) -> str:
+    """Each backend in turn; the Redis one carries the ``redis`` marker."""
     return str(request.param)
 
 

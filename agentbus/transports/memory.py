@@ -158,7 +158,7 @@ class MemoryTransport:
         stream.fields[entry_id] = fields
         return _fmt(entry_id)
 
-    def add_raw(self, topic: str, fields: dict[str, bytes]) -> str:
+    async def add_raw(self, topic: str, fields: dict[str, bytes]) -> str:
         """Append an entry with arbitrary fields (for tests of hostile input)."""
         self._check()
         entry_id = self._append(topic, fields)

@@ -223,9 +223,9 @@ class RedisStreamsTransport:
 
         return await self._call(run)
 
-    def add_raw(self, topic: str, fields: dict[str, bytes]) -> Awaitable[Any]:
+    async def add_raw(self, topic: str, fields: dict[str, bytes]) -> str:
         """Append an entry with arbitrary fields (for tests of hostile input)."""
-        return self._call(lambda: self._r.xadd(self.keys.topic(topic), fields))
+        return _s(await self._call(lambda: self._r.xadd(self.keys.topic(topic), fields)))
 
     async def create_group(self, topic: str, group: str, *, from_start: bool = True) -> None:
         async def run() -> None:
@@ -312,7 +312,7 @@ class RedisStreamsTransport:
                 return out
 
             return await self._idempotent(history)
-        block = None if block_ms is None else min(block_ms, MAX_BLOCK_MS)
+        block = _block(block_ms)
 
         async def read() -> list[Delivery]:
             response = await self._blocking.xreadgroup(
@@ -384,7 +384,7 @@ class RedisStreamsTransport:
     async def read_tail(
         self, topic: str, after: str, *, count: int, block_ms: int | None
     ) -> list[Delivery]:
-        block = None if block_ms is None else min(block_ms, MAX_BLOCK_MS)
+        block = _block(block_ms)
         key = self.keys.topic(topic)
 
         async def run() -> list[Delivery]:
@@ -581,6 +581,12 @@ class RedisStreamsTransport:
             if len(rows) < 10_000:
                 return out
             start = "(" + _s(rows[-1][0])
+
+
+def _block(block_ms: int | None) -> int | None:
+    # BLOCK 0 means "forever" to Redis, but "wait up to 0 ms" in the transport contract
+    # (and would trip the socket timeout): don't block at all, as the memory transport.
+    return None if block_ms is None or block_ms <= 0 else min(block_ms, MAX_BLOCK_MS)
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

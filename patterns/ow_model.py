@@ -1,0 +1,130 @@
+"""Coordinator steps backed by a language model: planning and aggregation.
+
+Every model call goes through ``ctx.invoke("model", ...)``, so it is journaled with its
+request and response and replaced by the recorded response on replay. The model is any
+:class:`agents.ChatModel` (``agents.model_from_env()`` picks a real one when configured and
+the deterministic offline one otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agentbus import Context, UsageError
+from agents.model import ChatMessage, ChatModel, ChatRequest, ChatResponse
+
+from .ow_messages import Job, Summary, Task, TaskFailure, TaskResult
+
+__all__ = ["ModelAggregator", "ModelPlanner", "ask_model", "model_label"]
+
+PLAN_INSTRUCTIONS = (
+    "You are the planner of a team. Split the job into independent tasks that workers can "
+    "do in parallel. Give each task a short title and a self-contained instruction. Give "
+    "tasks that must run one after another, in order, the same key; leave the key empty "
+    "otherwise. Use at most {max_tasks} tasks."
+)
+AGGREGATE_INSTRUCTIONS = (
+    "You are the editor of a team. Merge the workers' results into one clear answer to the "
+    "job. Keep facts and sources from the results; do not invent new ones. Mention tasks "
+    "that failed."
+)
+
+
+async def ask_model(ctx: Context, model: ChatModel, request: ChatRequest) -> ChatResponse:
+    """Send ``request`` to ``model`` through the journaled, replayable seam.
+
+    Raises whatever the model raises (an :class:`agents.ModelError`), after journaling it.
+    """
+
+    async def call() -> dict[str, Any]:
+        response = await model.complete(request)
+        return response.model_dump(mode="json")
+
+    raw = await ctx.invoke("model", model.name, request.model_dump(mode="json"), call)
+    return ChatResponse.model_validate(raw)
+
+
+def model_label(response: ChatResponse) -> str:
+    """Who wrote a response, for ``produced_by``: ``model:NAME`` (plus ``offline``)."""
+    return f"model:{response.model}" + (" (offline)" if response.offline else "")
+
+
+class _PlannedTask(BaseModel):
+    title: str
+    text: str
+    key: str | None = None
+
+
+class _Plan(BaseModel):
+    tasks: list[_PlannedTask] = Field(min_length=1)
+
+
+class ModelPlanner:
+    """Plans a job by asking ``model`` for a list of tasks (structured output).
+
+    ``instructions`` replaces the system prompt (``{max_tasks}`` is filled in). The plan is
+    cut to ``max_tasks``. Raises :class:`UsageError` for ``max_tasks < 1``; a response that
+    is not a valid plan raises :class:`agents.ModelResponseError` from :meth:`plan`.
+    """
+
+    def __init__(
+        self, model: ChatModel, *, instructions: str = PLAN_INSTRUCTIONS, max_tasks: int = 8
+    ) -> None:
+        if max_tasks < 1:
+            raise UsageError(f"max_tasks must be at least 1, got {max_tasks!r}")
+        self.model = model
+        self.instructions = instructions
+        self.max_tasks = max_tasks
+
+    async def plan(self, job: Job, ctx: Context) -> list[Task]:
+        """Ask the model for the tasks of ``job``."""
+        request = ChatRequest(
+            messages=[
+                ChatMessage.system(self.instructions.format(max_tasks=self.max_tasks)),
+                ChatMessage.user(_describe_job(job)),
+            ],
+            response_schema=_Plan.model_json_schema(),
+            response_schema_name="plan",
+        )
+        response = await ask_model(ctx, self.model, request)
+        plan = response.parse_as(_Plan)
+        return [
+            Task(title=t.title, text=t.text, key=t.key or None)
+            for t in plan.tasks[: self.max_tasks]
+        ]
+
+
+class ModelAggregator:
+    """Merges task results by asking ``model`` to write the answer.
+
+    The :class:`Summary` it returns names the model in ``produced_by``.
+    """
+
+    def __init__(self, model: ChatModel, *, instructions: str = AGGREGATE_INSTRUCTIONS) -> None:
+        self.model = model
+        self.instructions = instructions
+
+    async def aggregate(
+        self, job: Job, results: list[TaskResult], failures: list[TaskFailure], ctx: Context
+    ) -> Summary:
+        """Ask the model for the merged answer."""
+        parts = [_describe_job(job), "", "Results:"]
+        parts += [f"### {r.index + 1}. {r.title}\n{r.text}" for r in results]
+        if failures:
+            parts.append("Failed tasks:")
+            parts += [f"- {f.title}: {f.error}" for f in failures]
+        request = ChatRequest(
+            messages=[ChatMessage.system(self.instructions), ChatMessage.user("\n".join(parts))]
+        )
+        response = await ask_model(ctx, self.model, request)
+        return Summary(text=response.text, produced_by=model_label(response))
+
+
+def _describe_job(job: Job) -> str:
+    text = f"Job: {job.goal}"
+    if job.data:
+        text += "\nInputs: " + json.dumps(job.data, sort_keys=True, default=str)
+    return text

@@ -1,0 +1,169 @@
+"""Several `agentbus worker` processes on one Redis: sharing, broadcast, crash recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentbus import Envelope, Runtime
+from agentbus.testing import wait_for
+from agentbus.transports import Transport
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+APP = str(Path(__file__).with_name("mp_app.py")) + ":app"
+_spec = importlib.util.spec_from_file_location("mp_app", Path(__file__).with_name("mp_app.py"))
+assert _spec is not None and _spec.loader is not None
+mp_app = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mp_app)
+Job = mp_app.Job
+Done = mp_app.Done
+
+
+class Workers:
+    """Starts `agentbus worker` subprocesses and makes sure they die with the test."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+        self.output: dict[str, list[str]] = {}
+        self.drains: list[threading.Thread] = []
+
+    def start(self, consumer: str, *extra: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agentbus", "worker", APP, "--url", self.url,
+             "--consumer", consumer, *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the worker announces itself once it is reading
+        assert "hosting" in line, f"worker did not start: {line!r}"
+        self.procs[consumer] = proc
+        # Keep draining its output so a chatty worker never blocks on a full pipe.
+        out = self.output.setdefault(consumer, [])
+        drain = threading.Thread(target=lambda: out.extend(proc.stdout or ()), daemon=True)
+        drain.start()
+        self.drains.append(drain)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for drain in self.drains:
+            drain.join(timeout=5)  # EOF once the process is gone
+        for proc in self.procs.values():
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+@pytest.fixture
+def workers(redis_url: str, redis_prefix: str) -> Iterator[Workers]:
+    w = Workers(f"{redis_url}?prefix={redis_prefix}")
+    try:
+        yield w
+    finally:
+        w.stop_all()
+
+
+async def _results(transport: Transport, topic: str) -> list[Any]:
+    entries = await transport.read_tail(topic, "0-0", count=100_000, block_ms=None)
+    return [Done.model_validate(Envelope.decode(d.payload or b"").data) for d in entries]
+
+
+async def test_two_workers_share_the_work_and_handle_each_message_once(workers: Workers) -> None:
+    workers.start("w1")
+    workers.start("w2")
+    async with Runtime(workers.url) as rt:
+        async with rt.run("share") as run:
+            for n in range(100):
+                await run.publish(Job(n=n, sleep=0.01), "mp.jobs")
+
+        async def all_done() -> bool:
+            return len(await _results(rt.transport, "mp.done")) >= 100
+
+        await wait_for(all_done, timeout=30, message="100 results")
+        await asyncio.sleep(0.3)  # let any duplicate (there must be none) show up
+        done = await _results(rt.transport, "mp.done")
+        assert sorted(d.n for d in done) == list(range(100))  # every one, exactly once
+        assert {d.by for d in done} == {"w1", "w2"}  # both replicas took a share
+        topics = {t.topic: t for t in await rt.transport.topics()}
+        group = next(g for g in topics["mp.jobs"].groups if g.name == "crunch")
+        assert group.pending == 0 and group.lag == 0
+        records = await rt.journal.records(run.run_id)
+        handled = [r for r in records if r.kind == "handled" and r.record["agent"] == "crunch"]
+        assert len(handled) == 100
+
+
+async def test_broadcast_reaches_every_worker(workers: Workers) -> None:
+    workers.start("w1")
+    workers.start("w2")
+    async with Runtime(workers.url) as rt:
+        async with rt.run("broadcast") as run:
+            for n in range(5):
+                await run.publish(Job(n=n), "mp.announce")
+
+        async def heard_by_both() -> bool:
+            return len(await _results(rt.transport, "mp.heard")) >= 10
+
+        await wait_for(heard_by_both, timeout=20, message="10 broadcast replies")
+        heard = await _results(rt.transport, "mp.heard")
+        assert sorted((d.by, d.n) for d in heard) == sorted(
+            (w, n) for w in ("w1", "w2") for n in range(5)
+        )
+
+
+async def test_killed_worker_pending_messages_are_claimed_by_the_survivor(
+    workers: Workers,
+) -> None:
+    opts = ("--visibility-timeout", "1.0", "--concurrency", "4")
+    victim = workers.start("victim", *opts)
+    async with Runtime(workers.url) as rt:
+        async with rt.run("crash") as run:
+            for n in range(30):
+                await run.publish(Job(n=n, sleep=0.3), "mp.jobs")
+
+        async def victim_busy() -> bool:
+            done = await _results(rt.transport, "mp.done")
+            return sum(d.by == "victim" for d in done) >= 4
+
+        await wait_for(victim_busy, timeout=20, message="the victim handled a few jobs")
+        victim.send_signal(signal.SIGKILL)  # mid-handler: it always has 4 in flight
+        victim.wait(timeout=10)
+        topics = {t.topic: t for t in await rt.transport.topics()}
+        stranded = next(g for g in topics["mp.jobs"].groups if g.name == "crunch").pending
+        assert stranded > 0, "the victim should have died with unacknowledged jobs"
+
+        workers.start("survivor", *opts)
+
+        async def all_done() -> bool:
+            return {d.n for d in await _results(rt.transport, "mp.done")} == set(range(30))
+
+        await wait_for(all_done, timeout=60, message="all 30 jobs handled after the crash")
+        topics = {t.topic: t for t in await rt.transport.topics()}
+        group = next(g for g in topics["mp.jobs"].groups if g.name == "crunch")
+        assert group.pending == 0
+        records = await rt.journal.records(run.run_id)
+        redelivered = [
+            r for r in records
+            if r.kind == "delivered" and r.record.get("consumer") == "survivor"
+            and r.record.get("attempt", 1) >= 2
+        ]
+        assert len(redelivered) >= stranded  # the stranded jobs were claimed, not lost
