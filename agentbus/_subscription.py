@@ -104,20 +104,31 @@ class Subscription:
             try:
                 if not recovered:
                     # Our own pending entries first: a restart of this consumer resumes them.
+                    # Each entry is spawned once: one handled but not yet acked comes back
+                    # in the next page and must not be handled again; a short page is the
+                    # whole list (re-reading would count a delivery of every entry again).
+                    seen: set[tuple[str, str]] = set()
                     while True:
                         await self._slots_free(1)
+                        want = self._free()
                         own = await rt.transport.read_group(
                             self.group,
                             rt.consumer,
                             self.topics,
-                            count=self._free(),
+                            count=want,
                             block_ms=None,
                             pending=True,
                         )
-                        fresh = [d for d in own if (d.topic, d.entry_id) not in self._inflight]
+                        fresh = [
+                            d
+                            for d in own
+                            if (d.topic, d.entry_id) not in self._inflight
+                            and (d.topic, d.entry_id) not in seen
+                        ]
                         for d in fresh:
+                            seen.add((d.topic, d.entry_id))
                             await self._spawn(d)
-                        if not fresh:
+                        if not fresh or len(own) < want:
                             break
                     recovered = True
                 if time.monotonic() >= next_claim:
@@ -257,19 +268,20 @@ class Subscription:
         method = getattr(self.agent, spec.method)
         while True:
             ctx = Context(rt, self.agent.name, env, attempt)
-            token = set_scope(Scope(env.runid or ORPHAN_RUN, env.id, self.agent.name))
+            token = set_scope(Scope(env.runid or ORPHAN_RUN, env.id, self.agent.name, env))
             started = time.perf_counter()
             try:
                 with rt.tracer.consume(env, self.agent.name, d.topic):
                     result = await method(message, ctx)
-                if result is not None:
-                    await self._emit(spec, env, result)
+                    if result is not None:  # the reply is part of handling (same span)
+                        await self._emit(spec, env, result)
             except asyncio.CancelledError:
                 raise  # shutdown: the entry stays pending for a later delivery
             except Exception as exc:
                 duration = (time.perf_counter() - started) * 1000
                 error = f"{type(exc).__name__}: {exc}"
                 final = isinstance(exc, Reject) or attempt >= max_attempts
+                rt.metrics.failed(self.agent.name, d.topic)
                 rt.writer.journal(
                     self._entry(
                         env,
@@ -300,7 +312,7 @@ class Subscription:
                 self._entry(env, "handled", attempt=attempt, duration_ms=round(duration, 3)),
                 (dedupe_key, rt.dedupe_ttl) if dedupe_key else None,
             )
-            rt.metrics.handled(self.agent.name, d.topic, duration)
+            rt.metrics.handled(self.agent.name, d.topic, duration, env.time)
             return
 
     async def _emit(self, spec: HandlerSpec, env: Envelope, result: Any) -> None:

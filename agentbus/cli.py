@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ._hooks import Tracer
 from .app import load_app
 from .errors import AgentBusError, TransportUnavailable, UsageError
 from .journal import Journal
@@ -50,13 +52,29 @@ def _render_result(result: Any) -> str:
     return str(result)
 
 
+def _tracer(args: argparse.Namespace, service: str) -> Tracer | None:
+    """The tracer ``--trace`` (else ``$AGENTBUS_TRACING``) asks for; ``None`` when off."""
+    if not (args.trace or os.environ.get("AGENTBUS_TRACING")):
+        return None  # OpenTelemetry is not even imported
+    from .tracing import configure_tracing
+
+    # Global, so spans users create in handlers join the run's trace; the SDK flushes
+    # the providers at interpreter exit.
+    return configure_tracing(
+        args.trace, service_name=service, instance_id=args.consumer, set_global=True
+    )
+
+
 # -- commands -------------------------------------------------------------------------------
 async def cmd_run(args: argparse.Namespace) -> int:
     app = load_app(args.file)
     url = resolve_url(args.url)
-    async with Runtime(url) as rt:
-        if not args.no_agents:
-            rt.add(*app.build_agents())
+    rt = Runtime(url, tracer=_tracer(args, "agentbus-run"))
+    if not args.no_agents:
+        # Added before start, so start() has created every subscription (broadcast ones
+        # included) before the run publishes its first event.
+        rt.add(*app.build_agents())
+    async with rt:
         run = rt.run(app.name, meta={"app": app.ref, "url": redact_url(url)})
         async with run:
             result = await app.run_main(run)
@@ -83,6 +101,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         visibility_timeout=args.visibility_timeout,
         max_attempts=args.max_attempts,
         grace_period=args.grace_period,
+        tracer=_tracer(args, "agentbus-worker"),
     )
     agents = app.build_agents()
     if not agents:
@@ -209,24 +228,37 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return p
 
+    def with_trace(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--trace",
+            default=None,
+            metavar="EXPORTER",
+            help="OpenTelemetry export: console, otlp (OTEL_* variables), jsonl:PATH or off "
+            "(default: $AGENTBUS_TRACING, else off)",
+        )
+
     p = with_url(sub.add_parser("run", help="run an app script and print its result and run id"))
     p.add_argument("file", help="FILE.py (or MODULE:OBJ) defining an agentbus.App")
     p.add_argument(
         "--no-agents", action="store_true", help="drive the run only; workers host the agents"
     )
     p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_run)
+    with_trace(p)
+    p.set_defaults(fn=cmd_run, consumer=None)
 
     p = with_url(sub.add_parser("worker", help="host an app's agents until SIGINT/SIGTERM"))
     p.add_argument("app", help="MODULE:OBJ or FILE.py[:OBJ]")
     p.add_argument("--concurrency", type=int, default=16, help="handlers at once per agent")
     p.add_argument("--consumer", default=None, help="consumer name (default: host-pid-random)")
     p.add_argument(
-        "--visibility-timeout", type=float, default=30.0,
+        "--visibility-timeout",
+        type=float,
+        default=30.0,
         help="seconds before another worker may claim an unacknowledged event",
     )
     p.add_argument("--max-attempts", type=int, default=3, help="tries before dead-lettering")
     p.add_argument("--grace-period", type=float, default=10.0, help="seconds to finish on stop")
+    with_trace(p)
     p.set_defaults(fn=cmd_worker)
 
     p = with_url(sub.add_parser("runs", help="list recorded runs"))

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
 from .inspect import build_trace, render_tree
 from .journal import Journal
+from .transports import redact_url
 
 __all__ = ["register"]
 
@@ -19,10 +22,76 @@ async def cmd_trace(args: argparse.Namespace) -> int:
         records = await journal.records(info.run_id)
     trace = build_trace(info, records)
     trace = trace.filtered(agent=args.agent, type_=args.type, topic=args.topic)
+    if args.html:
+        from .html import render_html
+
+        Path(args.html).write_text(render_html(trace, records), encoding="utf-8")
+        print(f"wrote {args.html} ({len(trace.events)} events)")
+        return 0
     if args.json:
         print(json.dumps(trace.to_dict(payloads=args.show_payloads), indent=2, default=str))
     else:
         print(render_tree(trace, payloads=args.show_payloads))
+    return 0
+
+
+async def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay_run
+
+    result = await replay_run(args.run, url=args.url, app=args.app, fork_at=args.fork_at)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        mode = "fork" if result.fork_at is not None else "replay"
+        print(
+            f"{mode} of {result.source_run_id} recorded as run {result.run_id}: "
+            f"{result.produced_events} events (recorded {result.recorded_events}), "
+            f"{result.substituted_calls} calls from the recording, {result.live_calls} live, "
+            f"{result.seconds:.2f}s"
+        )
+        print("identical" if result.identical else result.divergence.describe())  # type: ignore[union-attr]
+    if result.fork_at is not None:
+        return 0
+    return 0 if result.identical else 1
+
+
+async def cmd_diff(args: argparse.Namespace) -> int:
+    from .compare import diff_runs
+
+    async with Journal.open(args.url) as journal:
+        a = await journal.run(args.run_a)
+        b = await journal.run(args.run_b)
+        ea = [e.to_dict() for e in await journal.events(a.run_id)]
+        eb = [e.to_dict() for e in await journal.events(b.run_id)]
+    diff = diff_runs(a.run_id, ea, b.run_id, eb)
+    if args.json:
+        print(json.dumps(diff.to_dict(), indent=2, default=str))
+    else:
+        print(diff.describe())
+    return 0 if diff.identical else 1
+
+
+async def cmd_export(args: argparse.Namespace) -> int:
+    from .exchange import export_to
+
+    async with Journal.open(args.url) as journal:
+        info = await journal.run(args.run)
+        records = await journal.records(info.run_id)
+    n = export_to(Path(args.output), info, records)
+    print(f"exported run {info.run_id}: {n} lines to {args.output}")
+    return 0
+
+
+async def cmd_import(args: argparse.Namespace) -> int:
+    from .exchange import import_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"no such file: {args.file!r}")
+    async with Journal.open(args.url) as journal:
+        with path.open(encoding="utf-8") as stream:
+            info = await import_file(journal.transport, stream)
+    print(f"imported run {info.run_id} ({info.name}) into {redact_url(journal.transport.url)}")
     return 0
 
 
@@ -32,8 +101,39 @@ def register(
     p = with_url(sub.add_parser("trace", help="a run's events as a causal tree"))
     p.add_argument("run", help="run id (or a unique prefix)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
     p.add_argument("--show-payloads", action="store_true", help="include each event's data")
     p.add_argument("--agent", help="only events sent or handled by this agent")
     p.add_argument("--type", help="only events of this message type")
     p.add_argument("--topic", help="only events on this topic")
     p.set_defaults(fn=cmd_trace)
+
+    p = with_url(
+        sub.add_parser("replay", help="re-execute a run; exit 0 when identical, 1 when not")
+    )
+    p.add_argument("run", help="run id (or a unique prefix)")
+    p.add_argument("--app", default=None, help="MODULE:OBJ or FILE.py[:OBJ] (default: as recorded)")
+    p.add_argument(
+        "--fork-at",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use recorded model/tool results before event N, live calls from N on",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_replay)
+
+    p = with_url(sub.add_parser("export", help="write a run as CloudEvents JSON lines"))
+    p.add_argument("run")
+    p.add_argument("-o", "--output", required=True, help="FILE.jsonl")
+    p.set_defaults(fn=cmd_export)
+
+    p = with_url(sub.add_parser("import", help="load a run exported with `agentbus export`"))
+    p.add_argument("file")
+    p.set_defaults(fn=cmd_import)
+
+    p = with_url(sub.add_parser("diff", help="where two runs part"))
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_diff)

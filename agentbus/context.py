@@ -34,6 +34,8 @@ class Scope:
     run_id: str
     causation_id: str | None = None
     agent: str | None = None
+    #: The envelope being handled (``None`` in a run's own code).
+    event: Envelope | None = None
     #: Counts external calls made while handling the event (to match them on replay).
     calls: list[int] = field(default_factory=lambda: [0])
 

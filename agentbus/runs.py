@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .context import Scope, reset_scope, set_scope
@@ -43,6 +44,7 @@ class Run:
         self.info = RunInfo(self.run_id, name, status, time.time(), None, meta=self.meta)
         self.result: Any = None
         self._token: Any = None
+        self._span: AbstractContextManager[Any] = nullcontext()
 
     async def begin(self) -> None:
         """Record the run's start."""
@@ -68,6 +70,8 @@ class Run:
 
     async def __aenter__(self) -> Run:
         await self.begin()
+        self._span = self.runtime.tracer.workflow(self.name, self.run_id)
+        self._span.__enter__()  # the run's root span: one run, one trace
         self._token = set_scope(Scope(self.run_id))
         return self
 
@@ -75,6 +79,7 @@ class Run:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
         reset_scope(self._token)
+        self._span.__exit__(exc_type, exc, exc.__traceback__ if exc else None)
         if exc is None:
             await self.finish("completed")
         else:

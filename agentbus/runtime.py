@@ -106,10 +106,12 @@ class Runtime:
         self.max_event_bytes = max_event_bytes
         self.dedupe_ttl = dedupe_ttl
         self.tracer: Tracer = tracer or NullTracer()
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.tracer.metrics)
         #: Replaces live model/tool calls (replay installs one); ``None`` calls live.
+        #: Called with (kind, name, request, scope, call index); returning ``None``
+        #: lets the live call happen.
         self.call_substitute: (
-            Callable[[CallKind, str, dict[str, Any], Scope], Awaitable[dict[str, Any] | None]]
+            Callable[[CallKind, str, dict[str, Any], Scope, int], Awaitable[dict[str, Any] | None]]
             | None
         ) = None
         self.writer = Writer(self.transport)
@@ -138,6 +140,7 @@ class Runtime:
         await self.transport.connect()
         self.writer.start()
         self._started = True
+        self.metrics.start(self)
         for agent in list(self._agents):
             await self._host(agent)
 
@@ -200,6 +203,7 @@ class Runtime:
             except Exception:
                 log.exception("on_stop of %r failed", agent)
         await self._requests.aclose()
+        await self.metrics.aclose()
         await self.writer.aclose()
         for sub in self._subs:
             if sub.mode == "broadcast":
@@ -337,8 +341,9 @@ class Runtime:
         await self.transport.save_run(info)
 
     async def note(self, step: str, *, agent: str | None = None, **details: Any) -> None:
-        """Record a ``step`` note in the current run's journal."""
+        """Record a ``step`` note in the current run's journal (and a tracing span)."""
         scope = current_scope()
+        self.tracer.step(step, agent or (scope.agent if scope else None), details)
         if scope is None or not self.journal_enabled:
             return
         self.writer.journal(
@@ -375,11 +380,13 @@ class Runtime:
         error: BaseException | None = None
         try:
             if self.call_substitute is not None and scope is not None:
-                response = await self.call_substitute(kind, name, request, scope)
+                response = await self.call_substitute(kind, name, request, scope, index)
                 substituted = response is not None
             if response is None:
-                with self.tracer.call(kind, name, agent or (scope.agent if scope else None)):
+                who = agent or (scope.agent if scope else None)
+                with self.tracer.call(kind, name, who, request) as span:
                     response = await call()
+                    span.response(response)
             return response
         except BaseException as exc:
             error = exc

@@ -77,8 +77,9 @@ class OpenAIChatModel:
     ``backoff_max`` seconds), or after the server's ``Retry-After`` on 429/503 (capped at
     ``backoff_max``). Other 4xx are not retried. ``timeout`` bounds each attempt.
 
-    The client owns an ``httpx.AsyncClient`` unless ``http_client`` is given (then closing it is
-    the caller's business). Use ``async with`` or call :meth:`aclose`.
+    ``provider`` is ``"openai"`` for the OpenAI API and ``"openai-compatible"`` for any other
+    server. The client owns an ``httpx.AsyncClient`` unless ``http_client`` is given (closing
+    that one stays the caller's business). Use ``async with`` or call :meth:`aclose`.
 
     Raises :class:`agentbus.errors.UsageError` for an invalid configuration, including a missing
     API key for the OpenAI API.
@@ -198,6 +199,7 @@ class OpenAIChatModel:
         # OpenAI deprecated max_tokens (reasoning models reject it); compatible servers mostly
         # know only max_tokens.
         limit = openai.omit if request.max_tokens is None else request.max_tokens
+        temperature = openai.omit if request.temperature is None else request.temperature
         on_openai = self.provider == "openai"
 
         retrying = AsyncRetrying(
@@ -218,9 +220,7 @@ class OpenAIChatModel:
                         messages=messages,
                         tools=tools or openai.omit,
                         response_format=response_format,
-                        temperature=openai.omit
-                        if request.temperature is None
-                        else request.temperature,
+                        temperature=temperature,
                         max_completion_tokens=limit if on_openai else openai.omit,
                         max_tokens=openai.omit if on_openai else limit,
                     )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import sys
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -180,7 +181,12 @@ def _arguments_model(
     """A pydantic model of ``fn``'s parameters, and which field holds which parameter."""
     try:
         signature = inspect.signature(fn)
-        hints = typing.get_type_hints(fn, include_extras=True)
+        try:
+            hints = typing.get_type_hints(fn, include_extras=True)
+        except NameError:
+            # Under `from __future__ import annotations` a tool defined inside a function may
+            # name types local to that function; resolve them there, as pydantic does.
+            hints = typing.get_type_hints(fn, localns=_caller_locals(), include_extras=True)
     except (TypeError, ValueError, NameError) as exc:
         raise UsageError(f"cannot read the signature of tool {tool_name!r}: {exc}") from exc
     params: list[tuple[inspect.Parameter, str]] = []
@@ -201,10 +207,14 @@ def _arguments_model(
         # called e.g. "json" or "model_config" cannot collide with BaseModel's own attributes.
         field = f"p{index}"
         default = ... if param.default is inspect.Parameter.empty else param.default
-        fields[field] = (
-            hints[param.name],
-            Field(default, alias=param.name, description=arg_docs.get(param.name)),
+        # Only a documented parameter gets a description here, so that one given with
+        # Annotated[..., Field(description=...)] is not overwritten by None.
+        info = (
+            Field(default, alias=param.name, description=arg_docs[param.name])
+            if param.name in arg_docs
+            else Field(default, alias=param.name)
         )
+        fields[field] = (hints[param.name], info)
         params.append((param, field))
     try:
         model = pydantic.create_model(
@@ -217,6 +227,14 @@ def _arguments_model(
             f"the parameters of tool {tool_name!r} cannot be validated by pydantic: {exc}"
         ) from exc
     return params, model
+
+
+def _caller_locals() -> dict[str, Any]:
+    """The local variables of the nearest frame outside this module (who defined the tool)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back  # type: ignore[assignment]
+    return dict(frame.f_locals) if frame is not None else {}
 
 
 def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:

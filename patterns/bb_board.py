@@ -207,9 +207,7 @@ class BoardState:
 
     def has(self, kind: str, **match: Any) -> bool:
         """Whether a current item of ``kind`` has all ``match`` values in its data."""
-        return any(
-            all(e.data.get(k) == v for k, v in match.items()) for e in self.items(kind)
-        )
+        return any(all(e.data.get(k) == v for k, v in match.items()) for e in self.items(kind))
 
 
 def board_topics(board: str) -> dict[str, str]:

@@ -90,9 +90,7 @@ class KnowledgeSource(Agent):
         """Whether this source has something to add to ``board`` now (default: no)."""
         return False
 
-    async def contribute(
-        self, board: BoardState, ctx: Context
-    ) -> Draft | Sequence[Draft] | None:
+    async def contribute(self, board: BoardState, ctx: Context) -> Draft | Sequence[Draft] | None:
         """The entries to write on ``board`` (``None`` or ``[]`` when nothing after all).
 
         Exceptions are retried by the runtime, then reported to the controller, which
@@ -108,7 +106,13 @@ class KnowledgeSource(Agent):
         """
         board = await self.board_at(ctx, request.version)
         produced = await self.contribute(board, ctx)
-        drafts = [] if produced is None else [produced] if isinstance(produced, Draft) else list(produced)
+        drafts = (
+            []
+            if produced is None
+            else [produced]
+            if isinstance(produced, Draft)
+            else list(produced)
+        )
         return Contribution(
             board=self.board, source=self.name, expected_version=board.version, drafts=drafts
         )

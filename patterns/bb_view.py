@@ -88,7 +88,9 @@ class SequencedView(Generic[E]):
         try:
             async with asyncio.timeout(timeout):
                 async with self._changed:
-                    await self._changed.wait_for(lambda: self._complete(run_id, version) is not None)
+                    await self._changed.wait_for(
+                        lambda: self._complete(run_id, version) is not None
+                    )
         except TimeoutError:
             await self._catch_up(ctx, run_id)
         found = self._complete(run_id, version)

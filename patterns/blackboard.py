@@ -201,7 +201,9 @@ class _Session:
             first_round = self.state.history[-1].round + 1
             await self.note("board-resumed", version=self.state.version)
         else:
-            await self.write([Draft(kind="problem", data=task.problem, key="problem")], _CONTROLLER, 0)
+            await self.write(
+                [Draft(kind="problem", data=task.problem, key="problem")], _CONTROLLER, 0
+            )
             await self.write(task.seed, _CONTROLLER, 0)
             await self.note("board-opened", version=self.state.version, sources=list(ctl.sources))
         ending: Ending = "round_limit"
@@ -224,7 +226,9 @@ class _Session:
             board=ctl.board, ending=ending, reason=reason, rounds=rounds, version=self.state.version
         )
         await ctx.publish(closed, ctl.topics["entries"], key=ctl.board)
-        await self.note("board-closed", ending=ending, reason=reason, rounds=rounds, version=self.state.version)
+        await self.note(
+            "board-closed", ending=ending, reason=reason, rounds=rounds, version=self.state.version
+        )
         return BoardOutcome(
             board=ctl.board,
             ending=ending,
@@ -246,7 +250,9 @@ class _Session:
         names = sorted(r.source for r in eligible)
         if not eligible:
             await self.note("quiescent", round=round_, version=version, silent=silent)
-            return RoundRecord(round=round_, eligible=[], silent=silent, result="quiescent", version=version)
+            return RoundRecord(
+                round=round_, eligible=[], silent=silent, result="quiescent", version=version
+            )
         chosen = await ctl.chooser(eligible, self.state, self.ctx)
         if chosen not in names:
             raise UsageError(f"the chooser picked {chosen!r}, not one of the eligible {names!r}")
@@ -268,14 +274,22 @@ class _Session:
         if contribution.expected_version != version:
             self.conflicts += 1
             detail = f"written for version {contribution.expected_version}, board is at {version}"
-            await self.note("conflict", round=round_, source=chosen, expected=contribution.expected_version, version=version)
+            await self.note(
+                "conflict",
+                round=round_,
+                source=chosen,
+                expected=contribution.expected_version,
+                version=version,
+            )
             return RoundRecord(**base, result="conflict", version=version, detail=detail)
         if not contribution.drafts:
             await self.note("no-contribution", round=round_, source=chosen)
             return RoundRecord(**base, result="empty", version=version)
         await self.write(contribution.drafts, chosen, round_)
         kinds = [d.kind for d in contribution.drafts]
-        await self.note("applied", round=round_, source=chosen, kinds=kinds, version=self.state.version)
+        await self.note(
+            "applied", round=round_, source=chosen, kinds=kinds, version=self.state.version
+        )
         return RoundRecord(**base, result="applied", version=self.state.version, detail=", ".join(kinds))  # fmt: skip
 
     async def poll(self, round_: int, active: list[str]) -> dict[str, Eligibility]:
@@ -284,7 +298,9 @@ class _Session:
         waiting = _Poll(frozenset(active))
         ctl._polls[(run_id, poll_id)] = waiting
         try:
-            poll = BoardPoll(board=ctl.board, poll_id=poll_id, round=round_, version=self.state.version)
+            poll = BoardPoll(
+                board=ctl.board, poll_id=poll_id, round=round_, version=self.state.version
+            )
             await self.ctx.publish(poll, ctl.topics["poll"], key=ctl.board)
             try:
                 await asyncio.wait_for(waiting.done.wait(), ctl.poll_timeout)

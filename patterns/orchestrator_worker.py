@@ -50,7 +50,16 @@ from .ow_messages import (
     describe_failure,
 )
 from .ow_model import ModelAggregator, ModelPlanner, ask_model
-from .ow_steps import AggregateFn, Aggregator, PlanFn, Planner, check_step, run_aggregate, run_plan
+from .ow_steps import (
+    AggregateFn,
+    Aggregator,
+    PlanFn,
+    Planner,
+    check_step,
+    run_aggregate,
+    run_concurrently,
+    run_plan,
+)
 from .ow_worker import Worker, worker
 
 __all__ = [
@@ -229,19 +238,7 @@ class Orchestrator(Agent, name="orchestrator"):
                 if isinstance(outcome, TaskFailure) and self.failure_policy == "fail_fast":
                     raise JobFailed(job.id, describe_failure(outcome), [outcome])
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for lane in lanes.values():
-                    group.create_task(run_lane(lane))
-        except BaseExceptionGroup as eg:
-            # Fail fast: the first failure cancelled the other lanes; report it (the lowest
-            # task index, should two fail at once) rather than an exception group.
-            failed = [e for e in eg.exceptions if isinstance(e, JobFailed)]
-            if failed:
-                raise min(failed, key=lambda e: e.failures[0].index) from None
-            if len(eg.exceptions) == 1:
-                raise eg.exceptions[0] from None
-            raise
+        await run_concurrently(run_lane(lane) for lane in lanes.values())
         return [outcomes[t.index] for t in tasks]
 
     async def _run_task(
@@ -306,4 +303,3 @@ class Orchestrator(Agent, name="orchestrator"):
 
     def __repr__(self) -> str:
         return f"<Orchestrator {self.name!r} {self.topic!r} -> {self.work_topic!r}>"
-

@@ -1,4 +1,4 @@
-"""Coordinator steps backed by a language model: planning and aggregation.
+"""Coordinator steps backed by a language model: planning, routing and aggregation.
 
 Every model call goes through ``ctx.invoke("model", ...)``, so it is journaled with its
 request and response and replaced by the recorded response on replay. The model is any
@@ -9,6 +9,7 @@ the deterministic offline one otherwise).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -17,14 +18,20 @@ from agentbus import Context, UsageError
 from agents.model import ChatMessage, ChatModel, ChatRequest, ChatResponse
 
 from .ow_messages import Job, Summary, Task, TaskFailure, TaskResult
+from .ow_steps import Child, Delegation
 
-__all__ = ["ModelAggregator", "ModelPlanner", "ask_model", "model_label"]
+__all__ = ["ModelAggregator", "ModelPlanner", "ModelRouter", "ask_model", "model_label"]
 
 PLAN_INSTRUCTIONS = (
     "You are the planner of a team. Split the job into independent tasks that workers can "
     "do in parallel. Give each task a short title and a self-contained instruction. Give "
     "tasks that must run one after another, in order, the same key; leave the key empty "
     "otherwise. Use at most {max_tasks} tasks."
+)
+ROUTE_INSTRUCTIONS = (
+    "You are a supervisor. Decide which of your children should work on the job and write "
+    "each chosen child a self-contained goal for its part. Choose only among the children "
+    "listed; leave out children with nothing to do."
 )
 AGGREGATE_INSTRUCTIONS = (
     "You are the editor of a team. Merge the workers' results into one clear answer to the "
@@ -121,6 +128,55 @@ class ModelAggregator:
         )
         response = await ask_model(ctx, self.model, request)
         return Summary(text=response.text, produced_by=model_label(response))
+
+
+class ModelRouter:
+    """Routes a job by asking ``model`` which children should do what (structured output).
+
+    The model sees the job and each child's name and description, and must answer with
+    delegations naming children only; ``instructions`` replaces the system prompt.
+    """
+
+    def __init__(self, model: ChatModel, *, instructions: str = ROUTE_INSTRUCTIONS) -> None:
+        self.model = model
+        self.instructions = instructions
+
+    async def route(self, job: Job, children: Sequence[Child], ctx: Context) -> list[Delegation]:
+        """Ask the model for the delegations of ``job``. Raises ``ModelResponseError``."""
+        names = [c.name for c in children]
+        item = {
+            "type": "object",
+            "properties": {"child": {"type": "string", "enum": names}, "goal": {"type": "string"}},
+            "required": ["child", "goal"],
+            "additionalProperties": False,
+        }
+        schema = {
+            "type": "object",
+            "properties": {"delegations": {"type": "array", "items": item, "minItems": 1}},
+            "required": ["delegations"],
+            "additionalProperties": False,
+        }
+        lines = [_describe_job(job), "Children:"]
+        lines += [f"- {c.name}: {c.description or '(no description)'}" for c in children]
+        request = ChatRequest(
+            messages=[ChatMessage.system(self.instructions), ChatMessage.user("\n".join(lines))],
+            response_schema=schema,
+            response_schema_name="routing",
+        )
+        response = await ask_model(ctx, self.model, request)
+        parsed = response.parse_as(_Routing)
+        return [
+            Delegation(child=d.child, goal=d.goal, data=dict(job.data)) for d in parsed.delegations
+        ]
+
+
+class _Route(BaseModel):
+    child: str
+    goal: str
+
+
+class _Routing(BaseModel):
+    delegations: list[_Route]
 
 
 def _describe_job(job: Job) -> str:

@@ -9,26 +9,36 @@ which journals them and substitutes them on replay)::
 
     def aggregate(job, results, failures) -> Summary | str     # sync or async
     class Aggregator: async def aggregate(self, job, results, failures, ctx) -> Summary
+
+    def route(job) -> list[Delegation]                         # hierarchical; sync or async
+    class Router: async def route(self, job, children, ctx) -> list[Delegation]
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeAlias, runtime_checkable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from agentbus import Context, UsageError
 
-from .ow_messages import Job, Summary, Task, TaskFailure, TaskResult
+from .ow_messages import Job, JobFailed, Summary, Task, TaskFailure, TaskResult
 
 __all__ = [
     "AggregateFn",
     "Aggregator",
+    "Child",
+    "Delegation",
     "PlanFn",
     "Planner",
+    "RouteFn",
+    "Router",
     "check_step",
     "join_results",
     "run_aggregate",
+    "run_concurrently",
     "run_plan",
 ]
 
@@ -53,6 +63,37 @@ class Aggregator(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Delegation:
+    """A routing decision: send ``goal`` (and ``data``) to the child named ``child``."""
+
+    child: str
+    goal: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Child(Protocol):
+    """What a router knows of a child: its name and what it is for."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Routes a job to children with the context at hand (e.g. :class:`ModelRouter`)."""
+
+    async def route(
+        self, job: Job, children: Sequence[Child], ctx: Context
+    ) -> Sequence[Delegation]:
+        """The delegations for ``job``, in the order results should be rolled up."""
+        ...
+
+
+RouteFn: TypeAlias = Callable[[Job], Sequence[Delegation] | Awaitable[Sequence[Delegation]]]
 PlanFn: TypeAlias = Callable[[Job], Sequence[Task] | Awaitable[Sequence[Task]]]
 AggregateFn: TypeAlias = Callable[
     [Job, list[TaskResult], list[TaskFailure]], Summary | str | Awaitable[Summary | str]
@@ -110,3 +151,22 @@ def join_results(job: Job, results: list[TaskResult], failures: list[TaskFailure
     sections += [(f.index, f"## {f.title}\n(failed: {f.error})") for f in failures]
     text = "\n\n".join(section for _, section in sorted(sections))
     return Summary(text=text, produced_by="join_results")
+
+
+async def run_concurrently(branches: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run ``branches`` concurrently; the first :class:`JobFailed` cancels the others.
+
+    The failure is raised as itself (of several at once, the one naming the lowest task
+    index), not wrapped in an exception group, so the requester reads a plain reason.
+    """
+    try:
+        async with asyncio.TaskGroup() as group:
+            for branch in branches:
+                group.create_task(branch)
+    except BaseExceptionGroup as eg:
+        failed = [e for e in eg.exceptions if isinstance(e, JobFailed)]
+        if failed:
+            raise min(failed, key=lambda e: e.failures[0].index if e.failures else -1) from None
+        if len(eg.exceptions) == 1:
+            raise eg.exceptions[0] from None
+        raise

@@ -33,9 +33,7 @@ class Worker(Agent, name="worker"):
     Raises :class:`UsageError` for a bad topic or ``max_attempts``.
     """
 
-    def __init__(
-        self, *, topic: str, name: str | None = None, max_attempts: int = 1
-    ) -> None:
+    def __init__(self, *, topic: str, name: str | None = None, max_attempts: int = 1) -> None:
         handle(topic)  # validates the topic name now, at configuration time
         if max_attempts < 1:
             raise UsageError(f"max_attempts must be at least 1, got {max_attempts!r}")
@@ -72,7 +70,9 @@ class _FunctionWorker(Worker):
         return out
 
     def __repr__(self) -> str:
-        return f"<worker {self.name!r} on {self.topic!r}: {getattr(self.fn, '__qualname__', self.fn)}>"
+        return (
+            f"<worker {self.name!r} on {self.topic!r}: {getattr(self.fn, '__qualname__', self.fn)}>"
+        )
 
 
 def worker(fn: WorkFn, *, topic: str, name: str, max_attempts: int = 1) -> Worker:

@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_by_run ON records (run_id, seq);
 """
 
+#: The status of a run that has journal records but was never saved with save_run.
+_UNSAVED = "unknown"
+
 
 class SqliteJournal:
     """Runs and journal records in SQLite. ``path=None`` keeps them in memory only."""
@@ -71,6 +74,17 @@ class SqliteJournal:
             "UPDATE runs SET events = events + ?, records = records + ? WHERE run_id = ?",
             [(ev, rec, run_id) for run_id, (ev, rec) in counts.items()],
         )
+        # As on Redis, events counted for a run not saved yet are kept: the run shows up
+        # in get_run (status "unknown") and keeps its count once save_run records it.
+        self._db.executemany(
+            "INSERT OR IGNORE INTO runs (run_id, name, status, started, events, records) "
+            "VALUES (?, '', ?, 0, ?, ?)",
+            [
+                (run_id, _UNSAVED, ev, rec)
+                for run_id, (ev, rec) in counts.items()
+                if ev  # Redis creates the run hash only to count published events
+            ],
+        )
         self._dirty = True
 
     def save_run(self, run: RunInfo) -> None:
@@ -79,7 +93,7 @@ class SqliteJournal:
                VALUES (?, ?, ?, ?, ?, ?)
                ON CONFLICT (run_id) DO UPDATE SET name = excluded.name,
                  status = excluded.status, started = excluded.started,
-                 ended = excluded.ended, meta = excluded.meta""",
+                 ended = COALESCE(excluded.ended, runs.ended), meta = excluded.meta""",
             (run.run_id, run.name, run.status, run.started, run.ended, json.dumps(run.meta)),
         )
         self._dirty = True
@@ -94,8 +108,8 @@ class SqliteJournal:
         rows = self._db.execute(
             "SELECT run_id, name, status, started, ended, events, "
             "(SELECT COUNT(*) FROM records r WHERE r.run_id = runs.run_id), meta FROM runs "
-            "ORDER BY started DESC LIMIT ?",
-            (limit,),
+            "WHERE status != ? ORDER BY started DESC LIMIT ?",
+            (_UNSAVED, limit),
         ).fetchall()
         return [_run(row) for row in rows]
 

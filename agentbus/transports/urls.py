@@ -16,6 +16,9 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<unparseable URL>"
     netloc = parts.netloc
+    pairs = parse_qsl(parts.query)
+    if "@" not in netloc and not any(k.lower() in _SECRET_PARAMS for k, _ in pairs):
+        return url  # nothing secret in it: keep it exactly as written
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")
         user, sep, _password = userinfo.partition(":")

@@ -17,6 +17,7 @@ recorded (headers, JSON body, arrival time) so tests can assert on what the clie
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -112,6 +113,14 @@ class OpenAIServer:
         with self._lock:
             return len(self._script)
 
+    async def wait_for_requests(self, count: int, timeout: float = 5.0) -> None:
+        """Wait until ``count`` requests have arrived (polls: the server runs in a thread)."""
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.requests)} of {count} requests within {timeout}s")
+            await asyncio.sleep(0.005)
+
     def start(self) -> None:
         self._thread.start()
 
@@ -145,7 +154,11 @@ class OpenAIServer:
         self.reply(None, tool_calls=[call], finish_reason="tool_calls")
 
     def fail(
-        self, status: int, message: str = "scripted failure", *, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        message: str = "scripted failure",
+        *,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """An error status with an OpenAI-style error body."""
         body = {"error": {"message": message, "type": "test_error", "code": None}}
@@ -155,7 +168,9 @@ class OpenAIServer:
         """A reply that arrives only after ``delay`` seconds."""
         self.reply("too late", delay=delay)
 
-    def raw(self, body: bytes, *, status: int = 200, content_type: str = "application/json") -> None:
+    def raw(
+        self, body: bytes, *, status: int = 200, content_type: str = "application/json"
+    ) -> None:
         """Exactly these bytes, e.g. a malformed body."""
         self.add(Behaviour(status=status, body=body, content_type=content_type))
 

@@ -6,7 +6,7 @@ import datetime
 import enum
 import json
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from pydantic import BaseModel, Field
@@ -45,8 +45,8 @@ def convert_currency(amount: float, currency: Literal["EUR", "USD", "GBP"] = "EU
 TOOLS = [get_weather.spec, search_documents.spec, convert_currency.spec]
 
 
-def user(text: str, **fields: object) -> ChatRequest:
-    return ChatRequest(messages=[ChatMessage.user(text)], **fields)  # type: ignore[arg-type]
+def user(text: str, **fields: Any) -> ChatRequest:
+    return ChatRequest(messages=[ChatMessage.user(text)], **fields)
 
 
 async def test_plain_answers_are_labelled() -> None:
@@ -121,9 +121,7 @@ async def test_string_arguments_default_to_the_user_text() -> None:
 
 
 async def test_enum_and_number_arguments() -> None:
-    response = await OfflineModel().complete(
-        user("convert currency: USD amount=12.5", tools=TOOLS)
-    )
+    response = await OfflineModel().complete(user("convert currency: USD amount=12.5", tools=TOOLS))
     [call] = response.tool_calls
     assert call.arguments == {"amount": 12.5, "currency": "USD"}
 
@@ -225,9 +223,7 @@ class Node(BaseModel):
 
 
 async def test_recursive_schemas_terminate() -> None:
-    response = await OfflineModel().complete(
-        user("tree", response_schema=Node.model_json_schema())
-    )
+    response = await OfflineModel().complete(user("tree", response_schema=Node.model_json_schema()))
     assert response.parse_as(Node).name.startswith(OFFLINE_LABEL)
 
 

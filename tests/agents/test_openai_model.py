@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import time
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from openai_server import OpenAIServer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from agentbus.errors import AgentBusError, UsageError
 from agents import (
@@ -35,7 +36,13 @@ from agents import (
 
 KEY = "sk-test-SECRET-0123456789"
 
-ENV_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "AGENTBUS_MODEL", "AGENTBUS_MODEL_URL")
+ENV_VARS = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_MODEL",
+    "AGENTBUS_MODEL",
+    "AGENTBUS_MODEL_URL",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -231,6 +238,34 @@ async def test_structured_output_sends_a_strict_schema_and_parses(
     assert schema["required"] == ["city", "celsius"]
 
 
+class Wind(BaseModel):
+    speed: float
+    direction: str = "N"
+
+
+class Forecast(BaseModel):
+    wind: Wind = Field(description="Wind at noon.")
+    later: list[Wind] = []
+
+
+async def test_strict_schema_closes_nested_objects_and_inlines_described_refs(
+    openai_server: OpenAIServer, model: OpenAIChatModel
+) -> None:
+    openai_server.reply_json({"wind": {"speed": 3.0, "direction": "W"}, "later": []})
+
+    response = await model.complete(ask(response_schema=Forecast.model_json_schema()))
+
+    assert response.parse_as(Forecast).wind == Wind(speed=3.0, direction="W")
+    schema = openai_server.requests[0].body["response_format"]["json_schema"]["schema"]
+    assert schema["$defs"]["Wind"]["additionalProperties"] is False
+    assert schema["$defs"]["Wind"]["required"] == ["speed", "direction"]
+    wind = schema["properties"]["wind"]
+    assert "$ref" not in wind  # strict mode rejects $ref beside other keywords
+    assert wind["description"] == "Wind at noon."
+    assert wind["additionalProperties"] is False
+    assert schema["properties"]["later"]["items"] == {"$ref": "#/$defs/Wind"}
+
+
 async def test_structured_output_that_is_not_json_is_a_response_error(
     openai_server: OpenAIServer, model: OpenAIChatModel
 ) -> None:
@@ -354,6 +389,21 @@ async def test_slow_reply_is_model_timeout_after_every_attempt(
     assert time.monotonic() - started < 2.5  # neither attempt waited for the slow reply
 
 
+async def test_cancellation_abandons_the_request_at_once(
+    openai_server: OpenAIServer, model: OpenAIChatModel
+) -> None:
+    openai_server.slow(3.0)
+    task = asyncio.create_task(model.complete(ask()))
+    await openai_server.wait_for_requests(1)
+
+    started = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started < 1.0
+    assert len(openai_server.requests) == 1  # cancellation is not retried
+
+
 async def test_timeout_then_success(
     openai_server: OpenAIServer, make_model: Callable[..., OpenAIChatModel]
 ) -> None:
@@ -369,7 +419,11 @@ async def test_timeout_then_success(
     [
         (b'{"id": "x", "choices": [', "application/json", "not valid JSON"),
         (b"<html>Bad gateway</html>", "text/html", "expected a chat completion"),
-        (b'{"id": "x", "object": "chat.completion", "choices": []}', "application/json", "no choices"),
+        (
+            b'{"id": "x", "object": "chat.completion", "choices": []}',
+            "application/json",
+            "no choices",
+        ),
         (b'{"id": "x", "choices": [{"index": 0}]}', "application/json", "expected shape"),
     ],
     ids=["truncated-json", "html", "no-choices", "choice-without-message"],

@@ -496,6 +496,28 @@ async def test_journal_runs_and_records(transport: Transport) -> None:
     )
 
 
+async def test_events_counted_before_the_run_is_saved(transport: Transport) -> None:
+    # A worker may journal into a run before (or without) its metadata being saved.
+    event = b'{"specversion":"1.0","id":"E1","source":"s","type":"t"}'
+    await transport.publish(
+        TOPIC, event, journal=[JournalEntry("run-late", {"kind": "published"}, event)]
+    )
+    await transport.write_journal([entry("run-quiet", "step")])
+
+    early = await transport.get_run("run-late")
+    assert early is not None
+    assert (early.name, early.status, early.events, early.records) == ("", "unknown", 1, 1)
+    assert await transport.get_run("run-quiet") is None
+    assert await transport.list_runs() == []
+
+    await transport.save_run(RunInfo("run-late", "late", status="completed", started=5.0, ended=6.0))
+    await transport.save_run(RunInfo("run-late", "late", status="completed", started=5.0))
+    saved = await transport.get_run("run-late")
+    assert saved is not None
+    assert (saved.name, saved.status, saved.events, saved.ended) == ("late", "completed", 1, 6.0)
+    assert [r.run_id for r in await transport.list_runs()] == ["run-late"]
+
+
 async def test_ack_with_journal_and_mark(transport: Transport) -> None:
     keys = transport.keys  # type: ignore[attr-defined]
     await transport.save_run(RunInfo("run-m", "marks", started=1.0))

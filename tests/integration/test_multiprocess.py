@@ -41,9 +41,21 @@ class Workers:
 
     def start(self, consumer: str, *extra: str) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agentbus", "worker", APP, "--url", self.url,
-             "--consumer", consumer, *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "agentbus",
+                "worker",
+                APP,
+                "--url",
+                self.url,
+                "--consumer",
+                consumer,
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         assert proc.stdout is not None
@@ -162,8 +174,10 @@ async def test_killed_worker_pending_messages_are_claimed_by_the_survivor(
         assert group.pending == 0
         records = await rt.journal.records(run.run_id)
         redelivered = [
-            r for r in records
-            if r.kind == "delivered" and r.record.get("consumer") == "survivor"
+            r
+            for r in records
+            if r.kind == "delivered"
+            and r.record.get("consumer") == "survivor"
             and r.record.get("attempt", 1) >= 2
         ]
         assert len(redelivered) >= stranded  # the stranded jobs were claimed, not lost

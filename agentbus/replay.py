@@ -1,0 +1,315 @@
+"""Re-execute a recorded run, or fork it, and compare the result with the recording.
+
+Re-execution starts the run's app on a fresh namespace (its own key prefix on Redis, its own
+in-process topics on the embedded transport), re-injects the run's external inputs (the
+events its driver published, which have no cause), and answers every model and tool call
+from the recording through the runtime's call seam. The events produced are compared with
+the recorded ones, ignoring ids and times (:mod:`agentbus.compare`). The replay is recorded
+as a run of its own, linked to its source, in the same store.
+
+Forking does the same up to event ``N`` of the recording; calls made while handling later
+events go to the live model and tools, so a changed prompt, model or code takes effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .app import App, load_app
+from .compare import Divergence, compare_events, normalize
+from .context import CallKind, Scope
+from .envelope import Envelope, new_id
+from .errors import AgentBusError, UsageError
+from .journal import Journal
+from .runtime import Runtime
+from .transports import JournalEntry, JournalRecord, RunInfo, open_transport, resolve_url
+
+__all__ = ["ReplayMismatch", "ReplayResult", "replay_run"]
+
+
+class ReplayMismatch(AgentBusError):
+    """A call made during replay has no recorded counterpart (live calls are not allowed)."""
+
+
+class RecordedCallError(AgentBusError):
+    """A replayed call whose recording is an error: raised again, as it was."""
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass
+class _Recorded:
+    position: int
+    request: dict[str, Any]
+    response: dict[str, Any] | None
+    error: str | None
+
+
+@dataclass
+class CallTape:
+    """Recorded model/tool calls, looked up by who made them while handling what."""
+
+    fork_at: int | None = None
+    calls: dict[tuple[str, ...], deque[_Recorded]] = field(
+        default_factory=lambda: defaultdict(deque)
+    )
+    mismatches: list[Divergence] = field(default_factory=list)
+    substituted: int = 0
+    live: int = 0
+
+    @classmethod
+    def from_records(cls, records: list[JournalRecord], fork_at: int | None) -> CallTape:
+        tape = cls(fork_at=fork_at)
+        events: dict[str, tuple[int, dict[str, Any]]] = {}
+        for r in records:
+            if r.kind == "published":
+                events[str(r.record["event"]["id"])] = (len(events), r.record["event"])
+        for r in records:
+            if r.kind not in ("model_call", "tool_call"):
+                continue
+            handled = events.get(str(r.record.get("event_id")))
+            if handled is None:
+                continue
+            position, event = handled
+            key = _key(
+                r.kind.removesuffix("_call"),
+                str(r.record.get("name")),
+                str(r.record.get("agent")),
+                event,
+                int(r.record.get("call_index", 0)),
+            )
+            tape.calls[key].append(
+                _Recorded(
+                    position,
+                    r.record.get("request") or {},
+                    r.record.get("response"),
+                    r.record.get("error"),
+                )
+            )
+        return tape
+
+    async def substitute(
+        self, kind: CallKind, name: str, request: dict[str, Any], scope: Scope, index: int
+    ) -> dict[str, Any] | None:
+        """The runtime's call seam during replay; ``None`` means call live."""
+        if scope.event is None:
+            return None  # a call from the run's own code, not from a handler
+        key = _key(kind, name, str(scope.agent), scope.event.to_dict(), index)
+        queue = self.calls.get(key)
+        if not queue:
+            if self.fork_at is not None:
+                self.live += 1
+                return None
+            raise ReplayMismatch(
+                f"{scope.agent} made a {kind} call {name!r} (#{index}) that the recording does not have"
+            )
+        recorded = queue.popleft()
+        if self.fork_at is not None and recorded.position >= self.fork_at:
+            self.live += 1
+            return None
+        if _canonical(recorded.request) != _canonical(request):
+            self.mismatches.append(
+                Divergence(
+                    recorded.position,
+                    f"{scope.agent}'s {kind} call {name!r} sent a different request",
+                    recorded.request,
+                    request,
+                )
+            )
+        self.substituted += 1
+        if recorded.error is not None:
+            raise RecordedCallError(f"recorded {kind} call {name!r} failed: {recorded.error}")
+        return recorded.response
+
+
+def _key(kind: str, name: str, agent: str, event: dict[str, Any], index: int) -> tuple[str, ...]:
+    n = normalize(event)
+    return (kind, name, agent, str(n["type"]), _canonical(n["data"]), str(index))
+
+
+@dataclass
+class ReplayResult:
+    """The outcome of :func:`replay_run`."""
+
+    source_run_id: str
+    run_id: str
+    divergence: Divergence | None
+    recorded_events: int
+    produced_events: int
+    seconds: float
+    fork_at: int | None = None
+    substituted_calls: int = 0
+    live_calls: int = 0
+
+    @property
+    def identical(self) -> bool:
+        return self.divergence is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source_run_id": self.source_run_id,
+            "run_id": self.run_id,
+            "identical": self.identical,
+            "divergence": None if self.divergence is None else self.divergence.to_dict(),
+            "recorded_events": self.recorded_events,
+            "produced_events": self.produced_events,
+            "seconds": self.seconds,
+            "fork_at": self.fork_at,
+            "substituted_calls": self.substituted_calls,
+            "live_calls": self.live_calls,
+        }
+
+
+async def replay_run(
+    run_id: str,
+    *,
+    url: str | None = None,
+    app: str | App | None = None,
+    fork_at: int | None = None,
+    settle_timeout: float = 60.0,
+) -> ReplayResult:
+    """Re-execute (or with ``fork_at``, fork) a recorded run; see the module docstring.
+
+    Raises :class:`UsageError` when the run or its app cannot be found.
+    """
+    url = resolve_url(url)
+    async with Journal.open(url) as journal:
+        info = await journal.run(run_id)
+        records = await journal.records(info.run_id)
+        the_app = _resolve_app(app, info)
+        recorded = [r.record["event"] for r in records if r.kind == "published"]
+        if fork_at is not None and not 0 <= fork_at <= len(recorded):
+            raise UsageError(f"--fork-at must be between 0 and {len(recorded)}, got {fork_at!r}")
+        tape = CallTape.from_records(records, fork_at)
+        started = time.perf_counter()
+        new_id_ = new_id()
+        produced_records = await _execute(
+            url, journal.transport, the_app, info, recorded, tape, new_id_, fork_at, settle_timeout
+        )
+        seconds = time.perf_counter() - started
+        produced = [r.record["event"] for r in produced_records if r.kind == "published"]
+        divergence = _first(compare_events(recorded, produced), tape.mismatches)
+        await _store(journal, info, produced_records, new_id_, the_app, fork_at, divergence)
+    return ReplayResult(
+        source_run_id=info.run_id,
+        run_id=new_id_,
+        divergence=divergence,
+        recorded_events=len(recorded),
+        produced_events=len(produced),
+        seconds=seconds,
+        fork_at=fork_at,
+        substituted_calls=tape.substituted,
+        live_calls=tape.live,
+    )
+
+
+def _resolve_app(app: str | App | None, info: RunInfo) -> App:
+    if isinstance(app, App):
+        return app
+    ref = app or info.meta.get("app")
+    if not ref:
+        raise UsageError(
+            f"run {info.run_id} does not record how its app is loaded; pass --app MODULE:OBJ"
+        )
+    return load_app(str(ref))
+
+
+def _first(event_divergence: Divergence | None, mismatches: list[Divergence]) -> Divergence | None:
+    candidates = [d for d in [event_divergence, *mismatches] if d is not None]
+    return min(candidates, key=lambda d: d.position) if candidates else None
+
+
+def _isolated_url(url: str, main: Any) -> tuple[str, dict[str, Any]]:
+    if urlsplit(url).scheme == "memory":
+        return "memory://?journal=", {}
+    keys = getattr(main, "keys", None)
+    base = keys.prefix if keys is not None else "agentbus:"
+    return url, {"prefix": f"{base}replay:{new_id()}:"}
+
+
+async def _execute(
+    url: str,
+    main: Any,
+    app: App,
+    info: RunInfo,
+    recorded: list[dict[str, Any]],
+    tape: CallTape,
+    run_id: str,
+    fork_at: int | None,
+    settle_timeout: float,
+) -> list[JournalRecord]:
+    exec_url, options = _isolated_url(url, main)
+    transport = open_transport(exec_url, **options)
+    try:
+        async with Runtime(transport=transport, block_ms=100) as rt:
+            rt.call_substitute = tape.substitute
+            rt.add(*app.build_agents())
+            await asyncio.sleep(0)  # let the agents' groups exist before inputs arrive
+            async with rt.run(info.name, run_id=run_id):
+                for event in recorded:
+                    if event.get("causationid"):
+                        continue  # produced by an agent: the replay must produce it itself
+                    env = Envelope.from_dict(dict(event))
+                    env.id, env.runid, env.traceparent, env.tracestate = new_id(), None, None, None
+                    await rt.publish_envelope(env, str(event.get("topic")))
+                await _settle(rt, settle_timeout)
+            return await rt.journal.records(run_id)
+    finally:
+        delete = getattr(transport, "delete_prefix", None)
+        if options and delete is not None:
+            await transport.connect()
+            await delete()
+        await transport.aclose()
+
+
+async def _settle(rt: Runtime, timeout: float) -> None:
+    """Wait until nothing is in flight and every group has consumed every entry."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    quiet = 0
+    while quiet < 3:
+        if loop.time() > deadline:
+            raise TimeoutError(f"the replay was still busy after {timeout}s")
+        await rt.idle(timeout=max(0.1, deadline - loop.time()))
+        busy = any(g.pending or g.lag for t in await rt.transport.topics() for g in t.groups)
+        quiet = 0 if busy else quiet + 1
+        await asyncio.sleep(0.05)
+
+
+async def _store(
+    journal: Journal,
+    source: RunInfo,
+    records: list[JournalRecord],
+    run_id: str,
+    app: App,
+    fork_at: int | None,
+    divergence: Divergence | None,
+) -> None:
+    """Copy the replay's journal into the main store, linked to its source."""
+    meta = {
+        "app": app.ref or source.meta.get("app"),
+        "replay_of": source.run_id,
+        "mode": "fork" if fork_at is not None else "replay",
+        "verdict": "identical" if divergence is None else "diverged",
+    }
+    if fork_at is not None:
+        meta["fork_at"] = fork_at
+    started = records[0].time if records else time.time()
+    ended = records[-1].time if records else started
+    name = f"{source.name} ({meta['mode']} of {source.run_id[:10]})"
+    info = RunInfo(run_id, name, "running", started, None, meta=meta)
+    await journal.transport.save_run(info)
+    for i in range(0, len(records), 1000):
+        await journal.transport.write_journal(
+            [JournalEntry(run_id, r.record) for r in records[i : i + 1000]]
+        )
+    info.status, info.ended = "completed", ended
+    await journal.transport.save_run(info)

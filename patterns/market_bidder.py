@@ -1,0 +1,158 @@
+"""Bidders: agents that answer calls for proposals and perform the contracts they win.
+
+::
+
+    class Translator(Bidder, name="carol"):
+        market = "studio"
+
+        async def quote(self, task: Task, ledger: Ledger, ctx: Context) -> Quote | Decline:
+            if task.skill != "translation":
+                return Decline("no translation skill")
+            return Quote(cost=35 * task.effort * (1 + 0.25 * ledger.active))
+
+        async def perform(self, contract: Contract, ctx: Context) -> dict[str, Any]:
+            return {"text": ...}
+
+Each instance watches (broadcast) the market's calls, awards and ledger events; contracts
+arrive on the bidder's own topic (shared, so replicas of one bidder split them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agentbus import Agent, Context, HandlerSpec, Message, Mode, UsageError
+
+from .bb_view import SequencedView
+from .market_ledger import Ledger, LedgerEvent, Ledgers
+from .market_messages import (
+    AuctionAwarded,
+    Bid,
+    CallForProposals,
+    Contract,
+    ContractResult,
+    Task,
+    market_topics,
+)
+
+__all__ = ["Bidder", "Decline", "Quote"]
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A bid: what the bidder asks (``cost``) and how well it would do (``score``)."""
+
+    cost: float
+    score: float = 0.0
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Decline:
+    """No bid, and why."""
+
+    reason: str = ""
+
+
+def _spec(topic: str, method: str, mode: Mode, kind: type[Message]) -> HandlerSpec:
+    return HandlerSpec(topic, method, mode, (kind,), None, False, None, None)
+
+
+class Bidder(Agent):
+    """Base class of market participants.
+
+    Set ``market`` on the class or per instance; override :meth:`quote` and
+    :meth:`perform` (and :meth:`notified` to react to awards). ``sync_timeout`` bounds
+    how long a call waits for ledger events still in flight before reading the journal.
+
+    Raises :class:`UsageError` when no market is set.
+    """
+
+    market: str = ""
+    sync_timeout: float = 2.0
+
+    def __init__(self, *, name: str | None = None, market: str | None = None) -> None:
+        super().__init__(name=name)
+        if market is not None:
+            self.market = market
+        if not self.market:
+            raise UsageError(f"bidder {self.name!r} needs a market name (market=...)")
+        self.topics = market_topics(self.market)
+        self.view: SequencedView[LedgerEvent] = SequencedView(
+            LedgerEvent, self.topics["ledger"], lambda e: e.seq
+        )
+
+    def handlers(self) -> list[tuple[HandlerSpec, tuple[type[Message], ...]]]:
+        """The user's own handlers plus the market's (topics depend on the market name)."""
+        mine = [
+            _spec(self.topics["cfp"], "_on_call", "broadcast", CallForProposals),
+            _spec(self.topics["ledger"], "_on_ledger", "broadcast", LedgerEvent),
+            _spec(self.topics["awards"], "_on_award", "broadcast", AuctionAwarded),
+            _spec(self.topics["bidder"] + self.name, "_on_contract", "shared", Contract),
+        ]
+        return [*super().handlers(), *((s, s.message_types or ()) for s in mine)]
+
+    # -- what subclasses implement -----------------------------------------------------------
+    async def quote(self, task: Task, ledger: Ledger, ctx: Context) -> Quote | Decline | None:
+        """This bidder's bid for ``task`` given its ``ledger`` (default: decline)."""
+        return None
+
+    async def perform(self, contract: Contract, ctx: Context) -> dict[str, Any]:
+        """Do the work of a won contract and return its result (JSON-ready).
+
+        Raising fails the contract: the auctioneer re-auctions the task without this
+        bidder.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement perform()")
+
+    async def notified(self, award: AuctionAwarded, won: bool, ctx: Context) -> None:
+        """Called for every award in the market (``won`` when this bidder won)."""
+
+    async def ledger_at(self, ctx: Context, version: int) -> Ledgers:
+        """The market's ledgers at ``version`` as this bidder has watched them.
+
+        Raises :class:`~patterns.bb_view.StaleView` when the events cannot be gathered.
+        """
+        events = await self.view.upto(ctx, version, timeout=self.sync_timeout)
+        return Ledgers.fold(self.market, events)
+
+    # -- handlers ------------------------------------------------------------------------------
+    async def _on_ledger(self, event: LedgerEvent, ctx: Context) -> None:
+        if ctx.run_id is not None:
+            await self.view.add(ctx.run_id, event)
+
+    async def _on_call(self, call: CallForProposals, ctx: Context) -> None:
+        bid = Bid(market=self.market, auction_id=call.auction_id, bidder=self.name, declined=True)
+        if self.name in call.excluded:
+            bid.note = "excluded: failed this task before"
+        else:
+            # Failing to price is answered as a decline, so the auction need not wait
+            # for its deadline to learn that this bidder is out.
+            try:
+                ledger = (await self.ledger_at(ctx, call.ledger_version)).get(self.name)
+                answer = await self.quote(call.task, ledger, ctx)
+                if isinstance(answer, Quote):
+                    bid.declined, bid.cost, bid.score, bid.note = (
+                        False, answer.cost, answer.score, answer.note,
+                    )  # fmt: skip
+                elif isinstance(answer, Decline):
+                    bid.note = answer.reason
+            except Exception as exc:
+                ctx.logger.warning("%s could not price %s: %s", self.name, call.auction_id, exc)
+                bid.note = f"error: {type(exc).__name__}: {exc}"
+        await ctx.publish(bid, self.topics["bids"])
+
+    async def _on_award(self, award: AuctionAwarded, ctx: Context) -> None:
+        await self.notified(award, award.winner == self.name, ctx)
+
+    async def _on_contract(self, contract: Contract, ctx: Context) -> ContractResult:
+        result = await self.perform(contract, ctx)
+        summary = str(result.get("summary", "")) if isinstance(result, dict) else ""
+        return ContractResult(
+            market=self.market,
+            auction_id=contract.auction_id,
+            bidder=self.name,
+            result=result,
+            summary=summary,
+        )

@@ -1,0 +1,170 @@
+"""The market's events: calls for proposals, bids, awards, contracts, ledger entries.
+
+Topics of market ``m`` (see :func:`market_topics`): ``market.m.jobs`` (work for the
+auctioneer), ``market.m.cfp`` (calls for proposals, broadcast to bidders),
+``market.m.bids`` (their answers), ``market.m.awards`` (who won, broadcast),
+``market.m.ledger`` (the ledgers' events), ``market.m.bidder.<name>`` (contracts).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentbus import Message
+
+from .market_ledger import Ledger, ledger_topic
+
+__all__ = [
+    "Attempt",
+    "AuctionAwarded",
+    "AuctionResult",
+    "Bid",
+    "CallForProposals",
+    "Contract",
+    "ContractResult",
+    "MarketJob",
+    "MarketOutcome",
+    "Task",
+    "market_topics",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Task(_Model):
+    """Work to auction: the ``skill`` it needs and its ``effort`` (in any unit bidders share).
+
+    ``max_price`` is a reserve: bids above it are not accepted. ``strategy`` overrides the
+    auctioneer's award strategy for this task (a name from ``STRATEGIES``).
+    """
+
+    id: str
+    skill: str
+    effort: float = 1.0
+    description: str = ""
+    max_price: float | None = None
+    strategy: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class MarketJob(Message, type="market.Job"):
+    """Ask a market's auctioneer to auction ``tasks`` (in this order) and collect results."""
+
+    market: str
+    tasks: list[Task]
+
+
+class CallForProposals(Message, type="market.CallForProposals"):
+    """Broadcast to every bidder. Bid on ``task`` as your ledger stood at ``ledger_version``.
+
+    ``excluded`` bidders failed this task before and are not considered.
+    """
+
+    market: str
+    auction_id: str
+    task: Task
+    attempt: int
+    excluded: list[str] = Field(default_factory=list)
+    ledger_version: int
+
+
+class Bid(Message, type="market.Bid"):
+    """A bidder's answer to a call: a ``cost`` (and quality ``score``) or a decline."""
+
+    market: str
+    auction_id: str
+    bidder: str
+    declined: bool = False
+    cost: float | None = None
+    score: float = 0.0
+    note: str = ""
+
+
+class AuctionAwarded(Message, type="market.Awarded"):
+    """Broadcast when an auction is decided: the winner, the price, the losers and why."""
+
+    market: str
+    auction_id: str
+    task_id: str
+    winner: str
+    price: float
+    strategy: str
+    reason: str
+    losers: list[str] = Field(default_factory=list)
+
+
+class Contract(Message, type="market.Contract"):
+    """The request to the winner: perform ``task`` for ``price``."""
+
+    market: str
+    auction_id: str
+    task: Task
+    price: float
+
+
+class ContractResult(Message, type="market.ContractResult"):
+    """The winner's reply: what it produced."""
+
+    market: str
+    auction_id: str
+    bidder: str
+    result: dict[str, Any] = Field(default_factory=dict)
+    summary: str = ""
+
+
+class Attempt(_Model):
+    """One auction of a task and what came of it."""
+
+    auction_id: str
+    outcome: Literal["completed", "failed", "no_bids"]
+    winner: str | None = None
+    price: float | None = None
+    reason: str = ""
+    bids: list[Bid] = Field(default_factory=list)
+    silent: list[str] = Field(default_factory=list)
+    detail: str = ""
+
+
+class AuctionResult(_Model):
+    """Where a task ended: ``completed`` (with the result), ``no_bids`` or ``failed``."""
+
+    task_id: str
+    status: Literal["completed", "no_bids", "failed"]
+    winner: str | None = None
+    price: float | None = None
+    reason: str = ""
+    result: dict[str, Any] = Field(default_factory=dict)
+    summary: str = ""
+    attempts: list[Attempt] = Field(default_factory=list)
+
+
+class MarketOutcome(Message, type="market.Outcome"):
+    """The auctioneer's reply: one result per task (in job order) and the ledgers after."""
+
+    market: str
+    results: list[AuctionResult]
+    ledgers: dict[str, Ledger] = Field(default_factory=dict)
+
+    def by_status(self) -> dict[str, list[str]]:
+        """Task ids grouped by status."""
+        out: dict[str, list[str]] = {}
+        for r in self.results:
+            out.setdefault(r.status, []).append(r.task_id)
+        return out
+
+
+def market_topics(market: str) -> dict[str, str]:
+    """The topics of ``market`` (``bidder`` is a prefix: append the bidder's name)."""
+    base = f"market.{market}"
+    return {
+        "jobs": f"{base}.jobs",
+        "cfp": f"{base}.cfp",
+        "bids": f"{base}.bids",
+        "awards": f"{base}.awards",
+        "ledger": ledger_topic(market),
+        "bidder": f"{base}.bidder.",
+    }
