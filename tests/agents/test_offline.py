@@ -75,6 +75,7 @@ async def test_same_request_same_response() -> None:
 
     assert stable(first) == stable(second)
     assert first.tool_calls  # the comparison covered a tool call, ids included
+    assert ChatResponse.model_validate(first.model_dump(mode="json")) == first
 
 
 async def test_usage_counts_words() -> None:

@@ -40,16 +40,19 @@ def test_run_embedded_prints_result_and_run_id_and_runs_lists_it_after_exit(tmp_
     assert listed.returncode == 0, listed.stderr
     runs = json.loads(listed.stdout)
     assert [r["run_id"] for r in runs] == [run_id]
-    assert runs[0]["status"] == "completed" and runs[0]["name"] == "support-desk"
+    assert runs[0]["status"] == "completed"
+    assert runs[0]["name"] == "support-desk"
     assert runs[0]["events"] == 16  # 4 tickets: ticket, routed ticket, two replies each
 
     table = agentbus("runs", cwd=tmp_path, env=env)
-    assert run_id in table.stdout and "support-desk" in table.stdout
+    assert run_id in table.stdout
+    assert "support-desk" in table.stdout
 
     trace = agentbus("trace", run_id[:10], "--json", cwd=tmp_path, env=env)
     assert trace.returncode == 0, trace.stderr
     tree = json.loads(trace.stdout)
-    assert tree["events"] == 16 and len(tree["tree"]) == 4
+    assert tree["events"] == 16
+    assert len(tree["tree"]) == 4
 
 
 def test_run_json_output(tmp_path: Path) -> None:
@@ -70,7 +73,8 @@ def test_wrong_url_scheme_is_a_one_line_usage_error(tmp_path: Path) -> None:
 def test_unreachable_redis_names_the_url_and_hides_the_password(tmp_path: Path) -> None:
     done = agentbus("topics", "--url", "redis://:s3cret@127.0.0.1:1/0", cwd=tmp_path)
     assert done.returncode == 1
-    assert "127.0.0.1:1" in done.stderr and "redis-server running" in done.stderr
+    assert "127.0.0.1:1" in done.stderr
+    assert "redis-server running" in done.stderr
     assert "s3cret" not in done.stderr
     assert done.stderr.count("\n") == 1
 
@@ -114,7 +118,8 @@ def test_topics_and_worker_on_redis(redis_url: str, redis_prefix: str, tmp_path:
             {"name": "triage", "consumers": 1, "pending": 0, "lag": 0}
         ]
         runs = json.loads(agentbus("runs", "--json", "--url", url, cwd=tmp_path).stdout)
-        assert runs[0]["name"] == "support-desk" and runs[0]["events"] == 16
+        assert runs[0]["name"] == "support-desk"
+        assert runs[0]["events"] == 16
     finally:
         worker.send_signal(signal.SIGTERM)
         out, _ = worker.communicate(timeout=20)

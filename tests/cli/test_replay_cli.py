@@ -82,12 +82,15 @@ def test_diff_of_two_runs(tmp_path: Path) -> None:
     )
     b = run_example(changed, tmp_path)
     same = agentbus("diff", a, a, cwd=tmp_path)
-    assert same.returncode == 0 and "identical" in same.stdout
+    assert same.returncode == 0
+    assert "identical" in same.stdout
     diff = agentbus("diff", a, b, "--json", cwd=tmp_path)
     assert diff.returncode == 1
     d = json.loads(diff.stdout)
     assert d["first"]["reason"] == "desk.Resolution from general has different content"
-    assert d["shared"] == 14 and len(d["only_in_a"]) == 2 and len(d["only_in_b"]) == 2
+    assert d["shared"] == 14
+    assert len(d["only_in_a"]) == 2
+    assert len(d["only_in_b"]) == 2
 
 
 @pytest.mark.redis
@@ -105,7 +108,8 @@ def test_export_import_between_embedded_and_redis_keeps_the_trace(
     imported = agentbus("import", str(out), "--url", url, cwd=tmp_path)
     assert imported.returncode == 0, imported.stderr
     again = agentbus("import", str(out), "--url", url, cwd=tmp_path)
-    assert again.returncode == 2 and "already exists" in again.stderr
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
 
     def trace(*extra: str) -> dict:
         done = agentbus("trace", run_id, "--json", "--show-payloads", *extra, cwd=tmp_path)
@@ -180,9 +184,11 @@ def test_html_trace_renders_every_event_and_shows_details_on_click(tmp_path: Pat
         target.find_element(By.TAG_NAME, "text").click()  # its label, a precise target
         envelope = json.loads(browser.find_element(By.ID, "envelope").text)
         assert envelope["id"] == event_id
-        assert envelope["specversion"] == "1.0" and envelope["runid"] == run_id
+        assert envelope["specversion"] == "1.0"
+        assert envelope["runid"] == run_id
         panel = browser.find_element(By.ID, "detail-body").text
-        assert "Deliveries" in panel and "handled" in panel
+        assert "Deliveries" in panel
+        assert "handled" in panel
         assert browser.get_log("browser") == [] or all(
             entry["level"] != "SEVERE" for entry in browser.get_log("browser")
         )

@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 APP = str(Path(__file__).with_name("mp_app.py")) + ":app"
 _spec = importlib.util.spec_from_file_location("mp_app", Path(__file__).with_name("mp_app.py"))
-assert _spec is not None and _spec.loader is not None
+assert _spec is not None
+assert _spec.loader is not None
 mp_app = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(mp_app)
 Job = mp_app.Job
@@ -118,7 +119,8 @@ async def test_two_workers_share_the_work_and_handle_each_message_once(workers: 
         assert {d.by for d in done} == {"w1", "w2"}  # both replicas took a share
         topics = {t.topic: t for t in await rt.transport.topics()}
         group = next(g for g in topics["mp.jobs"].groups if g.name == "crunch")
-        assert group.pending == 0 and group.lag == 0
+        assert group.pending == 0
+        assert group.lag == 0
         records = await rt.journal.records(run.run_id)
         handled = [r for r in records if r.kind == "handled" and r.record["agent"] == "crunch"]
         assert len(handled) == 100

@@ -629,9 +629,7 @@ async def test_dead_consumers_entries_are_claimed(make_runtime: MakeRuntime) -> 
     await probe.transport.create_group("rt.jobs", "worker")
     for n in range(3):
         await probe.publish(Job(n=n), "rt.jobs")
-    taken = await probe.transport.read_group(
-        "worker", "dead", ["rt.jobs"], count=10, block_ms=None
-    )
+    taken = await probe.transport.read_group("worker", "dead", ["rt.jobs"], count=10, block_ms=None)
     assert len(taken) == 3  # read, never acknowledged: the consumer "died"
 
     worker = Worker()
