@@ -2,6 +2,7 @@
 
 Model clients implement :class:`ChatModel`: :class:`OpenAIChatModel` for OpenAI and any
 OpenAI-compatible server, :class:`OfflineModel` for deterministic runs without a model;
+:class:`LLMAgent` runs a tool-call loop with memory and structured output;
 :func:`model_from_env` picks one from the environment. Functions become tools with :func:`tool`.
 
 Importing this package needs neither Redis nor a network, and the OpenAI SDK is only loaded
@@ -22,6 +23,7 @@ from agents.errors import (
     ModelUnavailable,
     ToolArgumentsError,
 )
+from agents.llm import LLMAgent, LLMResult, Memory, Prompt, Reply, StepLimitExceeded
 from agents.model import (
     ChatMessage,
     ChatModel,
@@ -44,6 +46,9 @@ __all__ = [
     "ChatModel",
     "ChatRequest",
     "ChatResponse",
+    "LLMAgent",
+    "LLMResult",
+    "Memory",
     "ModelAuthError",
     "ModelError",
     "ModelRateLimited",
@@ -53,6 +58,9 @@ __all__ = [
     "ModelUnavailable",
     "OfflineModel",
     "OpenAIChatModel",
+    "Prompt",
+    "Reply",
+    "StepLimitExceeded",
     "Tool",
     "ToolArgumentsError",
     "ToolCall",

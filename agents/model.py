@@ -251,9 +251,9 @@ def model_from_env() -> OpenAIChatModel | OfflineModel:
 
     Raises :class:`agentbus.errors.UsageError` when the configuration is invalid.
     """
-    # Imported here: the OpenAI client pulls in the SDK, which agents.model must not need.
+    # Imported here, not at the top: both modules import this one, and the OpenAI client
+    # loads the SDK (most of a second), which an offline run should not pay for.
     from agents.offline import OfflineModel
-    from agents.openai_model import OpenAIChatModel
 
     env = os.environ
     name = env.get("AGENTBUS_MODEL") or env.get("OPENAI_MODEL") or DEFAULT_MODEL
@@ -263,4 +263,6 @@ def model_from_env() -> OpenAIChatModel | OfflineModel:
     api_key = env.get("OPENAI_API_KEY")
     if not (base_url or api_key):
         return OfflineModel()
+    from agents.openai_model import OpenAIChatModel
+
     return OpenAIChatModel(name, base_url=base_url, api_key=api_key)

@@ -99,7 +99,11 @@ class MarketSession:
         outcome = MarketOutcome(
             market=self.au.market,
             results=[self.results[t.id] for t in tasks],
-            ledgers=self.ledgers.snapshot(),
+            # Every registered bidder, idle ones too, so the outcome shows the whole market.
+            ledgers={
+                name: self.ledgers.get(name)
+                for name in sorted({*self.au.bidders, *self.ledgers.snapshot()})
+            },
         )
         await self.note("job-closed", by_status=outcome.by_status(), waves=wave)
         return outcome

@@ -113,6 +113,7 @@ class RedisServer:
     ) -> None:
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="agentbus-redis-"))
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.tls = tls
         self.password = password
@@ -142,7 +143,7 @@ class RedisServer:
         lines += [f"user {rule}" for rule in users]
         lines += list(config)
         self.config_file = self.directory / "redis.conf"
-        self.config_file.write_text("\n".join(lines) + "\n")
+        self.config_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
 
     # -- addresses ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -88,6 +89,15 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+@dataclass(slots=True)
+class _Publish:
+    """A publish waiting for its group commit."""
+
+    items: Sequence[tuple[str, bytes]]
+    journal: Sequence[JournalEntry]
+    done: asyncio.Future[list[str]]
+
+
 class RedisStreamsTransport:
     """Topics as Redis streams. ``url`` is ``redis://``, ``rediss://`` or ``unix://``.
 
@@ -130,6 +140,9 @@ class RedisStreamsTransport:
         except (ValueError, RedisError) as exc:
             raise TransportError(f"invalid Redis URL {self.url!r}: {exc}") from exc
         self._closed = False
+        # Group commit of publishes: see publish_many.
+        self._queued: list[_Publish] = []
+        self._writing = False
 
     # -- lifecycle -----------------------------------------------------------------------
     async def connect(self) -> None:
@@ -253,16 +266,70 @@ class RedisStreamsTransport:
     async def publish_many(
         self, items: Sequence[tuple[str, bytes]], *, journal: Sequence[JournalEntry] = ()
     ) -> list[str]:
-        async def run() -> list[str]:
-            # One MULTI/EXEC: the events and their journal records land together or not at all.
-            async with self._r.pipeline(transaction=bool(journal) or len(items) > 1) as pipe:
-                for topic, payload in items:
-                    self._xadd(pipe, topic, payload)
-                self._queue_journal(pipe, journal)
-                results = await pipe.execute()
-            return [_s(r) for r in results[: len(items)]]
+        # Group commit: a round trip costs far more than the commands in it, so publishes
+        # made while another is being written wait and go out together in the next
+        # MULTI/EXEC. A lone publisher is written at once; each publish still lands with
+        # its journal records, and each caller sees only its own errors.
+        self._check()
+        pending = _Publish(items, journal, asyncio.get_running_loop().create_future())
+        self._queued.append(pending)
+        if not self._writing:
+            self._writing = True
+            asyncio.get_running_loop().create_task(self._write_queued())
+        return await pending.done
 
-        return await self._call(run)
+    async def _write_queued(self) -> None:
+        batch: list[_Publish] = []
+        try:
+            while self._queued:
+                # Publishes whose caller was cancelled before they were sent are dropped.
+                batch = [p for p in self._queued if not p.done.done()]
+                self._queued = []
+                if batch:
+                    await self._write_batch(batch)
+                batch = []
+        except BaseException:  # cancelled with the loop: fail the waiters, never hang them
+            closed = TransportClosed(f"the Redis transport for {self.url!r} stopped publishing")
+            for p in batch + self._queued:
+                if not p.done.done():
+                    p.done.set_exception(closed)
+            self._queued = []
+            raise
+        finally:
+            self._writing = False
+
+    async def _write_batch(self, batch: list[_Publish]) -> None:
+        journal = [entry for p in batch for entry in p.journal]
+        n_items = sum(len(p.items) for p in batch)
+        try:
+            self._check()
+            # One MULTI/EXEC: the events and their journal records land together or not at all.
+            async with self._r.pipeline(transaction=bool(journal) or n_items > 1) as pipe:
+                for p in batch:
+                    for topic, payload in p.items:
+                        self._xadd(pipe, topic, payload)
+                self._queue_journal(pipe, journal)
+                results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            error = self._translate(exc) if isinstance(exc, RedisError) else exc
+            if self._closed and not isinstance(error, TransportClosed):
+                error = TransportClosed(f"the Redis transport for {self.url!r} is closed")
+            for p in batch:
+                if not p.done.done():
+                    p.done.set_exception(error)
+            return
+        journal_failed = next((r for r in results[n_items:] if isinstance(r, Exception)), None)
+        start = 0
+        for p in batch:
+            mine = results[start : start + len(p.items)]
+            start += len(p.items)
+            failed = next((r for r in mine if isinstance(r, Exception)), journal_failed)
+            if p.done.done():
+                continue
+            if isinstance(failed, RedisError):
+                p.done.set_exception(self._translate(failed))
+            else:
+                p.done.set_result([_s(r) for r in mine])
 
     async def add_raw(self, topic: str, fields: dict[str, bytes]) -> str:
         """Append an entry with arbitrary fields (for tests of hostile input)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 __all__ = ["redact_url"]
 
@@ -26,7 +26,17 @@ def redact_url(url: str) -> str:
         if not sep and user and parts.scheme.startswith("redis"):
             # redis://secret@host means the password is "secret" (no username).
             netloc = f"***@{host}"
-    query = urlencode(
-        [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in parse_qsl(parts.query)]
+    # Rebuilt by hand, not with urlencode/urlunsplit: those re-encode the other query
+    # values, drop blank ones and turn "memory://?..." into "memory:?...".
+    query = "&".join(
+        f"{k}=***" if sep and unquote_plus(k).lower() in _SECRET_PARAMS else f"{k}{sep}{v}"
+        for k, sep, v in (pair.partition("=") for pair in parts.query.split("&"))
     )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    head = url.split("#", 1)[0]
+    out = f"{parts.scheme}:" if parts.scheme else ""
+    if head[len(out) :].startswith("//"):
+        out += "//" + netloc
+    out += parts.path
+    if "?" in head:
+        out += "?" + query
+    return out + ("#" + parts.fragment if parts.fragment else "")
