@@ -1,0 +1,73 @@
+"""The embedded transport's journal outlives the process (SQLite), so runs can be inspected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentbus import Agent, Context, Journal, MemoryTransport, Message, Runtime, handle
+from agentbus.transports import JournalEntry, RunInfo
+from agentbus.transports.sqlite_journal import SqliteJournal
+
+
+class Hello(Message, type="unit.journal.Hello"):
+    name: str
+
+
+class Greeter(Agent, name="greeter"):
+    @handle("unit.hello")
+    async def greet(self, msg: Hello, ctx: Context) -> Hello:
+        return Hello(name=f"hello {msg.name}")
+
+
+async def test_journal_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "journal.sqlite3"
+    first = MemoryTransport(journal_path=path)
+    await first.save_run(RunInfo("r1", "persisted", started=10.0))
+    await first.publish(
+        "unit.t", b"{}", journal=[JournalEntry("r1", {"kind": "published", "event_id": "e1"})]
+    )
+    await first.write_journal([JournalEntry("r1", {"kind": "step", "step": "s"})])
+    await first.aclose()  # commits what the flush timer has not yet written
+
+    second = MemoryTransport(journal_path=path)
+    try:
+        (run,) = await second.list_runs()
+        assert (run.run_id, run.name, run.events, run.records) == ("r1", "persisted", 1, 2)
+        assert [r.kind for r in await second.read_journal("r1")] == ["published", "step"]
+        assert await second.topics() == []  # topics are in memory only
+    finally:
+        await second.aclose()
+
+
+async def test_a_runtime_run_can_be_read_after_exit(tmp_path: Path) -> None:
+    url = f"memory://?journal={tmp_path / 'j.sqlite3'}"
+    async with Runtime(url, block_ms=100) as rt:
+        rt.add(Greeter())
+        async with rt.run("greeting") as run:
+            reply = await run.request("unit.hello", Hello(name="ada"), timeout=5)
+        await rt.idle()
+    assert reply == Hello(name="hello ada")
+
+    async with Journal.open(url) as journal:
+        info = await journal.run(run.run_id[:10])  # a unique prefix is enough
+        kinds = [r.kind for r in await journal.records(run.run_id)]
+        events = await journal.events(run.run_id)
+
+    assert (info.name, info.status, info.events) == ("greeting", "completed", 2)
+    assert kinds[0] == "run_started"
+    assert kinds[-1] == "run_finished"
+    assert {"published", "delivered", "replied", "handled"} <= set(kinds)
+    assert [e.type for e in events] == ["unit.journal.Hello", "unit.journal.Hello"]
+
+
+def test_in_memory_sqlite_journal() -> None:
+    journal = SqliteJournal(None)
+    journal.save_run(RunInfo("r", "n", started=1.0))
+    journal.append([JournalEntry("r", {"kind": "published"}, b'{"id":"e"}')])
+
+    (record,) = journal.read("r")
+    assert record.record == {"kind": "published", "event": {"id": "e"}}
+    run = journal.get_run("r")
+    assert run is not None
+    assert (run.events, run.records) == (1, 1)
+    journal.close()
