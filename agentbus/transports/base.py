@@ -246,6 +246,23 @@ class Transport(Protocol):
         """Acknowledge entries, append journal entries and set de-duplication markers
         (``(key, ttl_seconds)``), all in one atomic round trip."""
 
+    async def commit(
+        self,
+        ack: Ack,
+        mark: tuple[str, int],
+        *,
+        publish: Sequence[tuple[str, bytes]] = (),
+        journal: Sequence[JournalEntry] = (),
+    ) -> bool:
+        """Finish a de-duplicated delivery atomically (exactly-once effects).
+
+        Unless the de-duplication marker ``mark`` (``(key, ttl_seconds)``) exists,
+        append the events ``publish`` (``(topic, payload)``) and the ``journal``
+        entries and set the marker; acknowledge the entry either way, all or nothing.
+        Returns ``False`` when the marker existed (someone already committed this
+        event: nothing was written but the ack). Safe to retry after a failure.
+        """
+
     async def claim_idle(
         self,
         topic: str,

@@ -274,6 +274,25 @@ class MemoryTransport:
             self._marks[key] = now + ttl
         self._journal_append(journal)
 
+    async def commit(
+        self,
+        ack: Ack,
+        mark: tuple[str, int],
+        *,
+        publish: Sequence[tuple[str, bytes]] = (),
+        journal: Sequence[JournalEntry] = (),
+    ) -> bool:
+        self._check()
+        fresh = not await self.is_marked(mark[0])
+        if fresh:
+            for topic, payload in publish:
+                self._append(topic, {EVENT_FIELD: payload})
+            await self.ack([ack], journal=journal, mark=[mark])
+            self._wake()
+        else:
+            await self.ack([ack])
+        return fresh
+
     async def claim_idle(
         self,
         topic: str,

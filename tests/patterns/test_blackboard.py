@@ -316,7 +316,9 @@ async def war_room(url: str) -> tuple[Any, list[tuple[str, str, dict[str, Any]]]
         )
     ]
     skip = {"time", "event_id"}
-    steps = [{k: v for k, v in r.record.items() if k not in skip} for r in records if r.kind == "step"]
+    steps = [
+        {k: v for k, v in r.record.items() if k not in skip} for r in records if r.kind == "step"
+    ]
     return report, entries, steps
 
 

@@ -120,9 +120,7 @@ async def test_awards_by_strategy_and_load_shapes_later_bids(url_for: str) -> No
         Task(id="t3", skill="code", effort=1, strategy="best_score"),
         Task(id="t4", skill="code", effort=1, strategy="second_price"),
     ]
-    outcome, steps = await run_market(
-        url_for, auctioneer(["ann", "ben", "cat"]), bidders, tasks
-    )
+    outcome, steps = await run_market(url_for, auctioneer(["ann", "ben", "cat"]), bidders, tasks)
     won = {r.task_id: (r.winner, r.price) for r in outcome.results}
     assert won["t1"] == ("ben", 16)
     assert won["t2"] == ("ann", 20)  # ben's load priced him out (24)
@@ -168,7 +166,10 @@ async def test_a_winner_that_times_out_is_reauctioned(url_for: str) -> None:
 
 
 async def test_every_winner_failing_ends_the_task_as_failed(url_for: str) -> None:
-    bidders = [Worker("ann", {"code": 1}, rate=1, fail="t1"), Worker("ben", {"code": 1}, rate=2, fail="t1")]
+    bidders = [
+        Worker("ann", {"code": 1}, rate=1, fail="t1"),
+        Worker("ben", {"code": 1}, rate=2, fail="t1"),
+    ]
     outcome, _ = await run_market(
         url_for, auctioneer(["ann", "ben"], max_attempts=2), bidders, [Task(id="t1", skill="code")]
     )
