@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 from .agent import Agent, HandlerSpec
 from .context import Context, Scope, reset_scope, set_scope
 from .envelope import Envelope, decode_data
-from .errors import DecodeError, GroupNotFound, Reject, TransportClosed, TransportError
+from .errors import (
+    DecodeError,
+    GroupNotFound,
+    Reject,
+    TransportClosed,
+    TransportError,
+    TransportUnavailable,
+)
 from .journal import record
 from .message import Message, lookup_type
 from .transports import Ack, Delivery, JournalEntry
@@ -27,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentbus.runtime")
 
 ERROR_TYPE = "agentbus.Error"
+#: Times a handler is re-run, without using up attempts, while the store is unreachable.
+_MAX_OUTAGE_RETRIES = 20
 ORPHAN_RUN = "orphans"
 
 
@@ -198,7 +207,7 @@ class Subscription:
         key = (d.topic, d.entry_id)
         if key in self._inflight:
             return
-        task = asyncio.create_task(self._dispatch(d))
+        task = asyncio.create_task(self._dispatch_safely(d))
         self._inflight[key] = (task, time.monotonic())
 
         def done(_: asyncio.Task[None]) -> None:
@@ -224,6 +233,14 @@ class Subscription:
                     log.warning("extending leases on %r failed: %s", topic, exc)
 
     # -- dispatch ------------------------------------------------------------------------------
+    async def _dispatch_safely(self, d: Delivery) -> None:
+        try:
+            await self._dispatch(d)
+        except TransportError as exc:
+            # E.g. the de-dup check failed during an outage. The entry stays pending and
+            # is claimed again after the visibility timeout: late, never lost.
+            log.warning("left %s/%s pending: %s", d.topic, d.entry_id, exc)
+
     async def _dispatch(self, d: Delivery) -> None:
         rt = self.rt
         try:
@@ -266,9 +283,13 @@ class Subscription:
             return
         rt.writer.journal(self._entry(env, "delivered", attempt=attempt, consumer=rt.consumer))
         method = getattr(self.agent, spec.method)
+        outages = 0
         while True:
             ctx = Context(rt, self.agent.name, env, attempt)
-            token = set_scope(Scope(env.runid or ORPHAN_RUN, env.id, self.agent.name, env))
+            scope = Scope(env.runid or ORPHAN_RUN, env.id, self.agent.name, env)
+            if dedupe_key is not None:
+                scope.outbox = []  # its events are committed with the ack, or not at all
+            token = set_scope(scope)
             started = time.perf_counter()
             try:
                 with rt.tracer.consume(env, self.agent.name, d.topic):
@@ -278,6 +299,17 @@ class Subscription:
             except asyncio.CancelledError:
                 raise  # shutdown: the entry stays pending for a later delivery
             except Exception as exc:
+                scope.outbox = None  # a failed attempt's events are never sent
+                if isinstance(exc, TransportUnavailable) and outages < _MAX_OUTAGE_RETRIES:
+                    # The store is down (a restart, a failover): not the handler's fault,
+                    # so wait it out without using up attempts (bounded: it may never heal).
+                    outages += 1
+                    delay = min(0.1 * 2**outages, 5.0)
+                    log.warning(
+                        "handling %s/%s: %s; again in %.1fs", d.topic, d.entry_id, exc, delay
+                    )
+                    await asyncio.sleep(delay)
+                    continue
                 duration = (time.perf_counter() - started) * 1000
                 error = f"{type(exc).__name__}: {exc}"
                 final = isinstance(exc, Reject) or attempt >= max_attempts
@@ -307,13 +339,50 @@ class Subscription:
             finally:
                 reset_scope(token)
             duration = (time.perf_counter() - started) * 1000
-            rt.writer.ack(
-                Ack(d.topic, self.group, d.entry_id),
-                self._entry(env, "handled", attempt=attempt, duration_ms=round(duration, 3)),
-                (dedupe_key, rt.dedupe_ttl) if dedupe_key else None,
-            )
+            handled = self._entry(env, "handled", attempt=attempt, duration_ms=round(duration, 3))
+            if dedupe_key is not None:
+                outbox, scope.outbox = scope.outbox or [], None
+                await self._commit(d, env, dedupe_key, outbox, handled)
+            else:
+                rt.writer.ack(Ack(d.topic, self.group, d.entry_id), handled)
             rt.metrics.handled(self.agent.name, d.topic, duration, env.time)
             return
+
+    async def _commit(
+        self,
+        d: Delivery,
+        env: Envelope,
+        dedupe_key: str,
+        outbox: list[tuple[str, bytes, list[JournalEntry]]],
+        handled: JournalEntry,
+    ) -> None:
+        """Write a de-duplicated handler's events, outcome, ack and marker atomically."""
+        rt = self.rt
+        journal = rt.writer.take_journal()  # queued records (its "delivered") go first
+        for _, _, entries in outbox:
+            journal.extend(entries)
+        journal.append(handled)
+        delay = 0.05
+        while True:
+            try:
+                fresh = await rt.transport.commit(
+                    Ack(d.topic, self.group, d.entry_id),
+                    (dedupe_key, rt.dedupe_ttl),
+                    publish=[(topic, payload) for topic, payload, _ in outbox],
+                    journal=journal,
+                )
+                break
+            except TransportClosed:
+                return
+            except TransportError as exc:
+                log.warning("committing %s failed: %s; retrying", d.entry_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        if fresh:
+            for topic, _, _ in outbox:
+                rt.metrics.published(topic)
+        else:  # another consumer committed this event first: its effects stand alone
+            rt.writer.journal(self._entry(env, "duplicate"))
 
     async def _emit(self, spec: HandlerSpec, env: Envelope, result: Any) -> None:
         if not isinstance(result, Message):

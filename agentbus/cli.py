@@ -297,6 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `agentbus trace RUN | head`: the reader went away; that is not an error.
+        sys.stderr.close()
+        return 0
     except UsageError as exc:
         print(f"agentbus: error: {exc}", file=sys.stderr)
         return 2

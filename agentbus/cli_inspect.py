@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .inspect import build_trace, render_tree
+from .inspect import build_trace, render_timeline, render_tree
 from .journal import Journal
 from .transports import redact_url
 
@@ -30,6 +30,8 @@ async def cmd_trace(args: argparse.Namespace) -> int:
         return 0
     if args.json:
         print(json.dumps(trace.to_dict(payloads=args.show_payloads), indent=2, default=str))
+    elif args.timeline:
+        print(render_timeline(trace))
     else:
         print(render_tree(trace, payloads=args.show_payloads))
     return 0
@@ -102,6 +104,7 @@ def register(
     p.add_argument("run", help="run id (or a unique prefix)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
+    p.add_argument("--timeline", action="store_true", help="events in time order instead of a tree")
     p.add_argument("--show-payloads", action="store_true", help="include each event's data")
     p.add_argument("--agent", help="only events sent or handled by this agent")
     p.add_argument("--type", help="only events of this message type")

@@ -20,6 +20,7 @@ from .message import Message
 
 if TYPE_CHECKING:
     from .runtime import Runtime
+    from .transports import JournalEntry
 
 __all__ = ["CallKind", "Context", "Scope", "current_scope"]
 
@@ -38,6 +39,9 @@ class Scope:
     event: Envelope | None = None
     #: Counts external calls made while handling the event (to match them on replay).
     calls: list[int] = field(default_factory=lambda: [0])
+    #: Events a de-duplicated handler published, held back to be written atomically
+    #: with its ack (``(topic, payload, journal)``); ``None`` publishes at once.
+    outbox: list[tuple[str, bytes, list[JournalEntry]]] | None = None
 
 
 _scope: ContextVar[Scope | None] = ContextVar("agentbus_scope", default=None)

@@ -13,7 +13,7 @@ from typing import Any
 
 from .transports import JournalRecord, RunInfo
 
-__all__ = ["Delivery", "Trace", "TraceEvent", "build_trace", "render_tree"]
+__all__ = ["Delivery", "Trace", "TraceEvent", "build_trace", "render_timeline", "render_tree"]
 
 _OUTCOMES = ("handled", "failed", "retried", "dead_lettered", "ignored", "duplicate", "replied")
 
@@ -270,6 +270,30 @@ def render_tree(trace: Trace, *, payloads: bool = False) -> str:
         walk(root, "", i == len(trace.roots) - 1)
     if trace.orphan_records:
         lines.append(f"({len(trace.orphan_records)} records not attached to a recorded event)")
+    stats = trace.by_agent()
+    if stats:
+        lines.append("")
+        lines.append(f"{'AGENT':<24}{'HANDLED':>8}{'FAILED':>8}{'TOTAL MS':>11}{'MAX MS':>10}{'TOKENS':>9}")
+        for agent, s in sorted(stats.items()):
+            lines.append(
+                f"{agent:<24}{int(s['handled']):>8}{int(s['failed']):>8}"
+                f"{s['total_ms']:>11.1f}{s['max_ms']:>10.1f}{int(s['tokens']):>9}"
+            )
+    return "\n".join(lines)
+
+
+def render_timeline(trace: Trace) -> str:
+    """The run's events in publish order with their offset from the first one."""
+    if not trace.events:
+        return f"run {trace.run.run_id}: no events"
+    t0 = trace.events[0].time
+    lines = [f"run {trace.run.run_id}  {trace.run.name}  {trace.run.status}"]
+    for e in sorted(trace.events, key=lambda e: (e.time, e.index)):
+        outcomes = ", ".join(f"{d.agent}:{d.outcome}" for d in e.deliveries.values()) or "-"
+        lines.append(
+            f"+{(e.time - t0) * 1000:9.1f}ms  #{e.index:<4} {e.source:>14} → {e.topic:<24} "
+            f"{e.type:<28} {outcomes}"
+        )
     return "\n".join(lines)
 
 

@@ -284,9 +284,11 @@ class Runtime:
             env.causationid = scope.causation_id
         with self.tracer.produce(env, topic):
             payload = env.encode(self.max_event_bytes)
+            # A de-duplicated handler's events wait for its commit (requests cannot).
+            outbox = scope.outbox if env.replyto is None else None
             journal: list[JournalEntry] = []
             if self.journal_enabled:
-                journal = self.writer.take_journal()
+                journal = self.writer.take_journal() if outbox is None else []
                 journal.append(
                     JournalEntry(
                         env.runid,
@@ -300,6 +302,9 @@ class Runtime:
                         raw_event=payload,
                     )
                 )
+            if outbox is not None:
+                outbox.append((topic, payload, journal))
+                return env.id
             await self.transport.publish(topic, payload, journal=journal)
         self.metrics.published(topic)
         return env.id

@@ -356,7 +356,14 @@ def solved(board: BoardState) -> bool:
     return board.has("root_cause", status="confirmed") and board.latest("fix") is not None
 
 
-SOURCES = [LogAnalyst, MetricsAnalyst, DeployAnalyst, Hypothesizer, Verifier, FixPlanner]
+SOURCES: list[type[KnowledgeSource]] = [
+    LogAnalyst,
+    MetricsAnalyst,
+    DeployAnalyst,
+    Hypothesizer,
+    Verifier,
+    FixPlanner,
+]
 
 
 def _real_model() -> ChatModel | None:

@@ -139,12 +139,17 @@ class BlackboardController(Agent):
         self.max_source_failures = max_source_failures
         self.topics = board_topics(board)
         self._polls: dict[tuple[str, str], _Poll] = {}
+        self._solving: set[str] = set()
 
     def handlers(self) -> list[tuple[HandlerSpec, tuple[type[Message], ...]]]:
         """Solve requests (shared) and eligibility replies (broadcast: every replica
-        sees every reply and keeps those of the polls it is waiting for)."""
+        sees every reply and keeps those of the polls it is waiting for).
+
+        A solve that failed or whose controller died is delivered again (up to the
+        runtime's ``max_attempts``) and resumes the board from the journal.
+        """
         specs = [
-            HandlerSpec(self.topics["control"], "_on_solve", "shared", (SolveBoard,), None, False, 1, None),
+            HandlerSpec(self.topics["control"], "_on_solve", "shared", (SolveBoard,), None, False, None, None),
             HandlerSpec(self.topics["replies"], "_on_reply", "broadcast", (Eligibility,), None, False, None, None),
         ]  # fmt: skip
         return [*super().handlers(), *((s, s.message_types or ()) for s in specs)]
@@ -160,7 +165,15 @@ class BlackboardController(Agent):
     async def _on_solve(self, task: SolveBoard, ctx: Context) -> BoardOutcome:
         if task.board != self.board:
             raise Reject(f"controller of board {self.board!r} got a task for {task.board!r}")
-        return await _Session(self, ctx).solve(task)
+        run_id = ctx.run_id or ""
+        if run_id in self._solving:
+            # Two solves of one board in one run would interleave their writes.
+            raise Reject(f"board {self.board!r} is already being solved in run {run_id!r}")
+        self._solving.add(run_id)
+        try:
+            return await _Session(self, ctx).solve(task)
+        finally:
+            self._solving.discard(run_id)
 
 
 class _Session:

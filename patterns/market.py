@@ -119,10 +119,15 @@ class Auctioneer(Agent):
         self.max_attempts = max_attempts
         self.topics = market_topics(market)
         self.boxes: dict[tuple[str, str], BidBox] = {}
+        self._running: set[str] = set()
 
     def handlers(self) -> list[tuple[HandlerSpec, tuple[type[Message], ...]]]:
         """Jobs (shared) and bids (broadcast: every replica sees every bid and keeps
-        those of the auctions it is running)."""
+        those of the auctions it is running).
+
+        A job is delivered once (``max_attempts=1``): contracts of a job that failed
+        half-way may have been performed already, so it is dead-lettered, not re-run.
+        """
         specs = [
             HandlerSpec(self.topics["jobs"], "_on_job", "shared", (MarketJob,), None, False, 1, None),
             HandlerSpec(self.topics["bids"], "_on_bid", "broadcast", (Bid,), None, False, None, None),
@@ -149,10 +154,18 @@ class Auctioneer(Agent):
             raise Reject(f"task ids must be unique within a job, got {ids!r}")
         for task in job.tasks:
             self.strategy_for(task)  # an unknown strategy fails the job before any auction
-        # Ledgers are the fold of the run's ledger events: a second job in the same run
-        # (or a restarted auctioneer) continues from them.
-        ledgers = await rebuild_ledgers(ctx.runtime.journal, ctx.run_id or "", self.market)
-        return await MarketSession(self, ctx, ledgers).run(job.tasks)
+        run_id = ctx.run_id or ""
+        if run_id in self._running:
+            # Two jobs of one market in one run would number ledger events twice.
+            raise Reject(f"market {self.market!r} is already running a job in run {run_id!r}")
+        self._running.add(run_id)
+        try:
+            # Ledgers are the fold of the run's ledger events: a later job in the same run
+            # continues from them.
+            ledgers = await rebuild_ledgers(ctx.runtime.journal, run_id, self.market)
+            return await MarketSession(self, ctx, ledgers).run(job.tasks)
+        finally:
+            self._running.discard(run_id)
 
 
 async def auction(

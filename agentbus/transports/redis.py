@@ -31,6 +31,7 @@ from redis.exceptions import (
     NoPermissionError,
     RedisError,
     ResponseError,
+    WatchError,
 )
 from redis.exceptions import (
     ConnectionError as RedisConnectionError,
@@ -455,6 +456,41 @@ class RedisStreamsTransport:
             await self._call(run)
         else:
             await self._idempotent(run)
+
+    async def commit(
+        self,
+        ack: Ack,
+        mark: tuple[str, int],
+        *,
+        publish: Sequence[tuple[str, bytes]] = (),
+        journal: Sequence[JournalEntry] = (),
+    ) -> bool:
+        key, ttl = mark
+        stream = self.keys.topic(ack.topic)
+
+        async def run() -> bool:
+            # WATCH the marker: if another consumer commits the same event between our
+            # check and our EXEC, the EXEC is void and the next round sees the marker.
+            async with self._r.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(key)
+                        if await pipe.exists(key):
+                            await pipe.xack(stream, ack.group, ack.entry_id)
+                            return False
+                        pipe.multi()
+                        for topic, payload in publish:
+                            self._xadd(pipe, topic, payload)
+                        pipe.xack(stream, ack.group, ack.entry_id)
+                        pipe.set(key, b"1", ex=ttl)
+                        self._queue_journal(pipe, journal)
+                        await pipe.execute()
+                        return True
+                    except WatchError:
+                        continue
+
+        # Retrying is safe: a commit whose reply was lost left the marker behind.
+        return await self._idempotent(run)
 
     async def claim_idle(
         self,

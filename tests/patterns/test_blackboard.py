@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from patterns.blackboard import (
     Eligibility,
     KnowledgeSource,
     Verdict,
+    by_priority,
     model_chooser,
     rebuild_board,
     solve,
@@ -243,13 +244,34 @@ async def test_a_source_that_missed_entries_catches_up_from_the_journal(url_for:
 
 
 async def test_a_second_solve_resumes_the_board_from_the_journal(url_for: str) -> None:
-    async with hosting(url_for, controller(["ticker", "closer"]), Ticker(), Closer()) as rt:
-        async with rt.run("board") as run:
-            first = await solve(run, BOARD, problem={"goal": 3}, timeout=30)
-            again = await solve(run, BOARD, problem={"goal": 3}, timeout=30)
+    ctl = controller(["ticker", "closer"])
+    async with hosting(url_for, ctl, Ticker(), Closer()) as rt, rt.run("board") as run:
+        first = await solve(run, BOARD, problem={"goal": 3}, timeout=30)
+        again = await solve(run, BOARD, problem={"goal": 3}, timeout=30)
     assert first.ending == again.ending == "goal"
-    assert again.rounds == first.rounds and again.history == []
+    assert again.rounds == first.rounds
+    assert again.history == []
     assert again.entries == first.entries
+
+
+async def test_a_failed_controller_resumes_the_board_from_the_journal(url_for: str) -> None:
+    calls: list[int] = []
+
+    async def crashes_once(
+        candidates: Sequence[Eligibility], board: BoardState, ctx: Context
+    ) -> str:
+        calls.append(board.version)
+        if len(calls) == 3:
+            raise RuntimeError("controller crashed")
+        return await by_priority(candidates, board, ctx)
+
+    ctl = controller(["ticker", "closer"], chooser=crashes_once)
+    outcome, _, steps = await run_board(url_for, ctl, Ticker(), Closer())
+    assert outcome.ending == "goal"
+    # The retried solve continued the board; it did not write the problem or ticks twice.
+    assert [e.kind for e in outcome.entries] == ["problem", "tick", "tick", "tick", "done"]
+    assert [h.round for h in outcome.history] == [3, 4]
+    assert "'step': 'board-resumed'" in steps
 
 
 async def test_model_chooser_picks_an_eligible_source_through_the_journal() -> None:
@@ -260,7 +282,8 @@ async def test_model_chooser_picks_an_eligible_source_through_the_journal() -> N
         await rt.idle()
         calls = [r.record for r in await rt.journal.records(run.run_id) if r.kind == "model_call"]
     assert outcome.history[0].chosen in {"alpha", "beta"}
-    assert len(calls) == 1 and "response" in calls[0]
+    assert len(calls) == 1
+    assert "response" in calls[0]
 
 
 def test_board_state_folds_in_version_order_and_updates_items_by_key() -> None:
@@ -273,7 +296,8 @@ def test_board_state_folds_in_version_order_and_updates_items_by_key() -> None:
     state = BoardState.fold("b", entries)
     assert state.version == 2
     assert [e.data["status"] for e in state.history] == ["proposed", "rejected"]
-    assert state.has("h", status="rejected") and not state.has("h", status="proposed")
+    assert state.has("h", status="rejected")
+    assert not state.has("h", status="proposed")
     with pytest.raises(ValueError, match="does not follow"):
         state.apply(entry(4, "h", "h2"))
     with pytest.raises(ValueError, match="does not follow"):
@@ -291,7 +315,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "incident_war_room.
 
 def load_example() -> Any:
     spec = importlib.util.spec_from_file_location("incident_war_room_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

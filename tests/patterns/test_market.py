@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,7 @@ async def hosting(url: str, *agents: Agent) -> AsyncIterator[Runtime]:
 
 
 async def run_market(
-    url: str, auctioneer: Auctioneer, bidders: list[Agent], tasks: list[Task]
+    url: str, auctioneer: Auctioneer, bidders: Sequence[Agent], tasks: list[Task]
 ) -> tuple[MarketOutcome, str]:
     async with hosting(url, auctioneer, *bidders) as rt:
         async with rt.run("market") as run:
@@ -129,8 +129,10 @@ async def test_awards_by_strategy_and_load_shapes_later_bids(url_for: str) -> No
     assert won["t4"] == ("ben", 15)
     assert all(r.status == "completed" for r in outcome.results)
     assert outcome.results[0].result == {"by": "ben", "task": "t1"}
-    assert outcome.ledgers["ben"].won == 2 and outcome.ledgers["ben"].earned == 31
-    assert outcome.ledgers["ben"].active == 0 and outcome.ledgers["ben"].spent == 3
+    assert outcome.ledgers["ben"].won == 2
+    assert outcome.ledgers["ben"].earned == 31
+    assert outcome.ledgers["ben"].active == 0
+    assert outcome.ledgers["ben"].spent == 3
     for step in ("job-opened", "bids-collected", "awarded", "contract-completed", "job-closed"):
         assert f"'step': '{step}'" in steps
     ben = bidders[1]
@@ -144,15 +146,18 @@ async def test_a_failing_winner_is_excluded_and_the_task_reauctioned(url_for: st
         url_for, auctioneer(["ann", "ben", "cat"]), bidders, [Task(id="t1", skill="code")]
     )
     result = outcome.results[0]
-    assert result.status == "completed" and result.winner == "ann"
+    assert result.status == "completed"
+    assert result.winner == "ann"
     assert [(a.auction_id, a.winner, a.outcome) for a in result.attempts] == [
         ("t1-a1", "ben", "failed"),
         ("t1-a2", "ann", "completed"),
     ]
     assert "ben broke down" in result.attempts[0].detail
     second = {b.bidder: b for b in result.attempts[1].bids}
-    assert second["ben"].declined and "excluded" in second["ben"].note
-    assert outcome.ledgers["ben"].failed == 1 and outcome.ledgers["ben"].active == 0
+    assert second["ben"].declined
+    assert "excluded" in second["ben"].note
+    assert outcome.ledgers["ben"].failed == 1
+    assert outcome.ledgers["ben"].active == 0
     assert "'step': 're-auction'" in steps
 
 
@@ -187,7 +192,8 @@ async def test_no_bids_is_a_clear_outcome(url_for: str) -> None:
         [Task(id="law", skill="legal"), Task(id="cheap", skill="design", max_price=5)],
     )
     law, cheap = outcome.results
-    assert law.status == "no_bids" and law.winner is None
+    assert law.status == "no_bids"
+    assert law.winner is None
     assert law.reason == "nobody bid — declined: ann (no legal), ben (no legal), cat (no legal)"
     assert cheap.status == "no_bids"
     assert "over the reserve price: cat" in cheap.reason
@@ -213,10 +219,9 @@ class Broken(Worker):
 async def test_a_bidder_that_crashes_while_pricing_declines_at_once(url_for: str) -> None:
     ctl = auctioneer(["ann", "bad"], bid_timeout=60)
     bidders = [Worker("ann", {"code": 1}, rate=3), Broken("bad", {"code": 1}, rate=1)]
-    async with hosting(url_for, ctl, *bidders) as rt:
-        async with rt.run("market") as run:
-            # Would take a minute if the auction waited for its deadline.
-            outcome = await auction(run, MARKET, [Task(id="t1", skill="code")], timeout=20)
+    async with hosting(url_for, ctl, *bidders) as rt, rt.run("market") as run:
+        # Would take a minute if the auction waited for its deadline.
+        outcome = await auction(run, MARKET, [Task(id="t1", skill="code")], timeout=20)
     attempt = outcome.results[0].attempts[0]
     assert outcome.results[0].winner == "ann"
     assert [b.note for b in attempt.bids if b.bidder == "bad"] == [
@@ -235,10 +240,10 @@ async def test_capacity_from_the_ledger_makes_a_bidder_decline(url_for: str) -> 
 
 async def test_a_second_job_in_the_run_continues_the_ledgers(url_for: str) -> None:
     bidders = [Worker("ann", {"code": 1}, rate=1, capacity=3), Worker("ben", {"code": 1}, rate=5)]
-    async with hosting(url_for, auctioneer(["ann", "ben"]), *bidders) as rt:
-        async with rt.run("market") as run:
-            first = await auction(run, MARKET, [Task(id="a", skill="code", effort=2)])
-            second = await auction(run, MARKET, [Task(id="b", skill="code", effort=2)])
+    ctl = auctioneer(["ann", "ben"])
+    async with hosting(url_for, ctl, *bidders) as rt, rt.run("market") as run:
+        first = await auction(run, MARKET, [Task(id="a", skill="code", effort=2)])
+        second = await auction(run, MARKET, [Task(id="b", skill="code", effort=2)])
     assert first.results[0].winner == "ann"
     assert second.results[0].winner == "ben"  # ann's 2 of 3 days are spent
     assert second.ledgers["ann"].spent == 2
@@ -251,13 +256,17 @@ def test_strategies_break_ties_by_name() -> None:
         return Bid(market="m", auction_id="a", bidder=name, cost=cost, score=score)
 
     bids = [bid("zed", 5, 0.5), bid("amy", 5, 0.5), bid("max", 7, 0.9)]
-    assert lowest_cost(task, bids) is not None and lowest_cost(task, bids).winner == "amy"  # type: ignore[union-attr]
+    cheapest = lowest_cost(task, bids)
+    assert cheapest is not None
+    assert cheapest.winner == "amy"
     award = second_price(task, bids)
-    assert award is not None and (award.winner, award.price) == ("amy", 5)
+    assert award is not None
+    assert (award.winner, award.price) == ("amy", 5)
     assert best_score(task, bids).winner == "max"  # type: ignore[union-attr]
     assert best_score(task, bids[:2]).winner == "amy"  # type: ignore[union-attr]
     capped = second_price(Task(id="t", skill="s", max_price=6), [bid("a", 4), bid("b", 9)])
-    assert capped is not None and capped.price == 6
+    assert capped is not None
+    assert capped.price == 6
     assert lowest_cost(task, []) is None
     with pytest.raises(UsageError, match="unknown award strategy"):
         Auctioneer(MARKET, ["a"], strategy="cheapest")
@@ -284,7 +293,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "task_auction.py"
 
 async def task_auction(url: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     spec = importlib.util.spec_from_file_location("task_auction_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     example = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = example
     spec.loader.exec_module(example)
