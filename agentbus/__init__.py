@@ -6,6 +6,9 @@ and every event they exchange is recorded in the run's :class:`Journal`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from ._hooks import Tracer
 from .agent import Agent, HandlerSpec, Mode, handle
 from .app import App, load_app
 from .clock import Clock, FakeClock, SystemClock
@@ -32,6 +35,7 @@ from .keys import Keys
 from .message import Message, lookup_type, registered_types
 from .runs import Run
 from .runtime import Runtime
+from .signing import Signer
 from .transports import (
     DeadLetter,
     JournalRecord,
@@ -42,7 +46,25 @@ from .transports import (
     open_transport,
 )
 
+if TYPE_CHECKING:
+    from .tracing import OpenTelemetryTracer, configure_tracing
+
 __version__ = "0.1.0"
+
+#: Imported on first use, so that ``import agentbus`` never imports OpenTelemetry.
+_LAZY = {"OpenTelemetryTracer": "tracing", "configure_tracing": "tracing"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentbus' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -67,6 +89,7 @@ __all__ = [
     "MessageError",
     "MessageTooLarge",
     "Mode",
+    "OpenTelemetryTracer",
     "Reject",
     "RemoteError",
     "RequestTimeout",
@@ -74,13 +97,16 @@ __all__ = [
     "RunInfo",
     "Runtime",
     "SignatureError",
+    "Signer",
     "SystemClock",
     "TopicInfo",
+    "Tracer",
     "Transport",
     "TransportClosed",
     "TransportError",
     "TransportUnavailable",
     "UsageError",
+    "configure_tracing",
     "current_scope",
     "decode_data",
     "handle",

@@ -102,6 +102,8 @@ class Requests:
                 self._last = d.entry_id
                 try:
                     env = Envelope.decode(d.payload or b"")
+                    if self.rt.signer is not None:
+                        self.rt.signer.verify(env)  # a forged reply must not answer
                 except DecodeError as exc:
                     log.warning("ignored a malformed reply %s: %s", d.entry_id, exc)
                     continue

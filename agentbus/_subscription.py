@@ -26,6 +26,7 @@ from .errors import (
 )
 from .journal import record
 from .message import Message, lookup_type
+from .redact import redact_text
 from .transports import Ack, Delivery, JournalEntry
 
 if TYPE_CHECKING:
@@ -85,9 +86,14 @@ class Subscription:
 
     async def finish(self, grace: float) -> int:
         """Wait up to ``grace`` s for in-flight handlers; cancel the rest (left pending)."""
-        for task in (self._task, self._lease_task):
-            if task is not None:
-                task.cancel()
+        readers = [t for t in (self._task, self._lease_task) if t is not None]
+        for task in readers:
+            task.cancel()
+        # redis-py finishes a cancelled blocking read before it gives up the connection
+        # (up to block_ms); do not wait that long. A read that still returns entries
+        # leaves them pending for redelivery, and a NOGROUP after the runtime removed a
+        # broadcast group is ignored because _stopping is set.
+        await asyncio.wait(readers, timeout=0.2)
         tasks = [t for t, _ in self._inflight.values()]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
@@ -173,6 +179,8 @@ class Subscription:
             except TransportClosed:
                 return
             except GroupNotFound as exc:
+                if self._stopping.is_set():
+                    return
                 log.warning("consumer group %r vanished (%s); recreating it", self.group, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -244,7 +252,7 @@ class Subscription:
     async def _dispatch(self, d: Delivery) -> None:
         rt = self.rt
         try:
-            env = _decode_entry(d)
+            env = _decode_entry(d, rt)
         except DecodeError as exc:
             await self._dead_letter(d, None, exc.reason, str(exc), d.delivery_count)
             return
@@ -311,7 +319,7 @@ class Subscription:
                     await asyncio.sleep(delay)
                     continue
                 duration = (time.perf_counter() - started) * 1000
-                error = f"{type(exc).__name__}: {exc}"
+                error = redact_text(f"{type(exc).__name__}: {exc}")  # journal, DLQ, logs
                 final = isinstance(exc, Reject) or attempt >= max_attempts
                 rt.metrics.failed(self.agent.name, d.topic)
                 rt.writer.journal(
@@ -496,11 +504,18 @@ class Subscription:
                 delay = min(delay * 2, 2.0)
 
 
-def _decode_entry(d: Delivery) -> Envelope:
+def _decode_entry(d: Delivery, rt: Runtime) -> Envelope:
     if d.payload is None:
         fields = ", ".join(sorted(d.fields)) or "none"
         raise DecodeError("not an agentbus event", f"the entry has no 'e' field (fields: {fields})")
+    if len(d.payload) > rt.max_event_bytes:
+        raise DecodeError(
+            "event too large",
+            f"{len(d.payload)} bytes; the limit is {rt.max_event_bytes} (Runtime(max_event_bytes=))",
+        )
     env = Envelope.decode(d.payload)
+    if rt.signer is not None:
+        rt.signer.verify(env)  # before anything trusts a single attribute of it
     if env.topic is None:
         env.topic = d.topic
     return env

@@ -28,13 +28,15 @@ from ._requests import Requests
 from ._subscription import Subscription
 from ._writer import Writer
 from .agent import Agent
-from .context import CallKind, Context, Scope, current_scope, reset_scope, set_scope
+from .context import CallKind, Context, Scope, current_scope
 from .envelope import DEFAULT_MAX_EVENT_BYTES, Envelope, new_id
 from .errors import UsageError
 from .journal import Journal, record
 from .keys import DEFAULT_PREFIX, Keys, validate_topic
 from .message import Message
+from .redact import redact, redact_text
 from .runs import Run
+from .signing import Signer
 from .transports import JournalEntry, RunInfo, Transport, open_transport
 
 __all__ = ["Runtime"]
@@ -56,6 +58,10 @@ class Runtime:
     is tried ``max_attempts`` times with exponential backoff between ``retry_backoff``
     (initial, maximum) seconds; on stop, in-flight handlers get ``grace_period``
     seconds. ``journal=False`` disables recording (not recommended).
+
+    ``signer`` (default: :meth:`Signer.from_env`, i.e. ``$AGENTBUS_SIGNING_KEYS``)
+    signs every event published and dead-letters received events whose signature is
+    missing or wrong (``bad signature``). Raises :class:`UsageError` for bad settings.
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class Runtime:
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         dedupe_ttl: int = 86_400,
         tracer: Tracer | None = None,
+        signer: Signer | None = None,
     ) -> None:
         if concurrency < 1 or batch_size < 1 or max_attempts < 1:
             raise UsageError(
@@ -106,6 +113,8 @@ class Runtime:
         self.max_event_bytes = max_event_bytes
         self.dedupe_ttl = dedupe_ttl
         self.tracer: Tracer = tracer or NullTracer()
+        #: Signs what this runtime publishes and verifies what it receives (``None``: off).
+        self.signer: Signer | None = signer if signer is not None else Signer.from_env()
         self.metrics = Metrics(self.tracer.metrics)
         #: Replaces live model/tool calls (replay installs one); ``None`` calls live.
         #: Called with (kind, name, request, scope, call index); returning ``None``
@@ -117,6 +126,7 @@ class Runtime:
         self.writer = Writer(self.transport)
         self._agents: list[Agent] = []
         self._subs: list[Subscription] = []
+        self._hosting: set[asyncio.Task[None]] = set()
         self._requests = Requests(self)
         self._started = False
         self._closed = False
@@ -152,27 +162,23 @@ class Runtime:
         for agent in agents:
             if not isinstance(agent, Agent):
                 raise UsageError(f"expected Agent instances, got {type(agent).__name__!r}")
-            agent.handlers()  # validate annotations now, not at the first event
+            _plan(agent)  # validate annotations and duplicates now, not at the first event
             self._agents.append(agent)
             if self._started:
-                asyncio.get_running_loop().create_task(self._host(agent))
+                task = asyncio.get_running_loop().create_task(self._host(agent))
+                self._hosting.add(task)
+                task.add_done_callback(self._hosting.discard)
+
+    async def ready(self) -> None:
+        """Wait until agents added to the running runtime are subscribed.
+
+        Raises what hosting them raised (e.g. ``TransportError``).
+        """
+        if self._hosting:
+            await asyncio.gather(*list(self._hosting))
 
     async def _host(self, agent: Agent) -> None:
-        by_mode: dict[str, dict[tuple[str, str], Any]] = {}
-        from_start: dict[str, dict[str, bool]] = {}
-        for spec, types in agent.handlers():
-            handlers = by_mode.setdefault(spec.mode, {})
-            starts = from_start.setdefault(spec.mode, {})
-            for cls in types:
-                key = (spec.topic, cls.message_type)
-                if key in handlers:
-                    raise UsageError(
-                        f"agent {agent.name!r} has two handlers for {cls.message_type!r} on "
-                        f"topic {spec.topic!r}"
-                    )
-                handlers[key] = (spec, cls)
-            default = spec.mode == "shared"
-            starts[spec.topic] = default if spec.from_start is None else spec.from_start
+        by_mode, from_start = _plan(agent)
         await agent.on_start(Context(self, agent.name))
         for mode, handlers in by_mode.items():
             group = agent.name if mode == "shared" else f"{agent.name}:{self.consumer}"
@@ -190,6 +196,8 @@ class Runtime:
         if not self._started or self._closed:
             return
         grace = self.grace_period if grace is None else grace
+        if self._hosting:
+            await asyncio.gather(*list(self._hosting), return_exceptions=True)
         for sub in self._subs:
             sub.stop_reading()
         cancelled = 0
@@ -274,6 +282,7 @@ class Runtime:
         self._check_open()
         scope = current_scope()
         if scope is None:
+            env.encode(self.max_event_bytes)  # refuse an oversized event before opening a run
             run = Run(self, f"publish {topic}", status="open")
             await run.begin()
             scope = Scope(run.run_id)
@@ -283,6 +292,8 @@ class Runtime:
         if env.causationid is None and scope.causation_id is not None:
             env.causationid = scope.causation_id
         with self.tracer.produce(env, topic):
+            if self.signer is not None:
+                self.signer.sign(env)  # last: the tracer may have added attributes
             payload = env.encode(self.max_event_bytes)
             # A de-duplicated handler's events wait for its commit (requests cannot).
             outbox = scope.outbox if env.replyto is None else None
@@ -383,13 +394,16 @@ class Runtime:
         substituted = False
         response: dict[str, Any] | None = None
         error: BaseException | None = None
+        # What is recorded, traced and compared on replay has its secrets masked (API
+        # keys, Authorization headers, URL passwords); only the live call sees them.
+        shown: dict[str, Any] = redact(request)
         try:
             if self.call_substitute is not None and scope is not None:
-                response = await self.call_substitute(kind, name, request, scope, index)
+                response = await self.call_substitute(kind, name, shown, scope, index)
                 substituted = response is not None
             if response is None:
                 who = agent or (scope.agent if scope else None)
-                with self.tracer.call(kind, name, who, request) as span:
+                with self.tracer.call(kind, name, who, shown) as span:
                     response = await call()
                     span.response(response)
             return response
@@ -403,12 +417,12 @@ class Runtime:
                     "agent": agent or scope.agent,
                     "event_id": scope.causation_id,
                     "call_index": index,
-                    "request": request,
+                    "request": shown,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                     "substituted": substituted,
                 }
                 if error is not None:
-                    fields["error"] = f"{type(error).__name__}: {error}"
+                    fields["error"] = redact_text(f"{type(error).__name__}: {error}")
                 else:
                     fields["response"] = response
                 self.writer.journal(JournalEntry(scope.run_id, record(f"{kind}_call", **fields)))
@@ -444,10 +458,23 @@ class Runtime:
         await self.writer.flush()
 
 
-def scoped(run_id: str) -> Any:
-    """Enter a scope for ``run_id`` (internal helper for :class:`Run`)."""
-    return set_scope(Scope(run_id))
-
-
-def unscoped(token: Any) -> None:
-    reset_scope(token)
+def _plan(
+    agent: Agent,
+) -> tuple[dict[str, dict[tuple[str, str], Any]], dict[str, dict[str, bool]]]:
+    """Group an agent's handlers by subscription mode; raise UsageError for duplicates."""
+    by_mode: dict[str, dict[tuple[str, str], Any]] = {}
+    from_start: dict[str, dict[str, bool]] = {}
+    for spec, types in agent.handlers():
+        handlers = by_mode.setdefault(spec.mode, {})
+        starts = from_start.setdefault(spec.mode, {})
+        for cls in types:
+            key = (spec.topic, cls.message_type)
+            if key in handlers:
+                raise UsageError(
+                    f"agent {agent.name!r} has two handlers for {cls.message_type!r} on "
+                    f"topic {spec.topic!r}"
+                )
+            handlers[key] = (spec, cls)
+        default = spec.mode == "shared"
+        starts[spec.topic] = default if spec.from_start is None else spec.from_start
+    return by_mode, from_start

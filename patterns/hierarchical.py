@@ -326,6 +326,9 @@ class Supervisor(Agent, name="supervisor"):
             if inspect.isawaitable(out):
                 out = await out
         delegations = list(out)
+        wrong = [d for d in delegations if not isinstance(d, Delegation)]
+        if wrong:
+            raise TypeError(f"a route must return Delegation objects, got {wrong[0]!r}")
         if not delegations:
             raise JobFailed(job.id, f"supervisor {self.name!r} routed it to no child")
         if len(delegations) > self.max_fanout:

@@ -155,10 +155,10 @@ class MarketSession:
         attempt = Attempt(auction_id=auction_id, outcome="no_bids", bids=bids, silent=silent)
         tries.append(attempt)
         if award is None:
-            failed_before = [a.winner for a in tries if a.outcome == "failed"]
-            reason = _no_bid_reason(bids, silent, over, failed_before)
+            reason = _no_bid_reason(bids, silent, over)
             attempt.reason = reason
-            status = "failed" if failed_before else "no_bids"
+            # After a failed winner, "nobody else bid" means the task failed.
+            status = "failed" if excluded else "no_bids"
             self.results[task.id] = AuctionResult(
                 task_id=task.id, status=status, reason=reason, attempts=tries
             )
@@ -232,7 +232,7 @@ class MarketSession:
         return False
 
 
-def _no_bid_reason(bids: list[Bid], silent: list[str], over: list[str], failed: list[Any]) -> str:
+def _no_bid_reason(bids: list[Bid], silent: list[str], over: list[str]) -> str:
     parts = []
     declined = [f"{b.bidder} ({b.note})" if b.note else b.bidder for b in bids if b.declined]
     if declined:
@@ -241,6 +241,4 @@ def _no_bid_reason(bids: list[Bid], silent: list[str], over: list[str], failed: 
         parts.append("over the reserve price: " + ", ".join(over))
     if silent:
         parts.append("no answer: " + ", ".join(silent))
-    if failed:
-        parts.append("failed it before: " + ", ".join(str(f) for f in failed))
     return "nobody bid" + (" — " + "; ".join(parts) if parts else "")

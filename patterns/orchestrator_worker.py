@@ -162,7 +162,7 @@ class Orchestrator(Agent, name="orchestrator"):
 
     async def on_job(self, job: Job, ctx: Context) -> JobResult:
         """Run ``job`` to its result. Raises :class:`JobFailed` when it cannot complete."""
-        await ctx.note("ow.job_received", job_id=job.id, goal=job.goal)
+        await ctx.note("ow.job_received", job_id=job.id, goal=job.goal, delivery=ctx.attempt)
         try:
             return await self._run(job, ctx)
         except JobFailed as exc:

@@ -114,13 +114,21 @@ def check_step(step: object, method: str, what: str) -> None:
 
 
 async def run_plan(plan: PlanFn | Planner, job: Job, ctx: Context) -> list[Task]:
-    """Call ``plan`` in whichever form it has; returns the tasks as a list."""
+    """Call ``plan`` in whichever form it has; returns the tasks as a list.
+
+    Raises ``TypeError`` when the plan holds anything but :class:`Task` objects.
+    """
     if isinstance(plan, Planner):
-        return list(await plan.plan(job, ctx))
-    out = plan(job)
-    if inspect.isawaitable(out):
-        out = await out
-    return list(out)
+        tasks = list(await plan.plan(job, ctx))
+    else:
+        out = plan(job)
+        if inspect.isawaitable(out):
+            out = await out
+        tasks = list(out)
+    wrong = [t for t in tasks if not isinstance(t, Task)]
+    if wrong:
+        raise TypeError(f"a plan must be a list of Task objects, got {wrong[0]!r}")
+    return tasks
 
 
 async def run_aggregate(

@@ -132,8 +132,11 @@ class MemoryTransport:
         self._changed = asyncio.Event()
 
     async def _wait(self, block_ms: int) -> None:
+        # Not asyncio.wait_for: on 3.11 it swallows a cancellation that arrives just as the
+        # event is set, so a cancelled reader kept looping and its owner's close hung.
         try:
-            await asyncio.wait_for(self._changed.wait(), block_ms / 1000)
+            async with asyncio.timeout(block_ms / 1000):
+                await self._changed.wait()
         except TimeoutError:
             pass
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -159,7 +160,8 @@ class RedisStreamsTransport:
             except (AuthenticationError, NoPermissionError) as exc:
                 raise self._translate(exc) from exc
             except RedisError as exc:
-                if loop.time() + delay > deadline:
+                if _tls_failure(exc) or loop.time() + delay > deadline:
+                    # A certificate that does not verify will not verify in a second either.
                     raise self._translate(exc) from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
@@ -187,7 +189,15 @@ class RedisStreamsTransport:
             return GroupNotFound(str(exc))
         if isinstance(exc, AuthenticationError | NoPermissionError):
             # The server's message never contains the password; the URL is redacted.
-            return TransportUnavailable(f"Redis at {self.url!r} refused us: {exc}")
+            return TransportUnavailable(
+                f"Redis at {self.url!r} refused us: {exc} "
+                "(check the user name and password in the URL, and the user's ACL rules)"
+            )
+        if _tls_failure(exc):
+            return TransportUnavailable(
+                f"TLS with Redis at {self.url!r} failed: {exc} (check ssl_ca_certs= names the "
+                "CA that signed the server's certificate, and that it matches the host)"
+            )
         if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
             return TransportUnavailable(
                 f"cannot reach Redis at {self.url!r}: {exc} "
@@ -725,6 +735,16 @@ class RedisStreamsTransport:
             if len(rows) < 10_000:
                 return out
             start = "(" + _s(rows[-1][0])
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is a TLS/certificate failure."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _block(block_ms: int | None) -> int | None:

@@ -97,7 +97,9 @@ async def test_publish_many_spans_topics_in_order(transport: Transport) -> None:
     await transport.create_group(TOPIC, "g")
     await transport.create_group(other, "g")
 
-    ids = await transport.publish_many([(TOPIC, payload(1)), (other, payload(2)), (TOPIC, payload(3))])
+    ids = await transport.publish_many(
+        [(TOPIC, payload(1)), (other, payload(2)), (TOPIC, payload(3))]
+    )
 
     assert len(ids) == 3
     got = await transport.read_group("g", "c1", [TOPIC, other], count=10, block_ms=None)
@@ -109,9 +111,7 @@ async def test_publish_many_spans_topics_in_order(transport: Transport) -> None:
 
 async def test_blocking_read_wakes_on_publish(transport: Transport) -> None:
     await transport.create_group(TOPIC, "g")
-    reader = asyncio.create_task(
-        transport.read_group("g", "c1", [TOPIC], count=10, block_ms=5000)
-    )
+    reader = asyncio.create_task(transport.read_group("g", "c1", [TOPIC], count=10, block_ms=5000))
     await asyncio.sleep(0.05)  # let the read block first
     started = time.monotonic()
     await transport.publish(TOPIC, payload(7))
@@ -267,9 +267,7 @@ async def test_claim_idle_takes_only_idle_entries(transport: Transport, clock: F
     await publish_n(transport, 1, start=2)
     fresh = await read(transport, "dead")
 
-    cursor, claimed = await transport.claim_idle(
-        TOPIC, "g", "live", min_idle_ms=IDLE_MS, count=10
-    )
+    cursor, claimed = await transport.claim_idle(TOPIC, "g", "live", min_idle_ms=IDLE_MS, count=10)
 
     assert cursor == "0-0"
     assert [d.entry_id for d in claimed] == [d.entry_id for d in stale]
@@ -277,9 +275,7 @@ async def test_claim_idle_takes_only_idle_entries(transport: Transport, clock: F
     assert [d.delivery_count for d in claimed] == [2, 2]
     # Now they are live's: in its pending list, out of dead's, and not idle any more.
     assert numbers(await read(transport, "live", pending=True)) == [0, 1]
-    assert [d.entry_id for d in await read(transport, "dead", pending=True)] == [
-        fresh[0].entry_id
-    ]
+    assert [d.entry_id for d in await read(transport, "dead", pending=True)] == [fresh[0].entry_id]
     _, again = await transport.claim_idle(TOPIC, "g", "other", min_idle_ms=IDLE_MS, count=10)
     assert again == []
 
@@ -371,9 +367,7 @@ async def test_dead_letter_moves_and_acks(transport: Transport) -> None:
         1234.5,
     )
     assert first.payload == '{"n": 0}'
-    assert [x.origin_id for x in await transport.dead_letters(TOPIC, count=1)] == [
-        got[0].entry_id
-    ]
+    assert [x.origin_id for x in await transport.dead_letters(TOPIC, count=1)] == [got[0].entry_id]
     # The original entry stays in the topic; only its delivery is finished.
     assert {i.topic: i for i in await transport.topics()}[TOPIC].dead_letters == 2
 
@@ -472,7 +466,12 @@ async def test_journal_runs_and_records(transport: Transport) -> None:
 
     run_a = await transport.get_run("run-a")
     assert run_a is not None
-    assert (run_a.name, run_a.status, run_a.started, run_a.ended) == ("first", "running", 100.0, None)
+    assert (run_a.name, run_a.status, run_a.started, run_a.ended) == (
+        "first",
+        "running",
+        100.0,
+        None,
+    )
     assert (run_a.events, run_a.records, run_a.meta) == (3, 5, {"k": "v"})
     assert await transport.get_run("run-none") is None
 
@@ -510,7 +509,9 @@ async def test_events_counted_before_the_run_is_saved(transport: Transport) -> N
     assert await transport.get_run("run-quiet") is None
     assert await transport.list_runs() == []
 
-    await transport.save_run(RunInfo("run-late", "late", status="completed", started=5.0, ended=6.0))
+    await transport.save_run(
+        RunInfo("run-late", "late", status="completed", started=5.0, ended=6.0)
+    )
     await transport.save_run(RunInfo("run-late", "late", status="completed", started=5.0))
     saved = await transport.get_run("run-late")
     assert saved is not None
@@ -555,9 +556,7 @@ async def test_dead_letter_writes_journal(transport: Transport) -> None:
 # -- cancellation and closing -------------------------------------------------------------------
 async def test_cancelled_blocking_read_leaves_transport_usable(transport: Transport) -> None:
     await transport.create_group(TOPIC, "g")
-    reader = asyncio.create_task(
-        transport.read_group("g", "c1", [TOPIC], count=10, block_ms=5000)
-    )
+    reader = asyncio.create_task(transport.read_group("g", "c1", [TOPIC], count=10, block_ms=5000))
     tail = asyncio.create_task(transport.read_tail(TOPIC, "0-0", count=10, block_ms=5000))
     await asyncio.sleep(0.1)  # both are blocked now
     started = time.monotonic()
@@ -607,9 +606,7 @@ async def test_closed_transport_raises(transport: Transport) -> None:
 
 async def test_close_wakes_blocked_reader(transport: Transport) -> None:
     await transport.create_group(TOPIC, "g")
-    reader = asyncio.create_task(
-        transport.read_group("g", "c1", [TOPIC], count=10, block_ms=2000)
-    )
+    reader = asyncio.create_task(transport.read_group("g", "c1", [TOPIC], count=10, block_ms=2000))
     await asyncio.sleep(0.05)
 
     await transport.aclose()

@@ -49,19 +49,16 @@ Handled = rel_app.Handled
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private redis-server with AOF fsynced on every write."""
+    """A private redis-server with AOF fsynced on every write (survives a crash)."""
     with RedisServer(directory=tmp_path / "redis", appendonly=True, appendfsync="always") as s:
         yield s
 
 
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 @pytest.fixture
-def tmp_redis_dir(tmp_path: Path) -> Path:
-    return _mkdir(tmp_path / "redis")
+def fast_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server without persistence, for tests where only workers crash."""
+    with RedisServer(directory=tmp_path / "redis") as s:
+        yield s
 
 
 class Workers:
@@ -114,8 +111,8 @@ class Workers:
 
 
 @pytest.fixture
-def workers(server: RedisServer) -> Iterator[Workers]:
-    w = Workers(server.url + "?prefix=rel:")
+def workers(fast_server: RedisServer) -> Iterator[Workers]:
+    w = Workers(fast_server.url + "?prefix=rel:")
     try:
         yield w
     finally:
@@ -165,7 +162,7 @@ async def test_sigkilled_workers_lose_nothing(
             async def progressed(floor: int = floor) -> bool:
                 return len(await _outputs(rt.transport, out)) >= floor
 
-            await wait_for(progressed, timeout=30, message=f"{floor} outputs")
+            await wait_for(progressed, timeout=30, interval=0.1, message=f"{floor} outputs")
             victim = "w1" if round_ % 2 == 0 else "w2"
             workers.kill(victim)
             kills += 1
@@ -176,7 +173,7 @@ async def test_sigkilled_workers_lose_nothing(
         async def all_handled() -> bool:
             return {h.n for h in await _outputs(rt.transport, out)} == set(range(total))
 
-        await wait_for(all_handled, timeout=60, message=f"all {total} handled")
+        await wait_for(all_handled, timeout=60, interval=0.1, message=f"all {total} handled")
 
         async def drained() -> bool:
             g = await _group(rt.transport, topic, group)
@@ -191,3 +188,240 @@ async def test_sigkilled_workers_lose_nothing(
             twice = {n: c for n, c in counts.items() if c > 1}
             assert not twice, f"de-duplicated effects happened twice: {twice}"
         assert await rt.transport.dead_letters(topic) == []
+
+
+# -- Redis restarts ------------------------------------------------------------------------------
+class Ping(Message, type="rel.Ping"):
+    n: int
+
+
+class Pong(Message, type="rel.Pong"):
+    n: int
+
+
+class Echo(Agent, name="rel-echo"):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    @handle("rel.pings", output="rel.pongs")
+    async def on_ping(self, ping: Ping, ctx: Context) -> Pong:
+        self.seen.append(ping.n)
+        return Pong(n=ping.n)
+
+
+async def _pongs(transport: Transport) -> set[int]:
+    entries = await transport.read_tail("rel.pongs", "0-0", count=1_000_000, block_ms=None)
+    return {int(Envelope.decode(d.payload or b"").data["n"]) for d in entries}
+
+
+async def _publish_through_outage(
+    rt: Runtime, count: int, confirmed: dict[int, str], stop: asyncio.Event
+) -> None:
+    """Publish ``count`` pings, retrying each until its publish returns (id recorded)."""
+    for n in range(count):
+        while True:
+            try:
+                confirmed[n] = await rt.publish(Ping(n=n), "rel.pings")
+                break
+            except TransportUnavailable:
+                await asyncio.sleep(0.05)
+        if stop.is_set():
+            return
+        await asyncio.sleep(0.002)
+
+
+@pytest.mark.slow
+async def test_redis_crash_and_restart_loses_no_confirmed_publish(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agentbus")
+    echo = Echo()
+    async with Runtime(server.url + "?prefix=rel:", visibility_timeout=2.0) as rt:
+        rt.add(echo)
+        confirmed: dict[int, str] = {}
+        stop = asyncio.Event()
+        async with rt.run("restart"):
+            publisher = asyncio.create_task(_publish_through_outage(rt, 600, confirmed, stop))
+            await wait_for(lambda: len(confirmed) >= 100, timeout=30, message="100 publishes")
+            server.kill()  # a crash: only what was fsynced survives (appendfsync always)
+            crashed_at = len(confirmed)
+            await asyncio.sleep(1.0)  # the runtime is without Redis for a while
+            server.start()
+            await asyncio.wait_for(publisher, timeout=60)
+        assert crashed_at < 600, "the crash should happen mid-stream"
+
+        async def all_answered() -> bool:
+            return await _pongs(rt.transport) >= set(confirmed)
+
+        await wait_for(all_answered, timeout=30, interval=0.1, message="every ping answered")
+        # Every publish that returned is in the topic after the crash, and was handled.
+        stored = await rt.transport.read_tail("rel.pings", "0-0", count=100_000, block_ms=None)
+        stored_ids = {Envelope.decode(d.payload or b"").id for d in stored}
+        assert set(confirmed.values()) <= stored_ids
+        assert set(echo.seen) >= set(confirmed)
+        assert await rt.transport.dead_letters("rel.pings") == []
+    noticed = [r for r in caplog.records if "cannot reach Redis" in r.getMessage()]
+    assert noticed, "the runtime should log that Redis went away"
+
+
+async def test_groups_lost_with_the_data_are_recreated_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agentbus")
+    # No persistence: a restart comes back empty, so the consumer group is gone (NOGROUP).
+    with RedisServer(directory=tmp_path / "redis") as server:
+        echo = Echo()
+        async with Runtime(server.url + "?prefix=rel:", block_ms=200) as rt:
+            rt.add(echo)
+            async with rt.run("before"):
+                await rt.publish(Ping(n=1), "rel.pings")
+            await wait_for(lambda: echo.seen == [1], message="the first ping handled")
+            server.stop()
+            server.wipe()
+            server.start()
+            await wait_for(
+                lambda: any("vanished" in r.getMessage() for r in caplog.records),
+                timeout=20,
+                message="a warning that the group vanished",
+            )
+            async with rt.run("after"):
+                await rt.publish(Ping(n=2), "rel.pings")
+            await wait_for(lambda: echo.seen == [1, 2], timeout=20, message="the second ping")
+            # The group was recreated once, not in a hot loop.
+            await asyncio.sleep(1.0)
+            vanished = [r for r in caplog.records if "vanished" in r.getMessage()]
+            assert 1 <= len(vanished) <= 3, [r.getMessage() for r in vanished]
+            assert all(r.levelno == logging.WARNING for r in vanished)
+
+
+async def test_unreachable_redis_at_start_fails_clearly_after_a_bounded_wait() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(TransportUnavailable) as info:
+        async with Runtime(url):
+            pass
+    elapsed = time.monotonic() - started
+    assert url in str(info.value)
+    assert "cannot reach Redis" in str(info.value)
+    assert 1.0 < elapsed < 15.0  # it waited (bounded by connect_timeout), then gave up
+
+
+def test_worker_with_unreachable_redis_exits_with_an_error_naming_the_url() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentbus", "worker", APP, "--url", url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert url in proc.stderr and "cannot reach Redis" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - started < 30
+
+
+# -- poison messages ----------------------------------------------------------------------------------
+class Picky(Agent, name="rel-picky"):
+    def __init__(self) -> None:
+        super().__init__()
+        self.poisoned = True
+        self.handled: list[int] = []
+        self.tries: Counter[int] = Counter()
+
+    @handle("rel.picky")
+    async def on_ping(self, ping: Ping, ctx: Context) -> None:
+        self.tries[ping.n] += 1
+        if ping.n == 13 and self.poisoned:
+            raise ValueError(f"cannot digest {ping.n}")
+        self.handled.append(ping.n)
+
+
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentbus", *args, "--url", url],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+
+
+async def test_poison_message_is_dead_lettered_while_others_flow(
+    fast_server: RedisServer,
+) -> None:
+    import json
+
+    url = fast_server.url + "?prefix=rel:"
+    picky = Picky()
+    async with Runtime(url, max_attempts=3, retry_backoff=(0.01, 0.05)) as rt:
+        rt.add(picky)
+        async with rt.run("poison"):
+            for n in range(30):
+                await rt.publish(Ping(n=n), "rel.picky")
+
+        async def settled() -> bool:
+            return len(picky.handled) == 29 and bool(await rt.transport.dead_letters("rel.picky"))
+
+        await wait_for(settled, timeout=20, message="29 handled and one dead letter")
+        assert 13 not in picky.handled and picky.tries[13] == 3
+        [letter] = await rt.transport.dead_letters("rel.picky")
+        assert (letter.reason, letter.attempts, letter.agent) == ("handler failed", 3, "rel-picky")
+        assert "ValueError: cannot digest 13" in letter.error
+
+        # The operator's view and tools: list, show, retry (after a fix), purge.
+        listed = json.loads(_cli(url, "dlq", "list", "rel.picky", "--json").stdout)
+        assert [d["origin_id"] for d in listed] == [letter.origin_id]
+        assert "handler failed" in _cli(url, "dlq", "list", "rel.picky").stdout
+        shown = json.loads(_cli(url, "dlq", "show", "rel.picky", letter.id).stdout)
+        assert json.loads(shown[0]["payload"])["data"] == {"n": 13}
+        picky.poisoned = False
+        assert "re-published 1" in _cli(url, "dlq", "retry", "rel.picky").stdout
+        await wait_for(lambda: 13 in picky.handled, message="the retried poison handled")
+        assert await rt.transport.dead_letters("rel.picky") == []
+
+        picky.poisoned = True
+        await rt.publish(Ping(n=13), "rel.picky")
+        await wait_for(
+            lambda: picky.tries[13] == 7, timeout=10, message="the poison tried 3 more times"
+        )
+
+        async def dead_again() -> bool:
+            return len(await rt.transport.dead_letters("rel.picky")) == 1
+
+        await wait_for(dead_again, message="dead-lettered again")
+        assert "purged 1" in _cli(url, "dlq", "purge", "rel.picky").stdout
+        assert await rt.transport.dead_letters("rel.picky") == []
+
+
+# -- long handlers ----------------------------------------------------------------------------------
+class Slow(Agent, name="rel-slow"):
+    calls: Counter[int] = Counter()
+
+    @handle("rel.slow")
+    async def on_ping(self, ping: Ping, ctx: Context) -> None:
+        Slow.calls[ping.n] += 1
+        await asyncio.sleep(2.0)  # four visibility timeouts
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+async def test_long_handler_keeps_its_lease_and_runs_once(where: str, tmp_path: Path) -> None:
+    from agentbus import MemoryTransport
+
+    Slow.calls.clear()
+    with RedisServer(directory=tmp_path / "redis") as server:
+        shared = MemoryTransport() if where == "memory" else None
+        url = None if where == "memory" else server.url + "?prefix=rel:"
+        opts: dict[str, Any] = {"visibility_timeout": 0.5, "block_ms": 100}
+        async with (
+            Runtime(url, transport=shared, **opts) as a,
+            Runtime(url, transport=shared, **opts) as b,
+        ):
+            a.add(Slow())
+            await asyncio.sleep(0.2)
+            async with a.run("slow") as run:
+                await a.publish(Ping(n=1), "rel.slow")
+                await wait_for(lambda: Slow.calls[1] == 1, message="the handler started")
+                b.add(Slow())  # an idle replica that claims whatever looks abandoned
+                await a.idle(timeout=10)
+                await b.idle(timeout=10)
+            assert Slow.calls == Counter({1: 1})
+            records = await a.journal.records(run.run_id)
+            assert [r.record["attempt"] for r in records if r.kind == "delivered"] == [1]
+            assert [r.kind for r in records if r.kind == "handled"] == ["handled"]

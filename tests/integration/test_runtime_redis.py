@@ -409,7 +409,8 @@ async def test_shared_mode_splits_work_exactly_once(make_runtime: MakeRuntime) -
     await rt.idle()
 
     assert Counter(one.done + two.done) == Counter(range(20))
-    assert one.done and two.done, "both replicas should have taken work"
+    assert one.done, "both replicas should have taken work"
+    assert two.done, "both replicas should have taken work"
     assert await pending(rt, "rt.jobs", "worker") == 0
 
 

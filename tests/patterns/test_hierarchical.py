@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentbus import Agent, Context, MemoryTransport, RemoteError, Runtime, UsageError
-from agents import OfflineModel
+from agentbus import Agent, Context, MemoryTransport, RemoteError, Runtime, UsageError, load_app
+from agents.offline import OfflineModel
 from patterns.hierarchical import Delegation, Escalation, Hierarchy, ModelRouter, Node, Team
 from patterns.hierarchical import budget as budget_of
 from patterns.orchestrator_worker import Job, JobResult, Orchestrator, Task, worker
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MakeRuntime = Callable[..., Runtime]
 WorkFn = Callable[[Task, Context], Any]
 
@@ -213,7 +215,7 @@ async def test_report_policy_returns_a_partial_result_naming_the_failure(
     rt = make_runtime()
     rt.add(*agents)
     async with rt:
-        run_id, result = await run_job(rt, h, Job(id="f5", goal="x"))
+        _run_id, result = await run_job(rt, h, Job(id="f5", goal="x"))
         assert result.status == "partial"
         assert [r.title for r in result.results] == ["frontend", "backend"]
         [failure] = result.failures
@@ -238,7 +240,7 @@ async def test_escalation_fails_the_job_at_the_parent(make_runtime: MakeRuntime)
 
 
 async def test_depth_and_loops_are_refused_at_run_time(make_runtime: MakeRuntime) -> None:
-    h, agents = org()
+    _h, agents = org()
     rt = make_runtime()
     rt.add(*agents)
     async with rt, rt.run("guards") as run:
@@ -345,3 +347,21 @@ async def test_memory_and_redis_give_identical_results(redis_url: str, redis_pre
             outputs.append(result.model_dump())
     assert outputs[0] == outputs[1]
     assert outputs[0]["results"][1]["worker"] == "backend"
+
+
+async def test_engineering_org_example_rolls_up_one_plan(
+    url_for: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTBUS_MODEL", "offline")  # never a live model in tests
+    monkeypatch.delenv("ENG_ORG_CHAOS", raising=False)
+    app = load_app(str(EXAMPLES / "engineering_org.py"))
+    async with Runtime(url_for) as rt:
+        rt.add(*app.build_agents())
+        async with rt.run(app.name) as run:
+            plan = await app.run_main(run)
+        received = await steps(rt, run.run_id, "hier.received")
+    assert plan.startswith('Plan for "Saved searches with email alerts": 16 work items')
+    for team_name in ("frontend", "api", "platform", "qa"):
+        assert f"\n{team_name} (4 items" in plan
+    assert "Status: completed" in plan
+    assert sorted(r["node"] for r in received) == ["backend-lead", "eng-lead"]

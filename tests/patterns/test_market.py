@@ -184,6 +184,19 @@ async def test_every_winner_failing_ends_the_task_as_failed(url_for: str) -> Non
     assert "every winner failed" in result.reason
 
 
+async def test_a_failed_task_nobody_else_can_do_ends_failed(url_for: str) -> None:
+    bidders = [Worker("ann", {"code": 1}, rate=1, fail="t1"), Worker("ben", {"art": 1}, rate=1)]
+    outcome, _ = await run_market(
+        url_for, auctioneer(["ann", "ben"]), bidders, [Task(id="t1", skill="code")]
+    )
+    result = outcome.results[0]
+    assert result.status == "failed"
+    assert [a.outcome for a in result.attempts] == ["failed", "no_bids"]
+    assert result.reason == (
+        "nobody bid — declined: ann (excluded: failed this task before), ben (no code)"
+    )
+
+
 async def test_no_bids_is_a_clear_outcome(url_for: str) -> None:
     outcome, steps = await run_market(
         url_for,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentbus import Context, MemoryTransport, RemoteError, Runtime, UsageError
-from agents import ChatResponse, OfflineModel
-from agents.model import ChatMessage
+from agentbus import Context, MemoryTransport, RemoteError, Runtime, UsageError, load_app
+from agents.model import ChatMessage, ChatResponse
+from agents.offline import OfflineModel
 from patterns.orchestrator_worker import (
     Job,
     JobResult,
@@ -25,6 +26,7 @@ from patterns.orchestrator_worker import (
     worker,
 )
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 JOBS = "ow.test.jobs"
 WORK = "ow.test.tasks"
 
@@ -182,7 +184,8 @@ async def test_worker_error_is_redispatched_and_succeeds(make_runtime: MakeRunti
         errors = await steps(rt, run_id, "ow.task_error")
         assert len(errors) == 1
         assert errors[0]["index"] == 1
-        assert "RuntimeError" in errors[0]["error"] and "disk full" in errors[0]["error"]
+        assert "RuntimeError" in errors[0]["error"]
+        assert "disk full" in errors[0]["error"]
         assert errors[0]["next"] == "re-dispatch"
 
 
@@ -307,7 +310,8 @@ async def test_best_effort_with_every_task_failing_fails_the_job(
     async with rt:
         with pytest.raises(RemoteError, match="every task failed") as info:
             await run_job(rt, Job(id="j9", goal="alpha beta"))
-    assert "task 0 ('alpha')" in info.value.message and "task 1 ('beta')" in info.value.message
+    assert "task 0 ('alpha')" in info.value.message
+    assert "task 1 ('beta')" in info.value.message
 
 
 @pytest.mark.parametrize(
@@ -401,3 +405,24 @@ async def test_memory_and_redis_give_identical_results(redis_url: str, redis_pre
             results.append(result.model_dump())
     assert results[0] == results[1]
     assert results[0]["results"][1]["attempt"] == 2
+
+
+async def test_research_team_example_answers_from_the_corpus(
+    url_for: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTBUS_MODEL", "offline")  # never a live model in tests
+    monkeypatch.delenv("RESEARCH_QUESTION", raising=False)
+    app = load_app(str(EXAMPLES / "research_team.py"))
+    async with Runtime(url_for) as rt:
+        rt.add(*app.build_agents())
+        async with rt.run(app.name) as run:
+            report = await app.run_main(run)
+        await rt.idle()
+        tools = [r for r in await rt.journal.records(run.run_id) if r.kind == "tool_call"]
+        planned = await steps(rt, run.run_id, "ow.planned")
+    assert "Why are honeybee colonies declining?" in report
+    assert "[varroa-mites.md]" in report
+    assert "Sources: " in report
+    assert "no language model" in report
+    assert len(planned[0]["tasks"]) >= 3
+    assert {t.record["name"] for t in tools} == {"search_corpus"}

@@ -100,7 +100,8 @@ def test_defaults_give_id_and_time() -> None:
     env = Envelope(type="t", source="s")
 
     assert len(env.id) == 26
-    assert env.time is not None and env.time.endswith("Z")
+    assert env.time is not None
+    assert env.time.endswith("Z")
 
 
 def test_for_message_wraps_a_message() -> None:

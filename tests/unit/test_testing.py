@@ -45,7 +45,7 @@ async def test_wait_for_times_out_naming_the_condition() -> None:
         return False
 
     begun = time.monotonic()
-    with pytest.raises(TimeoutError, match="the moon turning blue not met within 0.1s"):
+    with pytest.raises(TimeoutError, match=r"the moon turning blue not met within 0\.1s"):
         await wait_for(never, timeout=0.1, interval=0.01, message="the moon turning blue")
 
     assert 0.1 <= time.monotonic() - begun < 2

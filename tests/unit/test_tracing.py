@@ -6,7 +6,9 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -460,3 +462,45 @@ def test_otlp_without_the_exporter_package_is_a_usage_error(
     monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter", None)
     with pytest.raises(UsageError, match=r"agentbus\[otlp\]"):
         configure_tracing("otlp")
+
+
+async def test_otlp_over_http_reaches_a_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+    received: list[tuple[str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        tracer = configure_tracing("otlp", service_name="otlp-svc")
+        assert tracer is not None
+        try:
+            async with Runtime("memory://?journal=", tracer=tracer) as rt:
+                rt.add(Sage())
+                async with rt.run("otlp") as run:
+                    await run.request("unit.tracing.ask", Question(text="q"), timeout=10)
+                await rt.idle()
+        finally:
+            await asyncio.to_thread(tracer.shutdown)  # flushes: blocking HTTP posts
+    finally:
+        server.shutdown()
+        server.server_close()
+    traces = b"".join(body for path, body in received if path == "/v1/traces")
+    metrics = b"".join(body for path, body in received if path == "/v1/metrics")
+    assert b"invoke_agent sage" in traces
+    assert run.run_id.encode() in traces
+    assert b"otlp-svc" in traces
+    assert b"agentbus.messages.handled" in metrics
