@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import threading
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -51,13 +52,14 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.trace import Span, SpanKind, TracerProvider
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ._hooks import CallSpan, MetricsSink
 from .context import current_scope
 from .envelope import Envelope
 from .errors import UsageError
+from .redact import redact_text
 
 __all__ = ["JsonLinesSpanExporter", "OpenTelemetryTracer", "configure_tracing"]
 
@@ -107,9 +109,16 @@ class OpenTelemetryTracer:
             "gen_ai.workflow.name": name,
             "agentbus.run_id": run_id,
         }
-        with self._tracer.start_as_current_span(
-            f"invoke_workflow {name}", kind=SpanKind.INTERNAL, attributes=attributes
-        ) as span:
+        with (
+            self._tracer.start_as_current_span(
+                f"invoke_workflow {name}",
+                kind=SpanKind.INTERNAL,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span,
+            _masked_errors(span),
+        ):
             yield span
 
     @contextmanager
@@ -121,7 +130,7 @@ class OpenTelemetryTracer:
             scope = current_scope()
             if scope is not None and scope.event is not None:
                 parent = _extract(scope.event)
-        attributes = _messaging(env, topic, "send", "publish")
+        attributes = _messaging(env, topic, "send")
         span = self._tracer.start_span(
             f"publish {topic}", context=parent, kind=SpanKind.PRODUCER, attributes=attributes
         )
@@ -129,20 +138,30 @@ class OpenTelemetryTracer:
         if ctx.is_valid:
             env.traceparent = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
             env.tracestate = ctx.trace_state.to_header() or None
-        with trace.use_span(span, end_on_exit=True):
+        with (
+            trace.use_span(
+                span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+            ),
+            _masked_errors(span),
+        ):
             yield span
 
     @contextmanager
     def consume(self, env: Envelope, agent: str, topic: str) -> Iterator[Span]:
-        attributes = _messaging(env, topic, "process", "process")
+        attributes = _messaging(env, topic, "process")
         attributes["gen_ai.operation.name"] = "invoke_agent"
         attributes["gen_ai.agent.name"] = agent
-        with self._tracer.start_as_current_span(
-            f"invoke_agent {agent}",
-            context=_extract(env),
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-        ) as span:
+        with (
+            self._tracer.start_as_current_span(
+                f"invoke_agent {agent}",
+                context=_extract(env),
+                kind=SpanKind.CONSUMER,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span,
+            _masked_errors(span),
+        ):
             yield span
 
     @contextmanager
@@ -169,9 +188,16 @@ class OpenTelemetryTracer:
             attributes["gen_ai.tool.type"] = "function"
             if self.capture_content:
                 attributes["gen_ai.tool.call.arguments"] = _json(request)
-        with self._tracer.start_as_current_span(
-            span_name, kind=span_kind, attributes=attributes
-        ) as span:
+        with (
+            self._tracer.start_as_current_span(
+                span_name,
+                kind=span_kind,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span,
+            _masked_errors(span),
+        ):
             try:
                 yield _CallSpan(span, kind, self.capture_content)
             except BaseException as exc:
@@ -393,6 +419,30 @@ def configure_tracing(
 
 
 # -- helpers ------------------------------------------------------------------------------------
+@contextmanager
+def _masked_errors(span: Span) -> Iterator[None]:
+    """Record an exception on ``span`` as the SDK would, with secrets masked.
+
+    The SDK's own recording is turned off where spans start: it stores ``str(exc)``
+    verbatim, and exception texts can carry credentials (URLs, Authorization headers).
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if span.is_recording():
+            message = redact_text(str(exc))
+            span.add_event(
+                "exception",
+                {
+                    "exception.type": type(exc).__qualname__,
+                    "exception.message": message,
+                    "exception.stacktrace": redact_text("".join(traceback.format_exception(exc))),
+                },
+            )
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
+        raise
+
+
 def _otlp_exporters() -> tuple[SpanExporter, MetricExporter]:
     protocol = os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
@@ -432,16 +482,14 @@ def _extract(env: Envelope) -> OtelContext:
     return _W3C.extract(carrier, context=_ROOT)
 
 
-def _messaging(env: Envelope, topic: str, op_type: str, op_name: str) -> dict[str, Any]:
+def _messaging(env: Envelope, topic: str, operation: str) -> dict[str, Any]:
+    # Kept short on purpose: every attribute costs on the hot path.
     attributes: dict[str, Any] = {
         "messaging.system": "agentbus",
-        "messaging.operation.type": op_type,
-        "messaging.operation.name": op_name,
+        "messaging.operation.type": operation,
         "messaging.destination.name": topic,
         "messaging.message.id": env.id,
-        "cloudevents.event_id": env.id,
         "cloudevents.event_type": env.type,
-        "cloudevents.event_source": env.source,
         "agentbus.event_id": env.id,
     }
     if env.runid:
