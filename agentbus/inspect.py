@@ -236,6 +236,9 @@ def render_tree(trace: Trace, *, payloads: bool = False) -> str:
         f"run {run.run_id}  {run.name}  {run.status}  events={len(trace.events)}  "
         f"duration={duration}  tokens={trace.tokens}"
     ]
+    steps_by_event: dict[str, list[dict[str, Any]]] = {}
+    for st in trace.steps:
+        steps_by_event.setdefault(str(st.get("event_id")), []).append(st)
     trace_id = _trace_id(trace)
     if trace_id:
         lines.append(f"trace id {trace_id}")
@@ -249,6 +252,14 @@ def render_tree(trace: Trace, *, payloads: bool = False) -> str:
             tries = f" attempts={d.attempts}" if d.attempts > 1 else ""
             err = f"  ! {d.error}" if d.error else ""
             lines.append(f"{child_prefix}   · {d.agent}: {d.outcome}{took}{tries}{err}")
+        for st in steps_by_event.get(e.id, []):
+            details = ", ".join(
+                f"{k}={v}"
+                for k, v in st.items()
+                if k not in ("kind", "time", "step", "agent", "event_id")
+                and not isinstance(v, dict | list)
+            )
+            lines.append(f"{child_prefix}   ✎ {st.get('agent')}: {st.get('step')}  {details}"[:200])
         for c in e.calls:
             kind = "model" if c.get("kind") == "model_call" else "tool"
             tok = _tokens(c)
@@ -273,7 +284,9 @@ def render_tree(trace: Trace, *, payloads: bool = False) -> str:
     stats = trace.by_agent()
     if stats:
         lines.append("")
-        lines.append(f"{'AGENT':<24}{'HANDLED':>8}{'FAILED':>8}{'TOTAL MS':>11}{'MAX MS':>10}{'TOKENS':>9}")
+        lines.append(
+            f"{'AGENT':<24}{'HANDLED':>8}{'FAILED':>8}{'TOTAL MS':>11}{'MAX MS':>10}{'TOKENS':>9}"
+        )
         for agent, s in sorted(stats.items()):
             lines.append(
                 f"{agent:<24}{int(s['handled']):>8}{int(s['failed']):>8}"
