@@ -136,10 +136,11 @@ async def cmd_runs(args: argparse.Namespace) -> int:
             _fmt_time(r.started),
             _fmt_time(r.ended),
             "-" if r.duration is None else f"{r.duration:.3f}s",
+            r.tokens,
         )
         for r in runs
     ]
-    print(_table(rows, ("RUN", "NAME", "STATUS", "EVENTS", "STARTED", "ENDED", "DURATION")))
+    print(_table(rows, ("RUN", "NAME", "STATUS", "EVENTS", "STARTED", "ENDED", "DURATION", "TOKENS")))
     return 0
 
 

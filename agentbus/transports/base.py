@@ -108,6 +108,8 @@ class RunInfo:
     events: int = 0
     records: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Model tokens (input + output) recorded in the run's ``model_call`` records.
+    tokens: int = 0
 
     @property
     def duration(self) -> float | None:
@@ -123,8 +125,17 @@ class RunInfo:
             "duration": self.duration,
             "events": self.events,
             "records": self.records,
+            "tokens": self.tokens,
             "meta": self.meta,
         }
+
+
+def tokens_of(record: dict[str, Any]) -> int:
+    """Tokens a journal record accounts for (``model_call`` records with a usage)."""
+    if record.get("kind") != "model_call":
+        return 0
+    usage = (record.get("response") or {}).get("usage") or {}
+    return int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
 
 
 @dataclass(slots=True)

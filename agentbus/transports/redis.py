@@ -45,6 +45,7 @@ from ..errors import GroupNotFound, TransportClosed, TransportError, TransportUn
 from ..keys import DEFAULT_PREFIX, Keys
 from .base import (
     EVENT_FIELD,
+    tokens_of,
     Ack,
     DeadLetter,
     Delivery,
@@ -239,6 +240,10 @@ class RedisStreamsTransport:
             by_run.setdefault(entry.run_id, []).append(entry.encode())
             if entry.record.get("kind") == "published":
                 events[entry.run_id] = events.get(entry.run_id, 0) + 1
+            else:
+                spent = tokens_of(entry.record)
+                if spent:  # per-run token totals, so `agentbus runs` need not read journals
+                    pipe.hincrby(self.keys.run(entry.run_id), "tokens", spent)
         if len(journal) == 1 and not events:
             run_id, (body,) = next(iter(by_run.items()))
             pipe.xadd(self.keys.journal(run_id), {_RECORD_FIELD: body})
@@ -768,5 +773,6 @@ def _run_info(run_id: str, fields: dict[bytes, bytes], records: int) -> RunInfo:
         ended=float(f["ended"]) if f.get("ended") else None,
         events=int(f.get("events", 0)),
         records=int(records),
+        tokens=int(f.get("tokens", 0)),
         meta=json.loads(f.get("meta", "{}")),
     )

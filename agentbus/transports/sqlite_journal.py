@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import JournalEntry, JournalRecord, RunInfo
+from .base import JournalEntry, JournalRecord, RunInfo, tokens_of
 
 __all__ = ["SqliteJournal"]
 
@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS runs (
     ended REAL,
     events INTEGER NOT NULL DEFAULT 0,
     records INTEGER NOT NULL DEFAULT 0,
-    meta TEXT NOT NULL DEFAULT '{}'
+    meta TEXT NOT NULL DEFAULT '{}',
+    tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -53,6 +54,9 @@ class SqliteJournal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if "tokens" not in columns:  # a journal written by agentbus 0.1.0 before tokens
+            self._db.execute("ALTER TABLE runs ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0")
         self._db.commit()
         self._dirty = False
 
@@ -73,6 +77,15 @@ class SqliteJournal:
         self._db.executemany(
             "UPDATE runs SET events = events + ?, records = records + ? WHERE run_id = ?",
             [(ev, rec, run_id) for run_id, (ev, rec) in counts.items()],
+        )
+        spent: dict[str, int] = {}
+        for e in entries:
+            n = tokens_of(e.record)
+            if n:
+                spent[e.run_id] = spent.get(e.run_id, 0) + n
+        self._db.executemany(
+            "UPDATE runs SET tokens = tokens + ? WHERE run_id = ?",
+            [(n, run_id) for run_id, n in spent.items()],
         )
         # As on Redis, events counted for a run not saved yet are kept: the run shows up
         # in get_run (status "unknown") and keeps its count once save_run records it.
@@ -107,7 +120,7 @@ class SqliteJournal:
     def list_runs(self, limit: int = 100) -> list[RunInfo]:
         rows = self._db.execute(
             "SELECT run_id, name, status, started, ended, events, "
-            "(SELECT COUNT(*) FROM records r WHERE r.run_id = runs.run_id), meta FROM runs "
+            "(SELECT COUNT(*) FROM records r WHERE r.run_id = runs.run_id), meta, tokens FROM runs "
             "WHERE status != ? ORDER BY started DESC LIMIT ?",
             (_UNSAVED, limit),
         ).fetchall()
@@ -116,7 +129,7 @@ class SqliteJournal:
     def get_run(self, run_id: str) -> RunInfo | None:
         row = self._db.execute(
             "SELECT run_id, name, status, started, ended, events, "
-            "(SELECT COUNT(*) FROM records r WHERE r.run_id = runs.run_id), meta FROM runs "
+            "(SELECT COUNT(*) FROM records r WHERE r.run_id = runs.run_id), meta, tokens FROM runs "
             "WHERE run_id = ?",
             (run_id,),
         ).fetchone()
@@ -137,7 +150,7 @@ class SqliteJournal:
 
 
 def _run(row: tuple[Any, ...]) -> RunInfo:
-    run_id, name, status, started, ended, events, records, meta = row
+    run_id, name, status, started, ended, events, records, meta, tokens = row
     return RunInfo(
         run_id=run_id,
         name=name,
@@ -147,4 +160,5 @@ def _run(row: tuple[Any, ...]) -> RunInfo:
         events=events,
         records=records,
         meta=json.loads(meta),
+        tokens=tokens,
     )

@@ -54,6 +54,8 @@ async def test_llm_agent_calls_a_tool_through_the_real_openai_client(
             )
         await rt.idle()
         records, dump = await _journal_dump(rt, run.run_id)
+        info = await rt.journal.run(run.run_id)
+    assert info.tokens == (11 + 7) + (40 + 9)  # both model calls, counted per run
 
     assert reply.text == "It is raining in Paris (14 C)."
     assert reply.steps == 2

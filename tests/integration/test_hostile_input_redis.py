@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +24,10 @@ pytestmark = [pytest.mark.redis]
 
 _path = Path(__file__).resolve().parents[1] / "unit" / "test_hostile_input.py"
 _spec = importlib.util.spec_from_file_location("hostile_input_cases", _path)
-assert _spec is not None and _spec.loader is not None
+assert _spec is not None
+assert _spec.loader is not None
 cases_module = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = cases_module  # dataclasses look their module up there
 _spec.loader.exec_module(cases_module)
 
 

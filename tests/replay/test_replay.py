@@ -95,3 +95,18 @@ async def test_fork_keeps_events_before_n_and_goes_live_after(tmp_path: Path) ->
     changed_types = sorted(e["type"] for e in diff.only_in_b)
     assert changed_types == ["agents.Reply", "qa.Note", "qa.Notes"]
     assert diff.shared == len(recorded) - 3
+
+
+async def test_runs_count_model_tokens(tmp_path: Path) -> None:
+    url = f"memory://?journal={tmp_path / 'j.sqlite3'}"
+    run_id = await record(url)
+    async with Journal.open(url) as journal:
+        info = await journal.run(run_id)
+        records = await journal.records(run_id)
+    spent = sum(
+        r.record["response"]["usage"]["input_tokens"] + r.record["response"]["usage"]["output_tokens"]
+        for r in records
+        if r.kind == "model_call"
+    )
+    assert spent > 0
+    assert info.tokens == spent
