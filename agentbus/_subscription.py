@@ -366,7 +366,8 @@ class Subscription:
     ) -> None:
         """Write a de-duplicated handler's events, outcome, ack and marker atomically."""
         rt = self.rt
-        journal = rt.writer.take_journal()  # queued records (its "delivered") go first
+        queued = rt.writer.take_journal()  # queued records (its "delivered") go first
+        journal = list(queued)
         for _, _, entries in outbox:
             journal.extend(entries)
         journal.append(handled)
@@ -390,7 +391,8 @@ class Subscription:
             for topic, _, _ in outbox:
                 rt.metrics.published(topic)
         else:  # another consumer committed this event first: its effects stand alone
-            rt.writer.journal(self._entry(env, "duplicate"))
+            for entry in [*queued, self._entry(env, "duplicate")]:
+                rt.writer.journal(entry)  # only the ack was written
 
     async def _emit(self, spec: HandlerSpec, env: Envelope, result: Any) -> None:
         if not isinstance(result, Message):

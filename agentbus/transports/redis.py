@@ -45,7 +45,6 @@ from ..errors import GroupNotFound, TransportClosed, TransportError, TransportUn
 from ..keys import DEFAULT_PREFIX, Keys
 from .base import (
     EVENT_FIELD,
-    tokens_of,
     Ack,
     DeadLetter,
     Delivery,
@@ -54,6 +53,7 @@ from .base import (
     JournalRecord,
     RunInfo,
     TopicInfo,
+    tokens_of,
 )
 from .urls import redact_url
 

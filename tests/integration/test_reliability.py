@@ -40,7 +40,8 @@ pytestmark = [pytest.mark.redis]
 APP_FILE = Path(__file__).with_name("reliability_app.py")
 APP = f"{APP_FILE}:app"
 _spec = importlib.util.spec_from_file_location("reliability_app", APP_FILE)
-assert _spec is not None and _spec.loader is not None
+assert _spec is not None
+assert _spec.loader is not None
 rel_app = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(rel_app)
 Item = rel_app.Item
@@ -315,7 +316,8 @@ def test_worker_with_unreachable_redis_exits_with_an_error_naming_the_url() -> N
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 1
-    assert url in proc.stderr and "cannot reach Redis" in proc.stderr
+    assert url in proc.stderr
+    assert "cannot reach Redis" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert time.monotonic() - started < 30
 
@@ -360,7 +362,8 @@ async def test_poison_message_is_dead_lettered_while_others_flow(
             return len(picky.handled) == 29 and bool(await rt.transport.dead_letters("rel.picky"))
 
         await wait_for(settled, timeout=20, message="29 handled and one dead letter")
-        assert 13 not in picky.handled and picky.tries[13] == 3
+        assert 13 not in picky.handled
+        assert picky.tries[13] == 3
         [letter] = await rt.transport.dead_letters("rel.picky")
         assert (letter.reason, letter.attempts, letter.agent) == ("handler failed", 3, "rel-picky")
         assert "ValueError: cannot digest 13" in letter.error
@@ -425,3 +428,53 @@ async def test_long_handler_keeps_its_lease_and_runs_once(where: str, tmp_path: 
             records = await a.journal.records(run.run_id)
             assert [r.record["attempt"] for r in records if r.kind == "delivered"] == [1]
             assert [r.kind for r in records if r.kind == "handled"] == ["handled"]
+
+
+# -- de-duplicated handlers commit their effects with the ack ------------------------------------------
+class Flaky(Agent, name="rel-flaky"):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts: Counter[int] = Counter()
+
+    @handle("rel.flaky", output="rel.flaky.out", dedupe=True)
+    async def on_ping(self, ping: Ping, ctx: Context) -> Pong:
+        self.attempts[ping.n] += 1
+        await ctx.publish(Pong(n=-ping.n), "rel.flaky.side")  # an effect before failing
+        if self.attempts[ping.n] == 1:
+            raise RuntimeError("first attempt fails after its side effect")
+        return Pong(n=ping.n)
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+async def test_dedupe_handler_effects_land_once_with_the_ack(where: str, tmp_path: Path) -> None:
+    from agentbus import MemoryTransport
+
+    with RedisServer(directory=tmp_path / "redis") as server:
+        shared = MemoryTransport() if where == "memory" else None
+        url = None if where == "memory" else server.url + "?prefix=rel:"
+        flaky = Flaky()
+        async with Runtime(url, transport=shared, retry_backoff=(0.01, 0.02)) as rt:
+            rt.add(flaky)
+            async with rt.run("flaky") as run:
+                await rt.publish(Ping(n=7), "rel.flaky")
+                await wait_for(lambda: flaky.attempts[7] == 2, message="the second attempt")
+                await rt.idle()
+            side = await rt.transport.read_tail("rel.flaky.side", "0-0", count=10, block_ms=None)
+            out = await rt.transport.read_tail("rel.flaky.out", "0-0", count=10, block_ms=None)
+            # The failed attempt's side effect was never sent; the good one's landed once.
+            assert len(side) == 1
+            assert len(out) == 1
+            published = [r for r in await rt.journal.records(run.run_id) if r.kind == "published"]
+            assert sorted(r.record["topic"] for r in published) == [
+                "rel.flaky",
+                "rel.flaky.out",
+                "rel.flaky.side",
+            ]
+            # A second delivery of the same event (e.g. after a claim) writes nothing more.
+            [event] = await rt.transport.read_tail("rel.flaky", "0-0", count=1, block_ms=None)
+            await rt.transport.publish("rel.flaky", event.payload or b"")
+            await asyncio.sleep(0.3)
+            await rt.idle()
+            assert flaky.attempts[7] == 2  # the marker stopped it before the handler
+            out = await rt.transport.read_tail("rel.flaky.out", "0-0", count=10, block_ms=None)
+            assert len(out) == 1

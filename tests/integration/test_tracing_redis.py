@@ -31,7 +31,8 @@ from agentbus.tracing import OpenTelemetryTracer, span_record
 
 APP_FILE = Path(__file__).with_name("trace_app.py")
 _spec = importlib.util.spec_from_file_location("trace_app", APP_FILE)
-assert _spec is not None and _spec.loader is not None
+assert _spec is not None
+assert _spec.loader is not None
 trace_app = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(trace_app)
 
@@ -49,9 +50,19 @@ class Workers:
 
     def start(self, app: str, *args: str, env: dict[str, str]) -> None:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agentbus", "worker", f"{APP_FILE}:{app}", "--url", self.url,
-             *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "agentbus",
+                "worker",
+                f"{APP_FILE}:{app}",
+                "--url",
+                self.url,
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
         )
         self.procs.append(proc)
@@ -91,7 +102,8 @@ def workers(redis_url: str, redis_prefix: str) -> Iterator[Workers]:
 def read_spans(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    complete = path.read_text().split("\n")[:-1]  # a line still being written has no newline
+    return [json.loads(line) for line in complete if line.strip()]
 
 
 def only(spans: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -107,11 +119,17 @@ async def test_a_run_across_two_worker_processes_is_one_linked_trace(
 ) -> None:
     planner_file, writer_file = tmp_path / "planner.jsonl", tmp_path / "writer.jsonl"
     workers.start(
-        "planner_app", "--consumer", "planner-1", "--trace", f"jsonl:{planner_file}",
+        "planner_app",
+        "--consumer",
+        "planner-1",
+        "--trace",
+        f"jsonl:{planner_file}",
         env={"OTEL_SERVICE_NAME": "planner-svc", trace_app.API_KEY_ENV: API_KEY},
     )
     workers.start(  # configured by the environment alone, with content capture on
-        "writer_app", "--consumer", "writer-1",
+        "writer_app",
+        "--consumer",
+        "writer-1",
         env={
             "AGENTBUS_TRACING": f"jsonl:{writer_file}",
             "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
@@ -124,11 +142,13 @@ async def test_a_run_across_two_worker_processes_is_one_linked_trace(
     async with Runtime(workers.url, tracer=OpenTelemetryTracer(tracer_provider=provider)) as rt:
         async with rt.run("traced") as run:
             answer = await run.request("tracing.jobs", trace_app.Job(topic="streams"), timeout=30)
-        assert answer.text == "write about streams: done" and answer.hits == 3
+        assert answer.text == "write about streams: done"
+        assert answer.hits == 3
 
         def exported() -> bool:
+            # A handler's span ends after its reply is sent: wait for both handlers' spans.
             names = {s["name"] for s in read_spans(planner_file) + read_spans(writer_file)}
-            return {"invoke_agent tracing-planner", "chat fake-model"} <= names
+            return {"invoke_agent tracing-planner", "invoke_agent tracing-writer"} <= names
 
         await wait_for(exported, timeout=20, message="the workers' spans")
         records = await rt.journal.records(run.run_id)
@@ -157,7 +177,11 @@ async def test_a_run_across_two_worker_processes_is_one_linked_trace(
     assert write["parent_span_id"] == delegate["span_id"]
     assert chat["parent_span_id"] == write["span_id"]
     assert (ask["kind"], plan["kind"], delegate["kind"], write["kind"], chat["kind"]) == (
-        "PRODUCER", "CONSUMER", "PRODUCER", "CONSUMER", "CLIENT",
+        "PRODUCER",
+        "CONSUMER",
+        "PRODUCER",
+        "CONSUMER",
+        "CLIENT",
     )
     assert {s["service"] for s in planner} == {"planner-svc"}
     assert {s["service"] for s in writer} == {"agentbus-worker"}
@@ -176,7 +200,8 @@ async def test_a_run_across_two_worker_processes_is_one_linked_trace(
     assert chat_attrs["gen_ai.request.model"] == "fake-model"
     assert chat_attrs["gen_ai.response.model"] == "fake-model-001"
     assert (chat_attrs["gen_ai.usage.input_tokens"], chat_attrs["gen_ai.usage.output_tokens"]) == (
-        7, 5,
+        7,
+        5,
     )
     assert chat_attrs["gen_ai.agent.name"] == "tracing-writer"
     assert "write about streams" in chat_attrs["gen_ai.input.messages"]  # writer opted in
@@ -195,9 +220,23 @@ def test_agentbus_run_with_trace_flag_exports_the_run(tmp_path: Path) -> None:
     spans_file = tmp_path / "run.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTBUS_", "OTEL_"))}
     done = subprocess.run(
-        [sys.executable, "-m", "agentbus", "run", f"{APP_FILE}:app", "--url",
-         "memory://?journal=", "--trace", f"jsonl:{spans_file}", "--json"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "agentbus",
+            "run",
+            f"{APP_FILE}:app",
+            "--url",
+            "memory://?journal=",
+            "--trace",
+            f"jsonl:{spans_file}",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     run_id = json.loads(done.stdout)["run_id"]

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -110,8 +109,8 @@ class Spans:
 
 
 @pytest.fixture
-def spans() -> Iterator[Spans]:
-    yield Spans()
+def spans() -> Spans:
+    return Spans()
 
 
 def parent_of(span: ReadableSpan) -> int | None:
@@ -147,7 +146,8 @@ async def test_a_run_is_one_trace_linking_producer_consumer_and_calls(
     assert parent_of(consume) == publish.context.span_id
     for child in (tool, chat, step, reply):
         assert parent_of(child) == consume.context.span_id, child.name
-    assert consume.parent is not None and consume.parent.is_remote  # came via the envelope
+    assert consume.parent is not None
+    assert consume.parent.is_remote  # came via the envelope
     kinds = {s.name: s.kind for s in (workflow, publish, consume, tool, chat, reply)}
     assert kinds == {
         workflow.name: SpanKind.INTERNAL,
@@ -267,6 +267,17 @@ async def test_failed_attempts_and_calls_are_error_spans_in_the_same_trace(spans
     assert len({s.context.trace_id for s in spans.finished}) == 1
 
 
+async def test_a_failed_run_is_an_error_span(spans: Spans) -> None:
+    async with Runtime("memory://?journal=", tracer=spans.tracer) as rt:
+        with pytest.raises(ValueError, match="boom"):
+            async with rt.run("doomed"):
+                raise ValueError("boom")
+
+    workflow = spans.one("invoke_workflow doomed")
+    assert workflow.status.status_code is StatusCode.ERROR
+    assert [e.name for e in workflow.events] == ["exception"]
+
+
 async def test_an_error_reply_stays_in_the_requests_trace(spans: Spans) -> None:
     async with Runtime("memory://?journal=", tracer=spans.tracer) as rt:
         rt.add(Sage())
@@ -330,15 +341,19 @@ async def test_metrics_count_time_and_sample_pending_and_lag() -> None:
             return None
 
         await wait_for(
-            lambda: slow_state("agentbus.consumer.pending") == 1
-            and slow_state("agentbus.consumer.lag") == 2,
+            lambda: (
+                slow_state("agentbus.consumer.pending") == 1
+                and slow_state("agentbus.consumer.lag") == 2
+            ),
             message="sampled pending=1, lag=2 for the stuck group",
         )
         release.set()
         await rt.idle()
         await wait_for(
-            lambda: slow_state("agentbus.consumer.pending") == 0
-            and slow_state("agentbus.consumer.lag") == 0,
+            lambda: (
+                slow_state("agentbus.consumer.pending") == 0
+                and slow_state("agentbus.consumer.lag") == 0
+            ),
             message="sampled pending=0, lag=0 once released",
         )
         counts = dict(rt.metrics.counts)
@@ -385,6 +400,9 @@ async def main() -> None:
     assert not loaded, loaded
 
 asyncio.run(main())
+import agentbus
+assert agentbus.configure_tracing("off") is None  # imported on first use
+assert "opentelemetry.sdk.trace" in sys.modules
 print("ok")
 """
     done = subprocess.run(
