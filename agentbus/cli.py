@@ -140,7 +140,9 @@ async def cmd_runs(args: argparse.Namespace) -> int:
         )
         for r in runs
     ]
-    print(_table(rows, ("RUN", "NAME", "STATUS", "EVENTS", "STARTED", "ENDED", "DURATION", "TOKENS")))
+    print(
+        _table(rows, ("RUN", "NAME", "STATUS", "EVENTS", "STARTED", "ENDED", "DURATION", "TOKENS"))
+    )
     return 0
 
 

@@ -59,8 +59,12 @@ class Billing(Agent, name="billing"):
         steps = ["look up the invoice", "check the charge against the plan"]
         steps.append("issue a refund to the card on file" if refund else "explain the charge")
         return Resolution(
-            ticket_id=ticket.id, team="billing", steps=steps,
-            answer="Refund issued; it shows up in 3-5 days." if refund else "The charge matches your plan.",
+            ticket_id=ticket.id,
+            team="billing",
+            steps=steps,
+            answer="Refund issued; it shows up in 3-5 days."
+            if refund
+            else "The charge matches your plan.",
         )
 
 
@@ -71,7 +75,9 @@ class Tech(Agent, name="tech"):
         steps = ["reproduce the problem", "check the status page"]
         steps.append("send a password reset link" if login else "collect logs and open a bug")
         return Resolution(
-            ticket_id=ticket.id, team="tech", steps=steps,
+            ticket_id=ticket.id,
+            team="tech",
+            steps=steps,
             answer="Password reset link sent." if login else "Bug filed; we will follow up.",
         )
 
@@ -80,7 +86,9 @@ class General(Agent, name="general"):
     @handle("desk.general")
     async def resolve(self, ticket: Ticket, ctx: Context) -> Resolution:
         return Resolution(
-            ticket_id=ticket.id, team="general", steps=["answer from the FAQ"],
+            ticket_id=ticket.id,
+            team="general",
+            steps=["answer from the FAQ"],
             answer="Thanks for reaching out; see the FAQ for details.",
         )
 

@@ -104,7 +104,8 @@ async def test_runs_count_model_tokens(tmp_path: Path) -> None:
         info = await journal.run(run_id)
         records = await journal.records(run_id)
     spent = sum(
-        r.record["response"]["usage"]["input_tokens"] + r.record["response"]["usage"]["output_tokens"]
+        r.record["response"]["usage"]["input_tokens"]
+        + r.record["response"]["usage"]["output_tokens"]
         for r in records
         if r.kind == "model_call"
     )
