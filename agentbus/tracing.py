@@ -59,7 +59,7 @@ from ._hooks import CallSpan, MetricsSink
 from .context import current_scope
 from .envelope import Envelope
 from .errors import UsageError
-from .redact import redact_text
+from .redact import MASK, is_secret_key, redact, redact_text
 
 __all__ = ["JsonLinesSpanExporter", "OpenTelemetryTracer", "configure_tracing"]
 
@@ -213,7 +213,8 @@ class OpenTelemetryTracer:
             if isinstance(value, bool | int | float):
                 attributes[f"agentbus.step.{key}"] = value
             elif value is not None:
-                text = value if isinstance(value, str) else _json(value)
+                text = value if isinstance(value, str) else _json(redact(value))
+                text = MASK if is_secret_key(key) else redact_text(text)
                 attributes[f"agentbus.step.{key}"] = text[:_DETAIL_CHARS]
         self._tracer.start_span(f"step {name}", attributes=attributes).end()
 
@@ -242,7 +243,7 @@ class _CallSpan:
         span = self.span
         if self.kind != "model":
             if self.capture:
-                span.set_attribute("gen_ai.tool.call.result", _json(response))
+                span.set_attribute("gen_ai.tool.call.result", _json(redact(response)))
             return
         for key, attribute in (
             ("model", "gen_ai.response.model"),
@@ -258,7 +259,7 @@ class _CallSpan:
         if isinstance(response.get("finish_reason"), str):
             span.set_attribute("gen_ai.response.finish_reasons", [response["finish_reason"]])
         if self.capture and "message" in response:
-            span.set_attribute("gen_ai.output.messages", _json([response["message"]]))
+            span.set_attribute("gen_ai.output.messages", _json([redact(response["message"])]))
 
 
 class OtelMetrics:

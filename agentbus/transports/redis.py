@@ -145,7 +145,7 @@ class RedisStreamsTransport:
         self._closed = False
         # Group commit of publishes: see publish_many.
         self._queued: list[_Publish] = []
-        self._writing = False
+        self._writing: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     async def connect(self) -> None:
@@ -289,9 +289,8 @@ class RedisStreamsTransport:
         self._check()
         pending = _Publish(items, journal, asyncio.get_running_loop().create_future())
         self._queued.append(pending)
-        if not self._writing:
-            self._writing = True
-            asyncio.get_running_loop().create_task(self._write_queued())
+        if self._writing is None:
+            self._writing = asyncio.get_running_loop().create_task(self._write_queued())
         return await pending.done
 
     async def _write_queued(self) -> None:
@@ -312,7 +311,7 @@ class RedisStreamsTransport:
             self._queued = []
             raise
         finally:
-            self._writing = False
+            self._writing = None
 
     async def _write_batch(self, batch: list[_Publish]) -> None:
         journal = [entry for p in batch for entry in p.journal]

@@ -522,3 +522,43 @@ async def test_otlp_over_http_reaches_a_collector(monkeypatch: pytest.MonkeyPatc
     assert run.run_id.encode() in traces
     assert b"otlp-svc" in traces
     assert b"agentbus.messages.handled" in metrics
+
+
+async def test_secrets_never_reach_spans_even_with_content_capture() -> None:
+    secret = "sk-live-0123456789abcdef"
+    spans = Spans(capture_content=True)
+
+    class Leaky(Agent, name="leaky"):
+        @handle("unit.tracing.leaky")
+        async def on(self, q: Question, ctx: Context) -> None:
+            await ctx.note("leaky.config", api_key=secret, url=f"redis://u:{secret}@host/0")
+
+            async def config() -> dict[str, Any]:
+                return {"endpoint": "https://api.example", "api_key": secret}
+
+            async def broken() -> dict[str, Any]:
+                raise ConnectionError(f"401 for Authorization: Bearer {secret}")
+
+            request = {"path": "/v1", "headers": {"Authorization": f"Bearer {secret}"}}
+            await ctx.invoke("tool", "config", request, config)
+            with pytest.raises(ConnectionError):
+                await ctx.invoke("model", "m", {"messages": [], "api_key": secret}, broken)
+            raise RuntimeError(f"giving up on https://user:{secret}@api.example/v1")
+
+    async with Runtime("memory://?journal=", tracer=spans.tracer, max_attempts=1) as rt:
+        rt.add(Leaky())
+        async with rt.run("leaky") as run:
+            await run.publish(Question(text="q"), "unit.tracing.leaky")
+        await wait_for(lambda: rt.metrics.counts["dead_lettered"] == 1, message="dead letter")
+        await rt.idle()
+
+    recorded = [
+        (attrs(s), s.status.description, [(e.name, dict(e.attributes or {})) for e in s.events])
+        for s in spans.finished
+    ]
+    assert {"execute_tool config", "chat m", "step leaky.config"} <= {
+        s.name for s in spans.finished
+    }
+    assert spans.one("invoke_agent leaky").status.status_code is StatusCode.ERROR
+    assert "gen_ai.tool.call.result" in attrs(spans.one("execute_tool config"))  # captured...
+    assert secret not in json.dumps(recorded, default=str)  # ...but never the secret
