@@ -143,6 +143,7 @@ class Trace:
 
         return {
             "run": self.run.to_dict(),
+            "trace_id": _trace_id(self),
             "tokens": self.tokens,
             "events": len(self.events),
             "agents": self.by_agent(),
