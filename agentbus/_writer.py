@@ -27,8 +27,10 @@ log = logging.getLogger("agentbus.runtime")
 class Writer:
     """Queue of acks, journal entries and de-duplication marks, flushed in batches."""
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, *, journal: bool = True) -> None:
         self._transport = transport
+        #: With the journal off (``Runtime(journal=False)``) records are dropped here.
+        self.journal_enabled = journal
         self._acks: list[Ack] = []
         self._journal: list[JournalEntry] = []
         self._marks: list[tuple[str, int]] = []
@@ -43,8 +45,9 @@ class Writer:
 
     def journal(self, entry: JournalEntry) -> None:
         """Queue a journal record to be written with the next batch."""
-        self._journal.append(entry)
-        self._kick()
+        if self.journal_enabled:
+            self._journal.append(entry)
+            self._kick()
 
     def ack(
         self,
@@ -54,7 +57,7 @@ class Writer:
     ) -> None:
         """Queue an ack together with its outcome record and de-duplication marker."""
         self._acks.append(ack)
-        if journal is not None:
+        if journal is not None and self.journal_enabled:
             self._journal.append(journal)
         if mark is not None:
             self._marks.append(mark)

@@ -123,7 +123,7 @@ class Runtime:
             Callable[[CallKind, str, dict[str, Any], Scope, int], Awaitable[dict[str, Any] | None]]
             | None
         ) = None
-        self.writer = Writer(self.transport)
+        self.writer = Writer(self.transport, journal=journal)
         self._agents: list[Agent] = []
         self._subs: list[Subscription] = []
         self._hosting: set[asyncio.Task[None]] = set()

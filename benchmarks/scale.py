@@ -190,7 +190,7 @@ async def run(settings: Settings) -> Outcome:
         f"scale: {os.cpu_count()} logical cores on this machine, shared by the workers, "
         f"Redis and the driver. {n} messages of backlog per round. Per-round rates (msg/s): "
         + "; ".join(
-            f"{k} workers: {', '.join(f'{v:,.0f}' for v in vs)}" for k, vs in results.items()
+            f"{k} worker(s): {', '.join(f'{v:,.0f}' for v in vs)}" for k, vs in results.items()
         )
     )
     return out
