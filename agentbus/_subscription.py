@@ -54,6 +54,7 @@ class Subscription:
     ) -> None:
         self.rt = runtime
         self.agent = agent
+        self.agent_name = agent.name  # read on every delivery; the property is not free
         self.group = group
         self.mode = mode
         self.handlers = handlers
@@ -274,7 +275,7 @@ class Subscription:
         except DecodeError as exc:
             await self._dead_letter(d, env, exc.reason, str(exc), d.delivery_count)
             return
-        dedupe_key = rt.transport_keys.dedup(self.agent.name, env.id) if spec.dedupe else None
+        dedupe_key = rt.transport_keys.dedup(self.agent_name, env.id) if spec.dedupe else None
         if dedupe_key is not None and await rt.transport.is_marked(dedupe_key):
             rt.writer.ack(Ack(d.topic, self.group, d.entry_id), self._entry(env, "duplicate"))
             return
@@ -293,14 +294,14 @@ class Subscription:
         method = getattr(self.agent, spec.method)
         outages = 0
         while True:
-            ctx = Context(rt, self.agent.name, env, attempt)
-            scope = Scope(env.runid or ORPHAN_RUN, env.id, self.agent.name, env)
+            ctx = Context(rt, self.agent_name, env, attempt)
+            scope = Scope(env.runid or ORPHAN_RUN, env.id, self.agent_name, env)
             if dedupe_key is not None:
                 scope.outbox = []  # its events are committed with the ack, or not at all
             token = set_scope(scope)
             started = time.perf_counter()
             try:
-                with rt.tracer.consume(env, self.agent.name, d.topic):
+                with rt.tracer.consume(env, self.agent_name, d.topic):
                     result = await method(message, ctx)
                     if result is not None:  # the reply is part of handling (same span)
                         await self._emit(spec, env, result)
@@ -321,7 +322,7 @@ class Subscription:
                 duration = (time.perf_counter() - started) * 1000
                 error = redact_text(f"{type(exc).__name__}: {exc}")  # journal, DLQ, logs
                 final = isinstance(exc, Reject) or attempt >= max_attempts
-                rt.metrics.failed(self.agent.name, d.topic)
+                rt.metrics.failed(self.agent_name, d.topic)
                 rt.writer.journal(
                     self._entry(
                         env,
@@ -353,7 +354,7 @@ class Subscription:
                 await self._commit(d, env, dedupe_key, outbox, handled)
             else:
                 rt.writer.ack(Ack(d.topic, self.group, d.entry_id), handled)
-            rt.metrics.handled(self.agent.name, d.topic, duration, env.time)
+            rt.metrics.handled(self.agent_name, d.topic, duration, env.time)
             return
 
     async def _commit(
@@ -406,12 +407,12 @@ class Subscription:
             reply_id = await self.rt.publish(
                 result,
                 env.replyto,
-                source=self.agent.name,
+                source=self.agent_name,
                 correlationid=env.correlationid or env.id,
             )
             self.rt.writer.journal(self._entry(env, "replied", reply_id=reply_id))
         elif spec.output:
-            await self.rt.publish(result, spec.output, source=self.agent.name)
+            await self.rt.publish(result, spec.output, source=self.agent_name)
         else:
             log.warning(
                 "%s.%s returned a %s but the event was not a request and the handler has no "
@@ -425,11 +426,11 @@ class Subscription:
         assert env.replyto is not None
         error = Envelope(
             type=ERROR_TYPE,
-            source=self.agent.name,
+            source=self.agent_name,
             data={
                 "error_type": type(exc).__name__,
                 "message": str(exc),
-                "agent": self.agent.name,
+                "agent": self.agent_name,
                 "event_id": env.id,
             },
             correlationid=env.correlationid or env.id,
@@ -447,7 +448,7 @@ class Subscription:
                 event_id=env.id,
                 type=env.type,
                 topic=env.topic,
-                agent=self.agent.name,
+                agent=self.agent_name,
                 **fields,
             ),
         )
@@ -467,7 +468,7 @@ class Subscription:
             "event_id": env.id if env else None,
             "reason": reason,
             "error": error,
-            "agent": self.agent.name,
+            "agent": self.agent_name,
             "group": self.group,
             "attempts": attempts,
             "time": time.time(),
@@ -483,7 +484,7 @@ class Subscription:
                     event_id=letter["event_id"],
                     entry_id=d.entry_id,
                     topic=d.topic,
-                    agent=self.agent.name,
+                    agent=self.agent_name,
                     reason=reason,
                     error=error,
                     attempts=attempts,
@@ -500,7 +501,7 @@ class Subscription:
                 await rt.transport.dead_letter(
                     d.topic, self.group, d.entry_id, letter, journal=journal
                 )
-                rt.metrics.dead_lettered(self.agent.name, d.topic)
+                rt.metrics.dead_lettered(self.agent_name, d.topic)
                 return
             except TransportClosed:
                 return

@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_url(sub.add_parser("worker", help="host an app's agents until SIGINT/SIGTERM"))
     p.add_argument("app", help="MODULE:OBJ or FILE.py[:OBJ]")
-    p.add_argument("--concurrency", type=int, default=16, help="handlers at once per agent")
+    p.add_argument("--concurrency", type=int, default=64, help="handlers at once per agent")
     p.add_argument("--consumer", default=None, help="consumer name (default: host-pid-random)")
     p.add_argument(
         "--visibility-timeout",

@@ -8,6 +8,7 @@ at that event, with no plumbing by the user.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -74,7 +75,7 @@ class Context:
         self.agent = agent
         self.event = event
         self.attempt = attempt
-        self.logger = logging.getLogger(f"agentbus.agent.{agent}")
+        self.logger = _logger(agent)
 
     @property
     def run_id(self) -> str | None:
@@ -126,6 +127,12 @@ class Context:
         propagate after being journaled.
         """
         return await self.runtime.invoke(kind, name, request, call, agent=self.agent)
+
+
+@functools.cache
+def _logger(agent: str) -> logging.Logger:
+    # getLogger takes the logging module's lock; a Context is built for every delivery.
+    return logging.getLogger(f"agentbus.agent.{agent}")
 
 
 def monotonic_ms() -> float:

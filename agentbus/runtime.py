@@ -71,7 +71,7 @@ class Runtime:
         transport: Transport | None = None,
         prefix: str | None = None,
         consumer: str | None = None,
-        concurrency: int = 16,
+        concurrency: int = 64,
         batch_size: int = 64,
         block_ms: int = 1000,
         visibility_timeout: float = 30.0,

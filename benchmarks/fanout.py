@@ -13,6 +13,7 @@ Reported: agentbus/raw with the journal on (target ≥ 0.5) and off (target ≥ 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 from agentbus import Agent, Context, Run, Runtime, handle
@@ -41,6 +42,9 @@ TITLE = "Fan-out throughput on Redis (shared agent, no-op handler)"
 TOPIC = "bench.fanout"
 #: Journal records found after runs with ``journal=False`` (there should be none).
 JOURNAL_OFF_RECORDS: list[int] = []
+
+
+_DEFAULTS = inspect.signature(Runtime).parameters
 
 
 class Sink(Agent, name="bench-sink"):
@@ -183,7 +187,8 @@ async def run(settings: Settings) -> Outcome:
     out.notes.append(
         f"fanout: {n} messages per round, {len(payload)}-byte events, {WINDOW} publishes in "
         "flight (agentbus) / 64 XADD per pipeline and XREADGROUP COUNT 64 (raw); default "
-        "Runtime settings (concurrency 16, batch 64). Per-round rates (msg/s): "
+        f"Runtime settings (concurrency {_DEFAULTS['concurrency'].default}, batch "
+        f"{_DEFAULTS['batch_size'].default}). Per-round rates (msg/s): "
         + "; ".join(f"{k}: {', '.join(f'{v:,.0f}' for v in vs)}" for k, vs in results.items())
     )
     return out

@@ -30,6 +30,9 @@ __all__ = [
     "Transport",
 ]
 
+# json.dumps with options builds a new encoder per call; records are encoded per event.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
 #: The stream field that carries the encoded envelope.
 EVENT_FIELD = "e"
 
@@ -73,7 +76,7 @@ class JournalEntry:
 
     def encode(self) -> bytes:
         """The record as compact UTF-8 JSON."""
-        body = json.dumps(self.record, separators=(",", ":"), ensure_ascii=False).encode()
+        body = _ENCODER.encode(self.record).encode()
         if self.raw_event is None:
             return body
         return body[:-1] + b',"event":' + self.raw_event + b"}"

@@ -95,6 +95,7 @@ class MemoryTransport:
         self.clock: Clock = clock or SystemClock()
         self._streams: dict[str, _Stream] = {}
         self._dlq: dict[str, _Stream] = {}
+        self._pending: list[JournalEntry] = []
         self._marks: dict[str, float] = {}
         self._journal = SqliteJournal(journal_path)
         self._changed = asyncio.Event()
@@ -111,6 +112,7 @@ class MemoryTransport:
         self._closed = True
         if self._flush_handle is not None:
             self._flush_handle.cancel()
+        self._drain()
         self._journal.close()
         self._wake()
 
@@ -418,10 +420,17 @@ class MemoryTransport:
 
     # -- journal ----------------------------------------------------------------------------
     def _journal_append(self, journal: Sequence[JournalEntry]) -> None:
+        # Records wait in a list and reach SQLite in batches (on a short timer, before any
+        # read and on close): one executemany per batch instead of several per publish.
         if not journal:
             return
-        self._journal.append(journal)
+        self._pending.extend(journal)
         self._schedule_flush()
+
+    def _drain(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._journal.append(pending)
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None and not self._closed:
@@ -431,10 +440,12 @@ class MemoryTransport:
     def _flush(self) -> None:
         self._flush_handle = None
         if not self._closed:
+            self._drain()
             self._journal.flush()
 
     async def save_run(self, run: RunInfo) -> None:
         self._check()
+        self._drain()  # keep records and run updates in the order they were made
         self._journal.save_run(run)
         self._schedule_flush()
 
@@ -444,14 +455,17 @@ class MemoryTransport:
 
     async def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
         self._check()
+        self._drain()
         return self._journal.list_runs(limit)
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         self._check()
+        self._drain()
         return self._journal.get_run(run_id)
 
     async def read_journal(self, run_id: str) -> list[JournalRecord]:
         self._check()
+        self._drain()
         return self._journal.read(run_id)
 
 
