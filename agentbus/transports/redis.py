@@ -88,6 +88,47 @@ return 0
 """
 
 
+# A group commit of publishes in one script call: the events, their journal records and the
+# run counters, atomically (scripts run as a unit) and in one command, whose arguments
+# redis-py packs once instead of per XADD. A failed event XADD is reported per event
+# (a "!"-prefixed error) so each caller sees its own outcome.
+_PUBLISH_SCRIPT = f"""
+local n = tonumber(ARGV[1])
+local maxlen = ARGV[2]
+local out = {{}}
+for i = 1, n do
+  local r
+  if maxlen == '' then
+    r = redis.pcall('XADD', KEYS[i], '*', '{EVENT_FIELD}', ARGV[2 + i])
+  else
+    r = redis.pcall('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', '{EVENT_FIELD}', ARGV[2 + i])
+  end
+  if type(r) == 'table' and r.err then out[i] = '!' .. r.err else out[i] = r end
+end
+local a = 2 + n
+local k = n
+local streams = tonumber(ARGV[a + 1])
+a = a + 1
+for s = 1, streams do
+  k = k + 1
+  local c = tonumber(ARGV[a + 1])
+  a = a + 1
+  for j = 1, c do
+    redis.call('XADD', KEYS[k], '*', '{_RECORD_FIELD}', ARGV[a + j])
+  end
+  a = a + c
+end
+local counters = tonumber(ARGV[a + 1])
+a = a + 1
+for c = 1, counters do
+  k = k + 1
+  redis.call('HINCRBY', KEYS[k], ARGV[a + 1], ARGV[a + 2])
+  a = a + 2
+end
+return out
+"""
+
+
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -146,6 +187,8 @@ class RedisStreamsTransport:
         # Group commit of publishes: see publish_many.
         self._queued: list[_Publish] = []
         self._writing: asyncio.Task[None] | None = None
+        # EVALSHA with a transparent reload after NOSCRIPT (e.g. a restarted Redis).
+        self._publish_script = self._r.register_script(_PUBLISH_SCRIPT)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def connect(self) -> None:
@@ -313,18 +356,41 @@ class RedisStreamsTransport:
         finally:
             self._writing = None
 
+    def _publish_args(
+        self, batch: list[_Publish], journal: Sequence[JournalEntry]
+    ) -> tuple[list[str], list[Any]]:
+        keys = [self.keys.topic(topic) for p in batch for topic, _ in p.items]
+        args: list[Any] = [len(keys), "" if self._maxlen is None else self._maxlen]
+        args.extend(payload for p in batch for _, payload in p.items)
+        by_run: dict[str, list[bytes]] = {}
+        counters: dict[tuple[str, str], int] = {}
+        for entry in journal:
+            by_run.setdefault(entry.run_id, []).append(entry.encode())
+            if entry.record.get("kind") == "published":
+                key = (entry.run_id, "events")
+                counters[key] = counters.get(key, 0) + 1
+            else:
+                spent = tokens_of(entry.record)
+                if spent:
+                    key = (entry.run_id, "tokens")
+                    counters[key] = counters.get(key, 0) + spent
+        args.append(len(by_run))
+        for run_id, bodies in by_run.items():
+            keys.append(self.keys.journal(run_id))
+            args.append(len(bodies))
+            args.extend(bodies)
+        args.append(len(counters))
+        for (run_id, field), amount in counters.items():
+            keys.append(self.keys.run(run_id))
+            args.extend((field, amount))
+        return keys, args
+
     async def _write_batch(self, batch: list[_Publish]) -> None:
         journal = [entry for p in batch for entry in p.journal]
-        n_items = sum(len(p.items) for p in batch)
         try:
             self._check()
-            # One MULTI/EXEC: the events and their journal records land together or not at all.
-            async with self._r.pipeline(transaction=bool(journal) or n_items > 1) as pipe:
-                for p in batch:
-                    for topic, payload in p.items:
-                        self._xadd(pipe, topic, payload)
-                self._queue_journal(pipe, journal)
-                results = await pipe.execute(raise_on_error=False)
+            keys, args = self._publish_args(batch, journal)
+            results = await self._publish_script(keys=keys, args=args)
         except Exception as exc:
             error = self._translate(exc) if isinstance(exc, RedisError) else exc
             if self._closed and not isinstance(error, TransportClosed):
@@ -333,18 +399,19 @@ class RedisStreamsTransport:
                 if not p.done.done():
                     p.done.set_exception(error)
             return
-        journal_failed = next((r for r in results[n_items:] if isinstance(r, Exception)), None)
         start = 0
         for p in batch:
-            mine = results[start : start + len(p.items)]
+            mine = [_s(r) for r in results[start : start + len(p.items)]]
             start += len(p.items)
-            failed = next((r for r in mine if isinstance(r, Exception)), journal_failed)
             if p.done.done():
                 continue
-            if isinstance(failed, RedisError):
-                p.done.set_exception(self._translate(failed))
+            failed = next((r for r in mine if r.startswith("!")), None)
+            if failed is not None:
+                p.done.set_exception(
+                    TransportError(f"Redis at {self.url!r} refused a publish: {failed[1:]}")
+                )
             else:
-                p.done.set_result([_s(r) for r in mine])
+                p.done.set_result(mine)
 
     async def add_raw(self, topic: str, fields: dict[str, bytes]) -> str:
         """Append an entry with arbitrary fields (for tests of hostile input)."""
