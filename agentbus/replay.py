@@ -252,14 +252,17 @@ async def _execute(
         async with Runtime(transport=transport, block_ms=100) as rt:
             rt.call_substitute = tape.substitute
             rt.add(*app.build_agents())
-            await asyncio.sleep(0)  # let the agents' groups exist before inputs arrive
+            await rt.ready()  # the agents' groups exist before the inputs arrive
             async with rt.run(info.name, run_id=run_id):
+                inputs = []
                 for event in recorded:
                     if event.get("causationid"):
                         continue  # produced by an agent: the replay must produce it itself
                     env = Envelope.from_dict(dict(event))
                     env.id, env.runid, env.traceparent, env.tracestate = new_id(), None, None, None
-                    await rt.publish_envelope(env, str(event.get("topic")))
+                    inputs.append(rt.publish_envelope(env, str(event.get("topic"))))
+                # Started in recorded order, they are queued (and written) in that order.
+                await asyncio.gather(*inputs)
                 await _settle(rt, settle_timeout)
             return await rt.journal.records(run_id)
     finally:
@@ -272,16 +275,21 @@ async def _execute(
 
 async def _settle(rt: Runtime, timeout: float) -> None:
     """Wait until nothing is in flight and every group has consumed every entry."""
+    # A handler's entry stays pending until its ack is written, and what it publishes is
+    # stored before it returns; so "nothing running, nothing pending, no lag", seen twice
+    # in a row, means the run has come to rest.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     quiet = 0
-    while quiet < 3:
+    while quiet < 2:
         if loop.time() > deadline:
             raise TimeoutError(f"the replay was still busy after {timeout}s")
-        await rt.idle(timeout=max(0.1, deadline - loop.time()))
-        busy = any(g.pending or g.lag for t in await rt.transport.topics() for g in t.groups)
+        await rt.writer.flush()
+        busy = rt.busy or any(
+            g.pending or g.lag for t in await rt.transport.topics() for g in t.groups
+        )
         quiet = 0 if busy else quiet + 1
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
 
 
 async def _store(

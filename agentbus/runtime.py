@@ -444,6 +444,11 @@ class Runtime:
     def agents(self) -> Sequence[Agent]:
         return tuple(self._agents)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a handler is running or an added agent is still being subscribed."""
+        return bool(self._hosting) or any(s.inflight for s in self._subs)
+
     async def idle(self, *, timeout: float = 10.0) -> None:
         """Wait until no handler is running and the journal is written (for tests)."""
         loop = asyncio.get_running_loop()
