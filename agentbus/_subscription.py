@@ -62,17 +62,14 @@ class Subscription:
         self._from_start = from_start
         concurrency = agent.concurrency or runtime.concurrency
         self.concurrency = concurrency
-        self._slots = asyncio.Semaphore(concurrency)
         self._inflight: dict[tuple[str, str], tuple[asyncio.Task[None], float]] = {}
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._lease_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         await self._create_groups()
         self._task = asyncio.create_task(self._loop(), name=f"agentbus-read-{self.group}")
-        self._lease_task = asyncio.create_task(self._leases(), name=f"agentbus-lease-{self.group}")
 
     async def _create_groups(self) -> None:
         for topic in self.topics:
@@ -87,7 +84,7 @@ class Subscription:
 
     async def finish(self, grace: float) -> int:
         """Wait up to ``grace`` s for in-flight handlers; cancel the rest (left pending)."""
-        readers = [t for t in (self._task, self._lease_task) if t is not None]
+        readers = [t for t in (self._task,) if t is not None]
         for task in readers:
             task.cancel()
         # redis-py finishes a cancelled blocking read before it gives up the connection
@@ -225,21 +222,22 @@ class Subscription:
 
         task.add_done_callback(done)
 
-    async def _leases(self) -> None:
-        """Keep the lease of long handlers, so no one claims what we are still handling."""
-        period = max(self.rt.visibility_timeout / 3, 0.05)
-        while True:
-            await asyncio.sleep(period)
-            now = time.monotonic()
-            by_topic: dict[str, list[str]] = {}
-            for (topic, entry_id), (_, started) in list(self._inflight.items()):
-                if now - started >= period:
-                    by_topic.setdefault(topic, []).append(entry_id)
-            for topic, ids in by_topic.items():
-                try:
-                    await self.rt.transport.extend_lease(topic, self.group, self.rt.consumer, ids)
-                except TransportError as exc:
-                    log.warning("extending leases on %r failed: %s", topic, exc)
+    async def renew_leases(self, older_than: float) -> None:
+        """Keep the lease of long handlers, so no one claims what we are still handling.
+
+        Called by the runtime's one lease task (a task per subscription would cost memory
+        for every hosted agent instance).
+        """
+        now = time.monotonic()
+        by_topic: dict[str, list[str]] = {}
+        for (topic, entry_id), (_, started) in list(self._inflight.items()):
+            if now - started >= older_than:
+                by_topic.setdefault(topic, []).append(entry_id)
+        for topic, ids in by_topic.items():
+            try:
+                await self.rt.transport.extend_lease(topic, self.group, self.rt.consumer, ids)
+            except TransportError as exc:
+                log.warning("extending leases on %r failed: %s", topic, exc)
 
     # -- dispatch ------------------------------------------------------------------------------
     async def _dispatch_safely(self, d: Delivery) -> None:

@@ -127,6 +127,7 @@ class Runtime:
         self._agents: list[Agent] = []
         self._subs: list[Subscription] = []
         self._hosting: set[asyncio.Task[None]] = set()
+        self._lease_task: asyncio.Task[None] | None = None
         self._requests = Requests(self)
         self._started = False
         self._closed = False
@@ -149,6 +150,7 @@ class Runtime:
             return
         await self.transport.connect()
         self.writer.start()
+        self._lease_task = asyncio.create_task(self._leases(), name="agentbus-leases")
         self._started = True
         self.metrics.start(self)
         for agent in list(self._agents):
@@ -198,6 +200,9 @@ class Runtime:
         grace = self.grace_period if grace is None else grace
         if self._hosting:
             await asyncio.gather(*list(self._hosting), return_exceptions=True)
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.wait([self._lease_task], timeout=1.0)
         for sub in self._subs:
             sub.stop_reading()
         cancelled = 0
@@ -443,6 +448,14 @@ class Runtime:
     @property
     def agents(self) -> Sequence[Agent]:
         return tuple(self._agents)
+
+    async def _leases(self) -> None:
+        period = max(self.visibility_timeout / 3, 0.05)
+        while True:
+            await asyncio.sleep(period)
+            for sub in list(self._subs):
+                if sub.inflight:
+                    await sub.renew_leases(older_than=period)
 
     @property
     def busy(self) -> bool:
