@@ -155,6 +155,21 @@ class DeadLetter:
     time: float
     payload: str
 
+    @classmethod
+    def from_body(cls, dlq_id: str, topic: str, body: dict[str, Any]) -> DeadLetter:
+        """Build from the JSON body the runtime stores in a dead-letter stream entry."""
+        return cls(
+            id=dlq_id,
+            topic=topic,
+            origin_id=str(body.get("origin_id", "")),
+            reason=str(body.get("reason", "")),
+            error=str(body.get("error", "")),
+            agent=str(body.get("agent", "")),
+            attempts=int(body.get("attempts", 0)),
+            time=float(body.get("time", 0.0)),
+            payload=str(body.get("payload", "")),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,

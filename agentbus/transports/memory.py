@@ -398,7 +398,7 @@ class MemoryTransport:
         if stream is None:
             return []
         return [
-            _letter(_fmt(i), topic, json.loads(stream.fields[i]["letter"]))
+            DeadLetter.from_body(_fmt(i), topic, json.loads(stream.fields[i]["letter"]))
             for i in stream.ids[:count]
         ]
 
@@ -467,17 +467,3 @@ class MemoryTransport:
         self._check()
         self._drain()
         return self._journal.read(run_id)
-
-
-def _letter(dlq_id: str, topic: str, body: dict[str, Any]) -> DeadLetter:
-    return DeadLetter(
-        id=dlq_id,
-        topic=topic,
-        origin_id=str(body.get("origin_id", "")),
-        reason=str(body.get("reason", "")),
-        error=str(body.get("error", "")),
-        agent=str(body.get("agent", "")),
-        attempts=int(body.get("attempts", 0)),
-        time=float(body.get("time", 0.0)),
-        payload=str(body.get("payload", "")),
-    )

@@ -565,19 +565,7 @@ class RedisStreamsTransport(RedisJournal):
         out = []
         for raw_id, fields in rows:
             body = json.loads(fields[_LETTER_FIELD.encode()])
-            out.append(
-                DeadLetter(
-                    id=_s(raw_id),
-                    topic=topic,
-                    origin_id=str(body.get("origin_id", "")),
-                    reason=str(body.get("reason", "")),
-                    error=str(body.get("error", "")),
-                    agent=str(body.get("agent", "")),
-                    attempts=int(body.get("attempts", 0)),
-                    time=float(body.get("time", 0.0)),
-                    payload=str(body.get("payload", "")),
-                )
-            )
+            out.append(DeadLetter.from_body(_s(raw_id), topic, body))
         return out
 
     async def remove_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> int:
