@@ -69,8 +69,11 @@ class Writer:
         return taken
 
     def _kick(self) -> None:
-        self._idle.clear()
-        self._wake.set()
+        # Called for every record and ack: skip the Event calls when nothing changes.
+        if self._idle.is_set():
+            self._idle.clear()
+        if not self._wake.is_set():
+            self._wake.set()
 
     async def _run(self) -> None:
         delay = 0.05

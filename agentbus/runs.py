@@ -6,7 +6,7 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .context import Scope, reset_scope, set_scope
+from .context import Scope, current_scope, reset_scope, set_scope
 from .envelope import new_id
 from .journal import record
 from .message import Message
@@ -87,6 +87,10 @@ class Run:
 
     async def publish(self, message: Message, topic: str, *, key: str | None = None) -> str:
         """Publish into this run (see :meth:`Runtime.publish`)."""
+        scope = current_scope()
+        if scope is not None and scope.run_id == self.run_id and scope.event is None:
+            # Already in this run's own scope (inside `async with run`): nothing to set.
+            return await self.runtime.publish(message, topic, key=key)
         token = set_scope(Scope(self.run_id))
         try:
             return await self.runtime.publish(message, topic, key=key)
