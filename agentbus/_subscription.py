@@ -64,6 +64,7 @@ class Subscription:
         self.concurrency = concurrency
         self._inflight: dict[tuple[str, str], tuple[asyncio.Task[None], float]] = {}
         self._stopping = asyncio.Event()
+        self._slot_released = asyncio.Event()  # set whenever a handler finishes
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -201,13 +202,6 @@ class Subscription:
         while self.concurrency - len(self._inflight) < n:
             await self._slot_released.wait()
             self._slot_released.clear()
-
-    @property
-    def _slot_released(self) -> asyncio.Event:
-        ev: asyncio.Event | None = getattr(self, "_released_ev", None)
-        if ev is None:
-            ev = self._released_ev = asyncio.Event()
-        return ev
 
     async def _spawn(self, d: Delivery) -> None:
         key = (d.topic, d.entry_id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -133,7 +132,3 @@ class Context:
 def _logger(agent: str) -> logging.Logger:
     # getLogger takes the logging module's lock; a Context is built for every delivery.
     return logging.getLogger(f"agentbus.agent.{agent}")
-
-
-def monotonic_ms() -> float:
-    return time.perf_counter() * 1000

@@ -21,26 +21,6 @@ T = TypeVar("T")
 
 #: The journal stream field that carries one record.
 RECORD_FIELD = "r"
-_RECORD_FIELD = RECORD_FIELD
-
-# Journal records of several runs appended in one script call (see _queue_journal).
-_JOURNAL_SCRIPT = f"""
-local pos = 2
-local streams = tonumber(ARGV[1])
-for k = 1, streams do
-  local n = tonumber(ARGV[pos])
-  for i = pos + 1, pos + n do
-    redis.call('XADD', KEYS[k], '*', '{_RECORD_FIELD}', ARGV[i])
-  end
-  pos = pos + n + 1
-end
-for k = streams + 1, #KEYS do
-  redis.call('HINCRBY', KEYS[k], 'events', ARGV[pos])
-  pos = pos + 1
-end
-return 0
-"""
-
 
 # A group commit of publishes in one script call: the events, their journal records and the
 # run counters, atomically (scripts run as a unit) and in one command, whose arguments
@@ -68,7 +48,7 @@ for s = 1, streams do
   local c = tonumber(ARGV[a + 1])
   a = a + 1
   for j = 1, c do
-    redis.call('XADD', KEYS[k], '*', '{_RECORD_FIELD}', ARGV[a + j])
+    redis.call('XADD', KEYS[k], '*', '{RECORD_FIELD}', ARGV[a + j])
   end
   a = a + c
 end
@@ -135,35 +115,16 @@ class RedisJournal:
 
     # -- journal in pipelines -------------------------------------------------------------
     def _queue_journal(self, pipe: Any, journal: Sequence[JournalEntry]) -> None:
+        """Queue journal records (and their run counters) on ``pipe`` as one script call.
+
+        The same script as a publish, with no events: redis-py spends far more client CPU
+        packing and parsing a command than Redis spends running it, so one EVAL beats an
+        XADD per record. Same entries, same order per run.
+        """
         if not journal:
             return
-        by_run: dict[str, list[bytes]] = {}
-        events: dict[str, int] = {}
-        for entry in journal:
-            by_run.setdefault(entry.run_id, []).append(entry.encode())
-            if entry.record.get("kind") == "published":
-                events[entry.run_id] = events.get(entry.run_id, 0) + 1
-            else:
-                spent = tokens_of(entry.record)
-                if spent:  # per-run token totals, so `agentbus runs` need not read journals
-                    pipe.hincrby(self.keys.run(entry.run_id), "tokens", spent)
-        if len(journal) == 1 and not events:
-            run_id, (body,) = next(iter(by_run.items()))
-            pipe.xadd(self.keys.journal(run_id), {_RECORD_FIELD: body})
-            return
-        # One EVAL instead of one XADD per record: redis-py spends far more client CPU
-        # packing and parsing a command than the server spends running it, and the hot
-        # path writes two or three records per event. Same entries, same order per run.
-        keys: list[str] = []
-        args: list[Any] = [len(by_run)]
-        for run_id, bodies in by_run.items():
-            keys.append(self.keys.journal(run_id))
-            args.append(len(bodies))
-            args.extend(bodies)
-        for run_id, n in events.items():
-            keys.append(self.keys.run(run_id))
-            args.append(n)
-        pipe.eval(_JOURNAL_SCRIPT, len(keys), *keys, *args)
+        keys, args = publish_args(self.keys, None, (), journal)
+        pipe.eval(PUBLISH_SCRIPT, len(keys), *keys, *args)
 
     # -- journal --------------------------------------------------------------------------------
     async def save_run(self, run: RunInfo) -> None:
@@ -234,7 +195,7 @@ class RedisJournal:
                     JournalRecord(
                         seq=_s(raw_id),
                         run_id=run_id,
-                        record=json.loads(fields[_RECORD_FIELD.encode()]),
+                        record=json.loads(fields[RECORD_FIELD.encode()]),
                     )
                 )
             if len(rows) < 10_000:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
 import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +13,7 @@ import pytest
 
 from agentbus import Envelope, Runtime
 from agentbus.testing import wait_for
+from agentbus.testing.workers import WorkerProcesses
 from agentbus.transports import Transport
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -31,69 +28,10 @@ Job = mp_app.Job
 Done = mp_app.Done
 
 
-class Workers:
-    """Starts `agentbus worker` subprocesses and makes sure they die with the test."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.procs: dict[str, subprocess.Popen[str]] = {}
-        self.output: dict[str, list[str]] = {}
-        self.drains: list[threading.Thread] = []
-
-    def start(self, consumer: str, *extra: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agentbus",
-                "worker",
-                APP,
-                "--url",
-                self.url,
-                "--consumer",
-                consumer,
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # the worker announces itself once it is reading
-        assert "hosting" in line, f"worker did not start: {line!r}"
-        self.procs[consumer] = proc
-        # Keep draining its output so a chatty worker never blocks on a full pipe.
-        out = self.output.setdefault(consumer, [])
-        drain = threading.Thread(target=lambda: out.extend(proc.stdout or ()), daemon=True)
-        drain.start()
-        self.drains.append(drain)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for drain in self.drains:
-            drain.join(timeout=5)  # EOF once the process is gone
-        for proc in self.procs.values():
-            if proc.stdout is not None:
-                proc.stdout.close()
-
-
 @pytest.fixture
-def workers(redis_url: str, redis_prefix: str) -> Iterator[Workers]:
-    w = Workers(f"{redis_url}?prefix={redis_prefix}")
-    try:
+def workers(redis_url: str, redis_prefix: str) -> Iterator[WorkerProcesses]:
+    with WorkerProcesses(f"{redis_url}?prefix={redis_prefix}", APP) as w:
         yield w
-    finally:
-        w.stop_all()
 
 
 async def _results(transport: Transport, topic: str) -> list[Any]:
@@ -101,9 +39,11 @@ async def _results(transport: Transport, topic: str) -> list[Any]:
     return [Done.model_validate(Envelope.decode(d.payload or b"").data) for d in entries]
 
 
-async def test_two_workers_share_the_work_and_handle_each_message_once(workers: Workers) -> None:
-    workers.start("w1")
-    workers.start("w2")
+async def test_two_workers_share_the_work_and_handle_each_message_once(
+    workers: WorkerProcesses,
+) -> None:
+    workers.start(consumer="w1")
+    workers.start(consumer="w2")
     async with Runtime(workers.url) as rt:
         async with rt.run("share") as run:
             for n in range(100):
@@ -126,9 +66,9 @@ async def test_two_workers_share_the_work_and_handle_each_message_once(workers: 
         assert len(handled) == 100
 
 
-async def test_broadcast_reaches_every_worker(workers: Workers) -> None:
-    workers.start("w1")
-    workers.start("w2")
+async def test_broadcast_reaches_every_worker(workers: WorkerProcesses) -> None:
+    workers.start(consumer="w1")
+    workers.start(consumer="w2")
     async with Runtime(workers.url) as rt:
         async with rt.run("broadcast") as run:
             for n in range(5):
@@ -145,10 +85,10 @@ async def test_broadcast_reaches_every_worker(workers: Workers) -> None:
 
 
 async def test_killed_worker_pending_messages_are_claimed_by_the_survivor(
-    workers: Workers,
+    workers: WorkerProcesses,
 ) -> None:
     opts = ("--visibility-timeout", "1.0", "--concurrency", "4")
-    victim = workers.start("victim", *opts)
+    victim = workers.start(consumer="victim", extra=opts)
     async with Runtime(workers.url) as rt:
         async with rt.run("crash") as run:
             for n in range(30):
@@ -165,7 +105,7 @@ async def test_killed_worker_pending_messages_are_claimed_by_the_survivor(
         stranded = next(g for g in topics["mp.jobs"].groups if g.name == "crunch").pending
         assert stranded > 0, "the victim should have died with unacknowledged jobs"
 
-        workers.start("survivor", *opts)
+        workers.start(consumer="survivor", extra=opts)
 
         async def all_done() -> bool:
             return {d.n for d in await _results(rt.transport, "mp.done")} == set(range(30))

@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
-import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -33,6 +30,7 @@ from agentbus import (
 )
 from agentbus.testing import wait_for
 from agentbus.testing.redis_server import RedisServer, free_port
+from agentbus.testing.workers import WorkerProcesses
 from agentbus.transports import Transport
 
 pytestmark = [pytest.mark.redis]
@@ -62,62 +60,10 @@ def fast_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield s
 
 
-class Workers:
-    """`agentbus worker` subprocesses that die with the test."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.procs: list[subprocess.Popen[str]] = []
-        self.live: dict[str, subprocess.Popen[str]] = {}
-        self.output: list[str] = []
-        self._drains: list[threading.Thread] = []
-
-    def start(self, consumer: str, *extra: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agentbus", "worker", APP, "--url", self.url,
-             "--consumer", consumer, *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "hosting" in line, f"worker did not start: {line!r}"
-        self.procs.append(proc)
-        self.live[consumer] = proc
-        drain = threading.Thread(target=lambda: self.output.extend(proc.stdout or ()), daemon=True)
-        drain.start()
-        self._drains.append(drain)
-        return proc
-
-    def kill(self, consumer: str) -> None:
-        proc = self.live.pop(consumer)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for drain in self._drains:
-            drain.join(timeout=5)
-        for proc in self.procs:
-            if proc.stdout is not None:
-                proc.stdout.close()
-
-
 @pytest.fixture
-def workers(fast_server: RedisServer) -> Iterator[Workers]:
-    w = Workers(fast_server.url + "?prefix=rel:")
-    try:
+def workers(fast_server: RedisServer) -> Iterator[WorkerProcesses]:
+    with WorkerProcesses(fast_server.url + "?prefix=rel:", APP) as w:
         yield w
-    finally:
-        w.stop_all()
 
 
 async def _outputs(transport: Transport, topic: str) -> list[Any]:
@@ -146,12 +92,12 @@ async def _group(transport: Transport, topic: str, group: str) -> Any:
     ids=["dedupe", "at-least-once"],
 )
 async def test_sigkilled_workers_lose_nothing(
-    workers: Workers, topic: str, out: str, group: str
+    workers: WorkerProcesses, topic: str, out: str, group: str
 ) -> None:
     total = 5000
     opts = ("--visibility-timeout", "1.0", "--concurrency", "16")
-    workers.start("w1", *opts)
-    workers.start("w2", *opts)
+    workers.start(consumer="w1", extra=opts)
+    workers.start(consumer="w2", extra=opts)
     async with Runtime(workers.url) as rt:
         async with rt.run("crash-loop"):
             await _publish_all(rt, topic, [Item(n=n, sleep=0.002) for n in range(total)])
@@ -169,7 +115,7 @@ async def test_sigkilled_workers_lose_nothing(
             kills += 1
             # Half the time the replacement has the victim's name (it resumes its own
             # pending entries at once); otherwise the survivor claims them when idle.
-            workers.start(victim if round_ < 2 else f"{victim}-{round_}", *opts)
+            workers.start(consumer=victim if round_ < 2 else f"{victim}-{round_}", extra=opts)
 
         async def all_handled() -> bool:
             return {h.n for h in await _outputs(rt.transport, out)} == set(range(total))

@@ -11,10 +11,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from agentbus import Runtime
 from agentbus.inspect import build_trace, render_tree
 from agentbus.testing import wait_for
+from agentbus.testing.workers import WorkerProcesses
 from agentbus.tracing import OpenTelemetryTracer, span_record
 
 APP_FILE = Path(__file__).with_name("trace_app.py")
@@ -39,64 +38,10 @@ _spec.loader.exec_module(trace_app)
 API_KEY = "sk-tracing-test-5f2c1e9a7b3d"
 
 
-class Workers:
-    """`agentbus worker` subprocesses that die with the test."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.procs: list[subprocess.Popen[str]] = []
-        self.drains: list[threading.Thread] = []
-        self.output: list[str] = []
-
-    def start(self, app: str, *args: str, env: dict[str, str]) -> None:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agentbus",
-                "worker",
-                f"{APP_FILE}:{app}",
-                "--url",
-                self.url,
-                *args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-        )
-        self.procs.append(proc)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "hosting" in line, f"worker did not start: {line!r}"
-        drain = threading.Thread(target=lambda: self.output.extend(proc.stdout or ()), daemon=True)
-        drain.start()
-        self.drains.append(drain)
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for drain in self.drains:
-            drain.join(timeout=5)
-        for proc in self.procs:
-            if proc.stdout is not None:
-                proc.stdout.close()
-
-
 @pytest.fixture
-def workers(redis_url: str, redis_prefix: str) -> Iterator[Workers]:
-    w = Workers(f"{redis_url}?prefix={redis_prefix}")
-    try:
+def workers(redis_url: str, redis_prefix: str) -> Iterator[WorkerProcesses]:
+    with WorkerProcesses(f"{redis_url}?prefix={redis_prefix}", f"{APP_FILE}:planner_app") as w:
         yield w
-    finally:
-        w.stop_all()
 
 
 def read_spans(path: Path) -> list[dict[str, Any]]:
@@ -115,21 +60,17 @@ def only(spans: list[dict[str, Any]], name: str) -> dict[str, Any]:
 @pytest.mark.redis
 @pytest.mark.slow
 async def test_a_run_across_two_worker_processes_is_one_linked_trace(
-    workers: Workers, tmp_path: Path
+    workers: WorkerProcesses, tmp_path: Path
 ) -> None:
     planner_file, writer_file = tmp_path / "planner.jsonl", tmp_path / "writer.jsonl"
     workers.start(
-        "planner_app",
-        "--consumer",
-        "planner-1",
-        "--trace",
-        f"jsonl:{planner_file}",
+        consumer="planner-1",
+        extra=("--trace", f"jsonl:{planner_file}"),
         env={"OTEL_SERVICE_NAME": "planner-svc", trace_app.API_KEY_ENV: API_KEY},
     )
     workers.start(  # configured by the environment alone, with content capture on
-        "writer_app",
-        "--consumer",
-        "writer-1",
+        app=f"{APP_FILE}:writer_app",
+        consumer="writer-1",
         env={
             "AGENTBUS_TRACING": f"jsonl:{writer_file}",
             "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
