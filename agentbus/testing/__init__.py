@@ -3,6 +3,8 @@
 * :func:`wait_for` — poll a condition instead of sleeping.
 * :func:`redis_url_available` — whether a Redis answers at a URL.
 * :func:`unique_prefix` — a fresh key prefix, so tests never share keys.
+* :class:`agentbus.testing.workers.WorkerProcesses` — ``agentbus worker`` subprocesses.
+* :class:`agentbus.testing.redis_server.RedisServer` — a throwaway ``redis-server``.
 """
 
 from __future__ import annotations
