@@ -13,6 +13,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
+from ._eager import start_task
 from .agent import Agent, HandlerSpec
 from .context import Context, Scope, reset_scope, set_scope
 from .envelope import Envelope, decode_data
@@ -207,10 +208,14 @@ class Subscription:
         key = (d.topic, d.entry_id)
         if key in self._inflight:
             return
-        task = asyncio.create_task(self._dispatch_safely(d))
+        # On Python 3.12+ the handler runs eagerly and, if it never suspends, is done
+        # here: no task is left to track.
+        task = start_task(self._dispatch_safely(d))
+        if task is None:
+            return
         self._inflight[key] = (task, time.monotonic())
 
-        def done(_: asyncio.Task[None]) -> None:
+        def done(_: asyncio.Task[Any]) -> None:
             self._inflight.pop(key, None)
             self._slot_released.set()
 
@@ -282,7 +287,9 @@ class Subscription:
                 attempt,
             )
             return
-        rt.writer.journal(self._entry(env, "delivered", attempt=attempt, consumer=rt.consumer))
+        journal = rt.journal_enabled  # with it off, not even build the records
+        if journal:
+            rt.writer.journal(self._entry(env, "delivered", attempt=attempt, consumer=rt.consumer))
         method = getattr(self.agent, spec.method)
         outages = 0
         while True:
@@ -340,7 +347,11 @@ class Subscription:
             finally:
                 reset_scope(token)
             duration = (time.perf_counter() - started) * 1000
-            handled = self._entry(env, "handled", attempt=attempt, duration_ms=round(duration, 3))
+            handled = (
+                self._entry(env, "handled", attempt=attempt, duration_ms=round(duration, 3))
+                if journal
+                else None
+            )
             if dedupe_key is not None:
                 outbox, scope.outbox = scope.outbox or [], None
                 await self._commit(d, env, dedupe_key, outbox, handled)
@@ -355,7 +366,7 @@ class Subscription:
         env: Envelope,
         dedupe_key: str,
         outbox: list[tuple[str, bytes, list[JournalEntry]]],
-        handled: JournalEntry,
+        handled: JournalEntry | None,
     ) -> None:
         """Write a de-duplicated handler's events, outcome, ack and marker atomically."""
         rt = self.rt
@@ -363,7 +374,8 @@ class Subscription:
         journal = list(queued)
         for _, _, entries in outbox:
             journal.extend(entries)
-        journal.append(handled)
+        if handled is not None:
+            journal.append(handled)
         if not rt.journal_enabled:
             journal = []
         delay = 0.05

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from . import _json
 from .errors import DecodeError, MessageTooLarge, UsageError
 from .message import Message, lookup_type
 
@@ -44,24 +45,39 @@ EXTENSIONS = (
 )
 _OPTIONAL = ("time", "subject", "datacontenttype", "dataschema")
 _REQUIRED = ("specversion", "id", "source", "type")
-_KNOWN = frozenset(_REQUIRED + _OPTIONAL + EXTENSIONS + ("data",))
 _ATTRIBUTES = _OPTIONAL + EXTENSIONS
-_STRINGS = _REQUIRED + _OPTIONAL + EXTENSIONS
+_STRING_SET = frozenset(_REQUIRED + _OPTIONAL + EXTENSIONS)
+_ATTRIBUTE_SET = frozenset(_ATTRIBUTES)
+_KNOWN = _STRING_SET | {"data"}
+_STRING_OR_NULL = frozenset({str, type(None)})
 
-# Every event is encoded once and decoded once per delivery: one encoder, built once.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Every event needs an id: two base-32 digits (10 bits) per step halves the work.
 _DIGIT_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
-_PAIR_SHIFTS = tuple(range(120, -10, -10))
 
 
 def new_id() -> str:
     """A ULID: 26 Crockford base-32 characters, sortable by creation millisecond, unique."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    return "".join([_DIGIT_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
+    global _millisecond
+    ms = int(time.time() * 1000)
+    if _millisecond[0] != ms:  # the 10 timestamp digits change once per millisecond
+        _millisecond = (ms, "".join([_DIGIT_PAIRS[(ms >> s) & 1023] for s in (40, 30, 20, 10, 0)]))
+    r = int.from_bytes(os.urandom(10), "big")  # 80 random bits: 8 pairs of digits
+    pairs = _DIGIT_PAIRS
+    return (
+        _millisecond[1]
+        + pairs[r >> 70]
+        + pairs[(r >> 60) & 1023]
+        + pairs[(r >> 50) & 1023]
+        + pairs[(r >> 40) & 1023]
+        + pairs[(r >> 30) & 1023]
+        + pairs[(r >> 20) & 1023]
+        + pairs[(r >> 10) & 1023]
+        + pairs[r & 1023]
+    )
 
 
+_millisecond: tuple[int, str] = (-1, "")
 _second: tuple[int, str] = (0, "1970-01-01T00:00:00")
 
 
@@ -131,7 +147,7 @@ class Envelope:
 
     def encode(self, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> bytes:
         """Serialise to UTF-8 JSON. Raises :class:`MessageTooLarge` past ``max_bytes``."""
-        raw = _ENCODER.encode(self.to_dict()).encode()
+        raw = _json.dumps(self.to_dict())
         if len(raw) > max_bytes:
             raise MessageTooLarge(len(raw), max_bytes, self.type)
         return raw
@@ -139,6 +155,28 @@ class Envelope:
     @classmethod
     def from_dict(cls, obj: Any) -> Envelope:
         """Validate a decoded JSON object. Raises :class:`DecodeError` with the reason."""
+        # Every delivery decodes an envelope: the common shape (only known attributes, all
+        # strings or null, one JSON value as data) is checked with C-level set operations
+        # and built in one call; anything else takes the attribute-by-attribute path.
+        if type(obj) is dict and obj.keys() <= _KNOWN and obj.get("specversion") == SPECVERSION:
+            kind = type(obj.get("data"))
+            kinds = set(map(type, obj.values()))
+            if kind in _STRING_OR_NULL:
+                plain = kinds <= _STRING_OR_NULL
+            else:  # exactly one value (data) of another type
+                plain = kinds - _STRING_OR_NULL <= {kind} and (
+                    list(map(type, obj.values())).count(kind) == 1
+                )
+            if plain and obj.get("id") and obj.get("source") and obj.get("type"):
+                attrs = obj.copy()
+                del attrs["specversion"]
+                attrs.setdefault("time", None)  # absent means absent, not "now"
+                attrs.setdefault("datacontenttype", None)
+                return cls(**attrs)
+        return cls._from_dict_checked(obj)
+
+    @classmethod
+    def _from_dict_checked(cls, obj: Any) -> Envelope:
         if not isinstance(obj, dict):
             raise DecodeError(
                 "not a CloudEvent", f"expected a JSON object, got {type(obj).__name__}"
@@ -151,18 +189,23 @@ class Envelope:
             raise DecodeError(
                 "unsupported specversion", f"{obj['specversion']!r} (supported: {SPECVERSION!r})"
             )
-        for name in _STRINGS:
-            value = get(name)
-            if value is not None and not isinstance(value, str):
-                raise DecodeError("invalid CloudEvents attribute", f"{name} must be a string")
-        # Usually every key is a known attribute: skip building the extras then.
-        extras = {} if obj.keys() <= _KNOWN else {k: v for k, v in obj.items() if k not in _KNOWN}
-        attrs = {name: get(name) for name in _ATTRIBUTES}
+        attrs: dict[str, Any] = {}
+        extras: dict[str, Any] = {}
+        for name, value in obj.items():
+            if name in _STRING_SET:
+                if value is not None and not isinstance(value, str):
+                    raise DecodeError("invalid CloudEvents attribute", f"{name} must be a string")
+                if name in _ATTRIBUTE_SET:
+                    attrs[name] = value
+            elif name != "data":
+                extras[name] = value
+        attrs.setdefault("time", None)
+        attrs.setdefault("datacontenttype", None)
         return cls(
             type=obj["type"],
             source=obj["source"],
             id=obj["id"],
-            data=obj.get("data"),
+            data=get("data"),
             extensions=extras,
             **attrs,
         )
@@ -171,14 +214,22 @@ class Envelope:
     def decode(cls, raw: bytes | str) -> Envelope:
         """Parse JSON bytes. Raises :class:`DecodeError` for invalid UTF-8, JSON or attributes."""
         try:
-            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        except UnicodeDecodeError as exc:
-            raise DecodeError("invalid UTF-8", str(exc)) from exc
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DecodeError("invalid JSON", str(exc)) from exc
+            obj = _json.loads(raw)
+        except ValueError:
+            obj = _strict_parse(raw)  # again with the standard library, for a precise reason
         return cls.from_dict(obj)
+
+
+def _strict_parse(raw: bytes | str) -> Any:
+    """Parse with :mod:`json`, turning its errors into :class:`DecodeError`."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        raise DecodeError("invalid UTF-8", str(exc)) from exc
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise DecodeError("invalid JSON", str(exc)) from exc
 
 
 def decode_data(envelope: Envelope, expected: type[Message] | None = None) -> Message:

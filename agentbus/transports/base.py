@@ -13,10 +13,11 @@ be reached. Cancelling a blocking read leaves the transport usable.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from .. import _json
 
 __all__ = [
     "Ack",
@@ -30,8 +31,6 @@ __all__ = [
     "Transport",
 ]
 
-# json.dumps with options builds a new encoder per call; records are encoded per event.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 #: The stream field that carries the encoded envelope.
 EVENT_FIELD = "e"
@@ -76,7 +75,7 @@ class JournalEntry:
 
     def encode(self) -> bytes:
         """The record as compact UTF-8 JSON."""
-        body = _ENCODER.encode(self.record).encode()
+        body = _json.dumps(self.record)
         if self.raw_event is None:
             return body
         return body[:-1] + b',"event":' + self.raw_event + b"}"

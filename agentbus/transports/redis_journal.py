@@ -12,6 +12,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from .. import _json
 from ..keys import Keys
 from .base import EVENT_FIELD, JournalEntry, JournalRecord, RunInfo, tokens_of
 
@@ -195,7 +196,7 @@ class RedisJournal:
                     JournalRecord(
                         seq=_s(raw_id),
                         run_id=run_id,
-                        record=json.loads(fields[RECORD_FIELD.encode()]),
+                        record=_json.loads(fields[RECORD_FIELD.encode()]),
                     )
                 )
             if len(rows) < 10_000:

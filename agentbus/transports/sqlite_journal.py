@@ -1,5 +1,11 @@
 """The embedded journal: runs and their records in a local SQLite file.
 
+Records are stored in chunks: one row per run per written batch, whose body is a JSON
+array of the batch's records. A row per record cost three B-tree inserts (table and
+index) per event, which made SQLite the largest single cost of the embedded runtime;
+a chunk row costs that once per batch. A record's ``seq`` is ``"<chunk>-<index>"``,
+ordered like a Redis stream id.
+
 The memory transport keeps topics in process memory but writes the journal here, so
 ``agentbus runs`` and ``agentbus trace`` work after the process has exited. Writes are
 committed in small batches (on a short timer and on close) rather than per record: a
@@ -15,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import _json
 from .base import JournalEntry, JournalRecord, RunInfo, tokens_of
 
 __all__ = ["SqliteJournal"]
@@ -31,12 +38,13 @@ CREATE TABLE IF NOT EXISTS runs (
     meta TEXT NOT NULL DEFAULT '{}',
     tokens INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS records (
+CREATE TABLE IF NOT EXISTS chunks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
     body TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS records_by_run ON records (run_id, seq);
+CREATE INDEX IF NOT EXISTS chunks_by_run ON chunks (run_id, seq);
 """
 
 #: The status of a run that has journal records but was never saved with save_run.
@@ -57,47 +65,71 @@ class SqliteJournal:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
         if "tokens" not in columns:  # a journal written by agentbus 0.1.0 before tokens
             self._db.execute("ALTER TABLE runs ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0")
+        self._migrate_record_rows()
         self._db.commit()
         self._dirty = False
 
+    def _migrate_record_rows(self) -> None:
+        """Move a journal written one row per record (agentbus 0.1) into chunks."""
+        legacy = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'"
+        ).fetchone()
+        if legacy is None:
+            return
+        self._db.execute(
+            "INSERT INTO chunks (run_id, n, body) "
+            "SELECT run_id, 1, '[' || body || ']' FROM records ORDER BY seq"
+        )
+        self._db.execute("DROP TABLE records")
+
     def append(self, entries: Sequence[JournalEntry]) -> None:
-        """Add records (uncommitted until :meth:`flush`)."""
+        """Add records (uncommitted until :meth:`flush`): one chunk row per run."""
         if not entries:
             return
-        self._db.executemany(
-            "INSERT INTO records (run_id, body) VALUES (?, ?)",
-            [(e.run_id, e.encode().decode()) for e in entries],
-        )
-        counts: dict[str, list[int]] = {}
-        for e in entries:
-            c = counts.setdefault(e.run_id, [0, 0])
-            c[1] += 1
-            if e.record.get("kind") == "published":
-                c[0] += 1
-        self._db.executemany(
-            "UPDATE runs SET events = events + ?, records = records + ? WHERE run_id = ?",
-            [(ev, rec, run_id) for run_id, (ev, rec) in counts.items()],
-        )
+        bodies: dict[str, list[bytes]] = {}
+        events: dict[str, int] = {}
         spent: dict[str, int] = {}
         for e in entries:
-            n = tokens_of(e.record)
-            if n:
-                spent[e.run_id] = spent.get(e.run_id, 0) + n
+            body = e.encode()
+            run_bodies = bodies.get(e.run_id)
+            if run_bodies is None:
+                run_bodies = bodies[e.run_id] = []
+            run_bodies.append(body)
+            kind = e.record.get("kind")
+            if kind == "published":
+                events[e.run_id] = events.get(e.run_id, 0) + 1
+            elif kind == "model_call":
+                n = tokens_of(e.record)
+                if n:
+                    spent[e.run_id] = spent.get(e.run_id, 0) + n
         self._db.executemany(
-            "UPDATE runs SET tokens = tokens + ? WHERE run_id = ?",
-            [(n, run_id) for run_id, n in spent.items()],
-        )
-        # As on Redis, events counted for a run not saved yet are kept: the run shows up
-        # in get_run (status "unknown") and keeps its count once save_run records it.
-        self._db.executemany(
-            "INSERT OR IGNORE INTO runs (run_id, name, status, started, events, records) "
-            "VALUES (?, '', ?, 0, ?, ?)",
+            "INSERT INTO chunks (run_id, n, body) VALUES (?, ?, ?)",
             [
-                (run_id, _UNSAVED, ev, rec)
-                for run_id, (ev, rec) in counts.items()
-                if ev  # Redis creates the run hash only to count published events
+                (run_id, len(run_bodies), (b"[" + b",".join(run_bodies) + b"]").decode())
+                for run_id, run_bodies in bodies.items()
             ],
         )
+        self._db.executemany(
+            "UPDATE runs SET events = events + ?, records = records + ? WHERE run_id = ?",
+            [(events.get(run_id, 0), len(b), run_id) for run_id, b in bodies.items()],
+        )
+        if spent:
+            self._db.executemany(
+                "UPDATE runs SET tokens = tokens + ? WHERE run_id = ?",
+                [(n, run_id) for run_id, n in spent.items()],
+            )
+        # As on Redis, events counted for a run not saved yet are kept: the run shows up
+        # in get_run (status "unknown") and keeps its count once save_run records it.
+        if events:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO runs (run_id, name, status, started, events, records) "
+                "VALUES (?, '', ?, 0, ?, ?)",
+                [
+                    (run_id, _UNSAVED, ev, len(bodies[run_id]))
+                    for run_id, ev in events.items()
+                    if ev  # Redis creates the run hash only to count published events
+                ],
+            )
         self._dirty = True
 
     def save_run(self, run: RunInfo) -> None:
@@ -120,7 +152,7 @@ class SqliteJournal:
     def list_runs(self, limit: int = 100) -> list[RunInfo]:
         rows = self._db.execute(
             "SELECT run_id, name, status, started, ended, events, "
-            "(SELECT COUNT(*) FROM records r WHERE r.run_id = runs.run_id), meta, tokens FROM runs "
+            "(SELECT COALESCE(SUM(c.n), 0) FROM chunks c WHERE c.run_id = runs.run_id), meta, tokens FROM runs "
             "WHERE status != ? ORDER BY started DESC LIMIT ?",
             (_UNSAVED, limit),
         ).fetchall()
@@ -129,7 +161,7 @@ class SqliteJournal:
     def get_run(self, run_id: str) -> RunInfo | None:
         row = self._db.execute(
             "SELECT run_id, name, status, started, ended, events, "
-            "(SELECT COUNT(*) FROM records r WHERE r.run_id = runs.run_id), meta, tokens FROM runs "
+            "(SELECT COALESCE(SUM(c.n), 0) FROM chunks c WHERE c.run_id = runs.run_id), meta, tokens FROM runs "
             "WHERE run_id = ?",
             (run_id,),
         ).fetchone()
@@ -137,11 +169,12 @@ class SqliteJournal:
 
     def read(self, run_id: str) -> list[JournalRecord]:
         rows = self._db.execute(
-            "SELECT seq, body FROM records WHERE run_id = ? ORDER BY seq", (run_id,)
+            "SELECT seq, body FROM chunks WHERE run_id = ? ORDER BY seq", (run_id,)
         ).fetchall()
         return [
-            JournalRecord(seq=str(seq), run_id=run_id, record=json.loads(body))
+            JournalRecord(seq=f"{seq}-{i}", run_id=run_id, record=record)
             for seq, body in rows
+            for i, record in enumerate(_json.loads(body))
         ]
 
     def close(self) -> None:

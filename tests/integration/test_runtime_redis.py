@@ -641,3 +641,37 @@ async def test_dead_consumers_entries_are_claimed(make_runtime: MakeRuntime) -> 
     assert sorted(worker.done) == [0, 1, 2]
     assert worker.attempts == [2, 2, 2]  # the dead consumer's read was the first delivery
     await wait_for(lambda: _no_pending(probe, "rt.jobs", "worker"), timeout=5)
+
+
+class Patient(Agent, name="patient"):
+    """Times out on its first await; the timeout must cancel this handler, nothing else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outcomes: list[str] = []
+        self.tasks: set[asyncio.Task[Any] | None] = set()
+
+    @handle("rt.patient")
+    async def on_job(self, job: Job, ctx: Context) -> None:
+        self.tasks.add(asyncio.current_task())
+        try:
+            async with asyncio.timeout(0.05):
+                await asyncio.Event().wait()
+        except TimeoutError:
+            self.outcomes.append(f"timed out {job.n}")
+
+
+async def test_a_handler_runs_in_its_own_task(make_runtime: MakeRuntime) -> None:
+    # Regression: handlers started by hand-driven "eager" steps saw the read loop as the
+    # current task, so asyncio.timeout cancelled the read loop instead of the handler.
+    patient = Patient()
+    rt = await started(make_runtime, patient)
+    for n in range(3):
+        await rt.publish(Job(n=n), "rt.patient")
+    await wait_for(lambda: len(patient.outcomes) == 3, timeout=10, message="3 timeouts")
+    await rt.publish(Job(n=3), "rt.patient")  # the read loop still reads
+    await wait_for(lambda: len(patient.outcomes) == 4, timeout=10, message="a 4th timeout")
+    assert sorted(patient.outcomes) == [f"timed out {n}" for n in range(4)]
+    assert len(patient.tasks) == 4 and None not in patient.tasks
+    await rt.idle()
+    assert await pending(rt, "rt.patient", "patient") == 0

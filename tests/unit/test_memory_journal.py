@@ -71,3 +71,50 @@ def test_in_memory_sqlite_journal() -> None:
     assert run is not None
     assert (run.events, run.records) == (1, 1)
     journal.close()
+
+
+def test_a_journal_written_one_row_per_record_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE runs (run_id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL,
+            started REAL NOT NULL, ended REAL, events INTEGER NOT NULL DEFAULT 0,
+            records INTEGER NOT NULL DEFAULT 0, meta TEXT NOT NULL DEFAULT '{}');
+        CREATE TABLE records (seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,
+            body TEXT NOT NULL);
+        INSERT INTO runs (run_id, name, status, started, events) VALUES ('r', 'old', 'completed', 1, 1);
+        INSERT INTO records (run_id, body) VALUES ('r', '{"kind":"run_started"}');
+        INSERT INTO records (run_id, body) VALUES ('other', '{"kind":"step"}');
+        INSERT INTO records (run_id, body) VALUES ('r', '{"kind":"published","event_id":"e"}');
+        """
+    )
+    db.commit()
+    db.close()
+
+    journal = SqliteJournal(path)
+    journal.append([JournalEntry("r", {"kind": "run_finished"})])
+    assert [r.kind for r in journal.read("r")] == ["run_started", "published", "run_finished"]
+    run = journal.get_run("r")
+    assert run is not None
+    assert (run.name, run.events, run.records, run.tokens) == ("old", 1, 3, 0)
+    journal.close()
+
+
+def test_records_keep_their_order_across_runs_and_batches() -> None:
+    journal = SqliteJournal(None)
+    for batch in range(3):
+        journal.append(
+            [
+                JournalEntry(run, {"kind": "step", "n": batch * 10 + i})
+                for i in range(4)
+                for run in ("a", "b")
+            ]
+        )
+    for run in ("a", "b"):
+        records = journal.read(run)
+        assert [r.record["n"] for r in records] == [b * 10 + i for b in range(3) for i in range(4)]
+        assert len({r.seq for r in records}) == 12
+    journal.close()
