@@ -21,20 +21,9 @@ __all__ = ["start_task"]
 _EAGER = sys.version_info >= (3, 12)
 
 
-def start_task(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
-    """Start ``coro`` as a task; ``None`` when it already finished (eagerly, on 3.12+)."""
+def start_task(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """Start ``coro`` as a task; on 3.12+ it may already be done when this returns."""
     loop = asyncio.get_running_loop()
     if _EAGER:
-        task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-        if task.done():
-            if not task.cancelled() and task.exception() is not None:
-                loop.call_exception_handler(
-                    {
-                        "message": "a delivery handler failed",
-                        "exception": task.exception(),
-                        "task": task,
-                    }
-                )
-            return None
-        return task
+        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
     return loop.create_task(coro)

@@ -13,6 +13,8 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from ._eager import start_task
 from .agent import Agent, HandlerSpec
 from .context import Context, Scope, reset_scope, set_scope
@@ -142,7 +144,7 @@ class Subscription:
                         ]
                         for d in fresh:
                             seen.add((d.topic, d.entry_id))
-                            await self._spawn(d)
+                            self._spawn(d)
                         if not fresh or len(own) < want:
                             break
                     recovered = True
@@ -162,7 +164,7 @@ class Subscription:
                             log.info(
                                 "claimed %s/%s idle past the visibility timeout", topic, d.entry_id
                             )
-                            await self._spawn(d)
+                            self._spawn(d)
                 await self._slots_free(1)
                 batch = await rt.transport.read_group(
                     self.group,
@@ -172,7 +174,7 @@ class Subscription:
                     block_ms=rt.block_ms,
                 )
                 for d in batch:
-                    await self._spawn(d)
+                    self._spawn(d)
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise
@@ -204,22 +206,34 @@ class Subscription:
             await self._slot_released.wait()
             self._slot_released.clear()
 
-    async def _spawn(self, d: Delivery) -> None:
+    def _spawn(self, d: Delivery) -> None:
         key = (d.topic, d.entry_id)
         if key in self._inflight:
             return
-        # On Python 3.12+ the handler runs eagerly and, if it never suspends, is done
-        # here: no task is left to track.
-        task = start_task(self._dispatch_safely(d))
-        if task is None:
+        task = start_task(self._dispatch(d))
+        if task.done():  # handled eagerly (Python 3.12+): nothing left to track
+            self._finished(d, task)
             return
         self._inflight[key] = (task, time.monotonic())
 
-        def done(_: asyncio.Task[Any]) -> None:
+        def done(t: asyncio.Task[None]) -> None:
             self._inflight.pop(key, None)
             self._slot_released.set()
+            self._finished(d, t)
 
         task.add_done_callback(done)
+
+    @staticmethod
+    def _finished(d: Delivery, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return  # shutdown: the entry stays pending for a later delivery
+        exc = task.exception()
+        if isinstance(exc, TransportError):
+            # E.g. the de-dup check failed during an outage. The entry stays pending and
+            # is claimed again after the visibility timeout: late, never lost.
+            log.warning("left %s/%s pending: %s", d.topic, d.entry_id, exc)
+        elif exc is not None:
+            log.error("handling %s/%s failed", d.topic, d.entry_id, exc_info=exc)
 
     async def renew_leases(self, older_than: float) -> None:
         """Keep the lease of long handlers, so no one claims what we are still handling.
@@ -239,14 +253,6 @@ class Subscription:
                 log.warning("extending leases on %r failed: %s", topic, exc)
 
     # -- dispatch ------------------------------------------------------------------------------
-    async def _dispatch_safely(self, d: Delivery) -> None:
-        try:
-            await self._dispatch(d)
-        except TransportError as exc:
-            # E.g. the de-dup check failed during an outage. The entry stays pending and
-            # is claimed again after the visibility timeout: late, never lost.
-            log.warning("left %s/%s pending: %s", d.topic, d.entry_id, exc)
-
     async def _dispatch(self, d: Delivery) -> None:
         rt = self.rt
         try:
@@ -268,7 +274,14 @@ class Subscription:
             return
         spec, cls = match
         try:
-            message = decode_data(env, cls)
+            message = cls.model_validate(env.data if env.data is not None else {})
+        except ValidationError:
+            try:
+                decode_data(env, cls)  # to word the reason
+            except DecodeError as exc:
+                await self._dead_letter(d, env, exc.reason, str(exc), d.delivery_count)
+                return
+            raise
         except DecodeError as exc:
             await self._dead_letter(d, env, exc.reason, str(exc), d.delivery_count)
             return
@@ -445,16 +458,18 @@ class Subscription:
             log.warning("could not send the error reply for %s: %s", env.id, exc2)
 
     def _entry(self, env: Envelope, kind: str, **fields: Any) -> JournalEntry:
+        # record(kind, ...) spelled out: two of these are built for every delivery.
         return JournalEntry(
             env.runid or ORPHAN_RUN,
-            record(
-                kind,
-                event_id=env.id,
-                type=env.type,
-                topic=env.topic,
-                agent=self.agent_name,
+            {
+                "kind": kind,
+                "time": time.time(),
+                "event_id": env.id,
+                "type": env.type,
+                "topic": env.topic,
+                "agent": self.agent_name,
                 **fields,
-            ),
+            },
         )
 
     async def _dead_letter(

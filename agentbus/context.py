@@ -12,7 +12,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .envelope import Envelope
@@ -38,7 +38,7 @@ class Scope:
     #: The envelope being handled (``None`` in a run's own code).
     event: Envelope | None = None
     #: Counts external calls made while handling the event (to match them on replay).
-    calls: list[int] = field(default_factory=lambda: [0])
+    calls: int = 0
     #: Events a de-duplicated handler published, held back to be written atomically
     #: with its ack (``(topic, payload, journal)``); ``None`` publishes at once.
     outbox: list[tuple[str, bytes, list[JournalEntry]]] | None = None
@@ -67,6 +67,8 @@ class Context:
     ``event`` is the envelope being handled, ``attempt`` counts deliveries of it.
     """
 
+    __slots__ = ("agent", "attempt", "event", "runtime")
+
     def __init__(
         self, runtime: Runtime, agent: str, event: Envelope | None = None, attempt: int = 1
     ) -> None:
@@ -74,7 +76,11 @@ class Context:
         self.agent = agent
         self.event = event
         self.attempt = attempt
-        self.logger = _logger(agent)
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The agent's logger, ``agentbus.agent.<name>``."""
+        return _logger(self.agent)
 
     @property
     def run_id(self) -> str | None:

@@ -393,8 +393,8 @@ class Runtime:
         scope = current_scope()
         index = 0
         if scope is not None:
-            index = scope.calls[0]
-            scope.calls[0] += 1
+            index = scope.calls
+            scope.calls += 1
         started = time.perf_counter()
         substituted = False
         response: dict[str, Any] | None = None

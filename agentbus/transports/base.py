@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .. import _json
 
@@ -52,9 +52,12 @@ class Delivery:
     delivery_count: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """Acknowledge ``entry_id`` of ``topic`` for ``group``."""
+class Ack(NamedTuple):
+    """Acknowledge ``entry_id`` of ``topic`` for ``group``.
+
+    A named tuple rather than a frozen dataclass: one is built per delivery, and a
+    frozen dataclass's ``__init__`` costs several times a tuple's.
+    """
 
     topic: str
     group: str

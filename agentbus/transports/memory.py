@@ -99,6 +99,7 @@ class MemoryTransport:
         self._marks: dict[str, float] = {}
         self._journal = SqliteJournal(journal_path)
         self._changed = asyncio.Event()
+        self._waiting = 0  # readers blocked in _wait; no one to wake when 0
         self._closed = False
         self._flush_handle: asyncio.TimerHandle | None = None
 
@@ -130,17 +131,22 @@ class MemoryTransport:
     def _wake(self) -> None:
         # One event shared by all waiters: set it to wake everyone, then replace it so
         # the next wait blocks again. Waiters re-check their condition after waking.
-        self._changed.set()
-        self._changed = asyncio.Event()
+        # Every publish calls this; with no reader blocked there is nothing to do.
+        if self._waiting:
+            self._changed.set()
+            self._changed = asyncio.Event()
 
     async def _wait(self, block_ms: int) -> None:
         # Not asyncio.wait_for: on 3.11 it swallows a cancellation that arrives just as the
         # event is set, so a cancelled reader kept looping and its owner's close hung.
+        self._waiting += 1
         try:
             async with asyncio.timeout(block_ms / 1000):
                 await self._changed.wait()
         except TimeoutError:
             pass
+        finally:
+            self._waiting -= 1
 
     def _stream(self, topic: str) -> _Stream:
         stream = self._streams.get(topic)
