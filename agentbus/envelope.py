@@ -123,7 +123,8 @@ class Envelope:
         return cls(
             type=message.message_type,
             source=source,
-            data=message.model_dump(mode="json"),
+            # model_dump(mode="json") without its wrapper (one call per publish)
+            data=message.__pydantic_serializer__.to_python(message, mode="json"),
             **attributes,
         )
 
@@ -135,10 +136,31 @@ class Envelope:
             "source": self.source,
             "type": self.type,
         }
-        for name in _ATTRIBUTES:
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
+        # Spelled out rather than a getattr loop over _ATTRIBUTES: once per publish.
+        if self.time is not None:
+            out["time"] = self.time
+        if self.subject is not None:
+            out["subject"] = self.subject
+        if self.datacontenttype is not None:
+            out["datacontenttype"] = self.datacontenttype
+        if self.dataschema is not None:
+            out["dataschema"] = self.dataschema
+        if self.topic is not None:
+            out["topic"] = self.topic
+        if self.runid is not None:
+            out["runid"] = self.runid
+        if self.causationid is not None:
+            out["causationid"] = self.causationid
+        if self.correlationid is not None:
+            out["correlationid"] = self.correlationid
+        if self.replyto is not None:
+            out["replyto"] = self.replyto
+        if self.partitionkey is not None:
+            out["partitionkey"] = self.partitionkey
+        if self.traceparent is not None:
+            out["traceparent"] = self.traceparent
+        if self.tracestate is not None:
+            out["tracestate"] = self.tracestate
         if self.extensions:
             out.update(self.extensions)
         if self.data is not None:

@@ -50,6 +50,10 @@ class Keys:
         """The hash holding one run's metadata."""
         return f"{self.prefix}run:{run_id}"
 
+    def journal_counts(self) -> str:
+        """The hash counting each run's journal records (field: the run id)."""
+        return f"{self.prefix}journal-counts"
+
     def runs(self) -> str:
         """The sorted set indexing runs by start time."""
         return f"{self.prefix}runs"

@@ -308,13 +308,14 @@ class Runtime:
                 journal.append(
                     JournalEntry(
                         env.runid,
-                        record(
-                            "published",
-                            event_id=env.id,
-                            type=env.type,
-                            topic=topic,
-                            agent=env.source,
-                        ),
+                        {  # record("published", ...) spelled out: one per publish
+                            "kind": "published",
+                            "time": time.time(),
+                            "event_id": env.id,
+                            "type": env.type,
+                            "topic": topic,
+                            "agent": env.source,
+                        },
                         raw_event=payload,
                     )
                 )

@@ -93,7 +93,7 @@ async def agentbus_fanout(
         r = redis_client(url)
         try:
             events = int(await r.hget(keys.run(run.run_id), "events") or 0)
-            records = await r.xlen(keys.journal(run.run_id))
+            records = int(await r.hget(keys.journal_counts(), run.run_id) or 0)
         finally:
             await r.aclose()
         if not journal:

@@ -109,9 +109,8 @@ async def raw_read(url: str, key: str) -> int:
     try:
         while True:
             rows = await r.xrange(key, min=start, count=10_000)
-            for _, fields in rows:
-                json.loads(fields[b"r"])
-            n += len(rows)
+            for _, fields in rows:  # one chunk of records per entry
+                n += len(json.loads(fields[b"c"]))
             if len(rows) < 10_000:
                 return n
             start = "(" + rows[-1][0].decode()

@@ -280,15 +280,17 @@ class RedisStreamsTransport(RedisJournal):
             return
         start = 0
         for p in batch:
-            mine = [_s(r) for r in results[start : start + len(p.items)]]
-            start += len(p.items)
+            n = len(p.items)
+            mine = [r.decode() for r in results[start : start + n]]
+            start += n
             if p.done.done():
                 continue
-            failed = next((r for r in mine if r.startswith("!")), None)
-            if failed is not None:
-                p.done.set_exception(
-                    TransportError(f"Redis at {self.url!r} refused a publish: {failed[1:]}")
-                )
+            for r in mine:
+                if r.startswith("!"):
+                    p.done.set_exception(
+                        TransportError(f"Redis at {self.url!r} refused a publish: {r[1:]}")
+                    )
+                    break
             else:
                 p.done.set_result(mine)
 

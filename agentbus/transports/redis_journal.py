@@ -16,17 +16,23 @@ from .. import _json
 from ..keys import Keys
 from .base import EVENT_FIELD, JournalEntry, JournalRecord, RunInfo, tokens_of
 
-__all__ = ["PUBLISH_SCRIPT", "RECORD_FIELD", "RedisJournal", "publish_args"]
+__all__ = ["CHUNK_FIELD", "PUBLISH_SCRIPT", "RECORD_FIELD", "RedisJournal", "publish_args"]
 
 T = TypeVar("T")
 
-#: The journal stream field that carries one record.
+#: The journal stream field of a chunk: a JSON array of records written together.
+CHUNK_FIELD = "c"
+#: The field of an entry holding one record (journals written by agentbus 0.1).
 RECORD_FIELD = "r"
 
 # A group commit of publishes in one script call: the events, their journal records and the
 # run counters, atomically (scripts run as a unit) and in one command, whose arguments
 # redis-py packs once instead of per XADD. A failed event XADD is reported per event
 # (a "!"-prefixed error) so each caller sees its own outcome.
+#
+# A run's records in one call go into one journal entry, a chunk (a JSON array): one
+# argument for redis-py to pack and one XADD for Redis instead of one per record, and a
+# journal stream a few hundred times shorter. The last key counts records per run.
 PUBLISH_SCRIPT = f"""
 local n = tonumber(ARGV[1])
 local maxlen = ARGV[2]
@@ -46,12 +52,9 @@ local streams = tonumber(ARGV[a + 1])
 a = a + 1
 for s = 1, streams do
   k = k + 1
-  local c = tonumber(ARGV[a + 1])
-  a = a + 1
-  for j = 1, c do
-    redis.call('XADD', KEYS[k], '*', '{RECORD_FIELD}', ARGV[a + j])
-  end
-  a = a + c
+  redis.call('XADD', KEYS[k], '*', '{CHUNK_FIELD}', ARGV[a + 3])
+  redis.call('HINCRBY', KEYS[#KEYS], ARGV[a + 1], ARGV[a + 2])
+  a = a + 3
 end
 local counters = tonumber(ARGV[a + 1])
 a = a + 1
@@ -81,11 +84,15 @@ def publish_args(
     by_run: dict[str, list[bytes]] = {}
     counters: dict[tuple[str, str], int] = {}
     for entry in journal:
-        by_run.setdefault(entry.run_id, []).append(entry.encode())
-        if entry.record.get("kind") == "published":
+        bodies = by_run.get(entry.run_id)
+        if bodies is None:
+            bodies = by_run[entry.run_id] = []
+        bodies.append(entry.encode())
+        kind = entry.record.get("kind")
+        if kind == "published":
             key = (entry.run_id, "events")
             counters[key] = counters.get(key, 0) + 1
-        else:
+        elif kind == "model_call":
             spent = tokens_of(entry.record)
             if spent:
                 key = (entry.run_id, "tokens")
@@ -93,12 +100,12 @@ def publish_args(
     args.append(len(by_run))
     for run_id, bodies in by_run.items():
         script_keys.append(keys.journal(run_id))
-        args.append(len(bodies))
-        args.extend(bodies)
+        args.extend((run_id, len(bodies), b"[" + b",".join(bodies) + b"]"))
     args.append(len(counters))
     for (run_id, field), amount in counters.items():
         script_keys.append(keys.run(run_id))
         args.extend((field, amount))
+    script_keys.append(keys.journal_counts())
     return script_keys, args
 
 
@@ -163,10 +170,11 @@ class RedisJournal:
             async with self._r.pipeline(transaction=False) as pipe:
                 for run_id in ids:
                     pipe.hgetall(self.keys.run(run_id))
+                    pipe.hget(self.keys.journal_counts(), run_id)
                     pipe.xlen(self.keys.journal(run_id))
                 results = await pipe.execute()
             return [
-                _run_info(run_id, results[2 * n], results[2 * n + 1])
+                _run_info(run_id, results[3 * n], _records(*results[3 * n + 1 : 3 * n + 3]))
                 for n, run_id in enumerate(ids)
             ]
 
@@ -176,9 +184,10 @@ class RedisJournal:
         async def run() -> RunInfo | None:
             async with self._r.pipeline(transaction=False) as pipe:
                 pipe.hgetall(self.keys.run(run_id))
+                pipe.hget(self.keys.journal_counts(), run_id)
                 pipe.xlen(self.keys.journal(run_id))
-                fields, n = await pipe.execute()
-            return _run_info(run_id, fields, n) if fields else None
+                fields, counted, length = await pipe.execute()
+            return _run_info(run_id, fields, _records(counted, length)) if fields else None
 
         return await self._idempotent(run)
 
@@ -192,16 +201,31 @@ class RedisJournal:
                 lambda: self._r.xrange(key, min=page_start, count=10_000)  # noqa: B023
             )
             for raw_id, fields in rows:
-                out.append(
-                    JournalRecord(
-                        seq=_s(raw_id),
-                        run_id=run_id,
-                        record=_json.loads(fields[RECORD_FIELD.encode()]),
+                entry_id = _s(raw_id)
+                chunk = fields.get(_CHUNK)
+                if chunk is not None:
+                    out.extend(
+                        JournalRecord(seq=f"{entry_id}:{i}", run_id=run_id, record=record)
+                        for i, record in enumerate(_json.loads(chunk))
                     )
-                )
+                else:  # one record per entry (agentbus 0.1)
+                    out.append(
+                        JournalRecord(
+                            seq=entry_id, run_id=run_id, record=_json.loads(fields[_RECORD])
+                        )
+                    )
             if len(rows) < 10_000:
                 return out
             start = "(" + _s(rows[-1][0])
+
+
+_CHUNK = CHUNK_FIELD.encode()
+_RECORD = RECORD_FIELD.encode()
+
+
+def _records(counted: bytes | None, length: int) -> int:
+    """A run's record count: counted by the write script, else one per entry (0.1)."""
+    return int(counted) if counted is not None else int(length)
 
 
 def _run_info(run_id: str, fields: dict[bytes, bytes], records: int) -> RunInfo:

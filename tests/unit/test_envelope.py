@@ -152,6 +152,12 @@ def _event(**overrides: object) -> bytes:
         (_event(runid=5), "invalid CloudEvents attribute", "runid"),
         (_event(type=["t"]), "invalid CloudEvents attribute", "type"),
         (_event(time=1700000000), "invalid CloudEvents attribute", "time"),
+        # an attribute of the same JSON type as data (the fast path counts them)
+        (_event(data=3, runid=5), "invalid CloudEvents attribute", "runid"),
+        (_event(data={"a": 1}, topic={"b": 2}), "invalid CloudEvents attribute", "topic"),
+        (_event(data=[1], subject=[2]), "invalid CloudEvents attribute", "subject"),
+        (_event(data="x", replyto=True), "invalid CloudEvents attribute", "replyto"),
+        (_event(id=7, data=7), "invalid CloudEvents attribute", "id"),
     ],
 )
 def test_decode_errors_name_the_reason(raw: bytes, reason: str, detail: str) -> None:
