@@ -50,6 +50,7 @@ _STRING_SET = frozenset(_REQUIRED + _OPTIONAL + EXTENSIONS)
 _ATTRIBUTE_SET = frozenset(_ATTRIBUTES)
 _KNOWN = _STRING_SET | {"data"}
 _STRING_OR_NULL = frozenset({str, type(None)})
+_ABSENT: Any = object()
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Every event needs an id: two base-32 digits (10 bits) per step halves the work.
@@ -57,27 +58,46 @@ _DIGIT_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 
 
 def new_id() -> str:
-    """A ULID: 26 Crockford base-32 characters, sortable by creation millisecond, unique."""
-    global _millisecond
+    """A ULID: 26 Crockford base-32 characters, sortable by creation millisecond, unique.
+
+    Monotonic within a millisecond, as the ULID spec allows: the first id of a
+    millisecond draws 80 random bits, the next ones add one. So ids made in one process
+    sort in creation order, and most calls only format the last two digits.
+    """
+    global _ulid
     ms = int(time.time() * 1000)
-    if _millisecond[0] != ms:  # the 10 timestamp digits change once per millisecond
-        _millisecond = (ms, "".join([_DIGIT_PAIRS[(ms >> s) & 1023] for s in (40, 30, 20, 10, 0)]))
-    r = int.from_bytes(os.urandom(10), "big")  # 80 random bits: 8 pairs of digits
-    pairs = _DIGIT_PAIRS
-    return (
-        _millisecond[1]
-        + pairs[r >> 70]
-        + pairs[(r >> 60) & 1023]
-        + pairs[(r >> 50) & 1023]
-        + pairs[(r >> 40) & 1023]
-        + pairs[(r >> 30) & 1023]
-        + pairs[(r >> 20) & 1023]
-        + pairs[(r >> 10) & 1023]
-        + pairs[r & 1023]
-    )
+    last_ms, rand, head = _ulid
+    if ms > last_ms:
+        rand = int.from_bytes(os.urandom(10), "big")
+        head = ""
+    else:
+        rand = (rand + 1) & _RANDOM_MASK
+        if rand & 1023 == 0:
+            head = ""  # a carry past the last two digits
+        ms = last_ms  # the clock stepped back: stay monotonic in the last millisecond
+    if not head:
+        pairs = _DIGIT_PAIRS
+        head = (
+            pairs[(ms >> 40) & 1023]
+            + pairs[(ms >> 30) & 1023]
+            + pairs[(ms >> 20) & 1023]
+            + pairs[(ms >> 10) & 1023]
+            + pairs[ms & 1023]
+            + pairs[rand >> 70]
+            + pairs[(rand >> 60) & 1023]
+            + pairs[(rand >> 50) & 1023]
+            + pairs[(rand >> 40) & 1023]
+            + pairs[(rand >> 30) & 1023]
+            + pairs[(rand >> 20) & 1023]
+            + pairs[(rand >> 10) & 1023]
+        )
+    _ulid = (ms, rand, head)
+    return head + _DIGIT_PAIRS[rand & 1023]
 
 
-_millisecond: tuple[int, str] = (-1, "")
+_RANDOM_MASK = (1 << 80) - 1
+#: (millisecond, random part, the first 24 characters) of the last id made.
+_ulid: tuple[int, int, str] = (-1, 0, "")
 _second: tuple[int, str] = (0, "1970-01-01T00:00:00")
 
 
@@ -177,24 +197,30 @@ class Envelope:
     @classmethod
     def from_dict(cls, obj: Any) -> Envelope:
         """Validate a decoded JSON object. Raises :class:`DecodeError` with the reason."""
+        return cls._from_own_dict(obj.copy() if type(obj) is dict else obj)
+
+    @classmethod
+    def _from_own_dict(cls, obj: Any) -> Envelope:
         # Every delivery decodes an envelope: the common shape (only known attributes, all
-        # strings or null, one JSON value as data) is checked with C-level set operations
-        # and built in one call; anything else takes the attribute-by-attribute path.
-        if type(obj) is dict and obj.keys() <= _KNOWN and obj.get("specversion") == SPECVERSION:
-            kind = type(obj.get("data"))
-            kinds = set(map(type, obj.values()))
-            if kind in _STRING_OR_NULL:
-                plain = kinds <= _STRING_OR_NULL
-            else:  # exactly one value (data) of another type
-                plain = kinds - _STRING_OR_NULL <= {kind} and (
-                    list(map(type, obj.values())).count(kind) == 1
-                )
-            if plain and obj.get("id") and obj.get("source") and obj.get("type"):
-                attrs = obj.copy()
-                del attrs["specversion"]
-                attrs.setdefault("time", None)  # absent means absent, not "now"
-                attrs.setdefault("datacontenttype", None)
-                return cls(**attrs)
+        # strings or null) is checked with C-level set operations and built in one call;
+        # anything else takes the attribute-by-attribute path. ``obj`` is consumed.
+        if type(obj) is dict and obj.keys() <= _KNOWN:
+            data = obj.pop("data", _ABSENT)
+            if (
+                set(map(type, obj.values())) <= _STRING_OR_NULL
+                and obj.get("specversion") == SPECVERSION
+                and obj.get("id")
+                and obj.get("source")
+                and obj.get("type")
+            ):
+                del obj["specversion"]
+                if "time" not in obj:
+                    obj["time"] = None  # absent means absent, not "now"
+                if "datacontenttype" not in obj:
+                    obj["datacontenttype"] = None
+                return cls(data=None if data is _ABSENT else data, **obj)
+            if data is not _ABSENT:
+                obj["data"] = data
         return cls._from_dict_checked(obj)
 
     @classmethod
@@ -239,7 +265,7 @@ class Envelope:
             obj = _json.loads(raw)
         except ValueError:
             obj = _strict_parse(raw)  # again with the standard library, for a precise reason
-        return cls.from_dict(obj)
+        return cls._from_own_dict(obj)
 
 
 def _strict_parse(raw: bytes | str) -> Any:

@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
     n INTEGER NOT NULL,
-    body TEXT NOT NULL
+    body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_run ON chunks (run_id, seq);
 """
@@ -105,7 +105,8 @@ class SqliteJournal:
         self._db.executemany(
             "INSERT INTO chunks (run_id, n, body) VALUES (?, ?, ?)",
             [
-                (run_id, len(run_bodies), (b"[" + b",".join(run_bodies) + b"]").decode())
+                # UTF-8 bytes as they are: a BLOB, read back by the same JSON parser
+                (run_id, len(run_bodies), b"[" + b",".join(run_bodies) + b"]")
                 for run_id, run_bodies in bodies.items()
             ],
         )

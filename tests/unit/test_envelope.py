@@ -205,5 +205,18 @@ def test_new_id_is_a_sortable_ulid() -> None:
     assert all(len(i) == 26 and set(i) <= set("0123456789ABCDEFGHJKMNPQRSTVWXYZ") for i in ids)
 
     earlier = new_id()
-    time.sleep(0.002)  # ULIDs order by millisecond; within one they are random
+    time.sleep(0.002)
     assert new_id() > earlier
+
+
+def test_ids_made_in_one_process_are_strictly_increasing() -> None:
+    # Monotonic ULIDs: within a millisecond the random part counts up, carries included.
+    ids = [new_id() for _ in range(20_000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    stamp = int(time.time() * 1000)
+    value = 0
+    for ch in ids[-1]:
+        value = value * 32 + crockford.index(ch)
+    assert abs((value >> 80) - stamp) < 5_000  # the first 48 bits are the millisecond
