@@ -13,7 +13,7 @@ be reached. Cancelling a blocking read leaves the transport usable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -36,20 +36,52 @@ __all__ = [
 EVENT_FIELD = "e"
 
 
-@dataclass(slots=True)
 class Delivery:
     """One stream entry handed to a consumer.
 
     ``payload`` is the encoded envelope, or ``None`` when the entry has no event field
     (garbage written by something else); ``fields`` keeps the raw entry for dead-letters.
     ``delivery_count`` counts this delivery (1 for a first read).
+
+    A transport may pass the entry's fields undecoded (``raw_fields``, keys as bytes):
+    ``fields`` then decodes them on first use, which only dead-lettering needs.
     """
 
-    topic: str
-    entry_id: str
-    payload: bytes | None
-    fields: dict[str, bytes] = field(default_factory=dict)
-    delivery_count: int = 1
+    __slots__ = ("_fields", "_raw", "delivery_count", "entry_id", "payload", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        entry_id: str,
+        payload: bytes | None,
+        fields: dict[str, bytes] | None = None,
+        delivery_count: int = 1,
+        *,
+        raw_fields: Mapping[bytes, bytes] | Mapping[str, bytes] | None = None,
+    ) -> None:
+        self.topic = topic
+        self.entry_id = entry_id
+        self.payload = payload
+        self.delivery_count = delivery_count
+        self._fields = fields if fields is not None or raw_fields is not None else {}
+        self._raw = raw_fields
+
+    @property
+    def fields(self) -> dict[str, bytes]:
+        """The entry's fields, names decoded."""
+        if self._fields is None:
+            raw = self._raw or {}
+            self._fields = {
+                k.decode("utf-8", "replace") if isinstance(k, bytes) else k: v
+                for k, v in raw.items()
+            }
+        return self._fields
+
+    def __repr__(self) -> str:
+        return (
+            f"Delivery(topic={self.topic!r}, entry_id={self.entry_id!r}, "
+            f"delivery_count={self.delivery_count})"
+        )
 
 
 class Ack(NamedTuple):

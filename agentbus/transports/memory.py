@@ -215,12 +215,9 @@ class MemoryTransport:
 
     def _delivery(self, topic: str, stream: _Stream, entry_id: _Id, count: int) -> Delivery:
         fields = stream.fields[entry_id]
+        # The stored fields are copied only if a dead letter asks for them.
         return Delivery(
-            topic=topic,
-            entry_id=_fmt(entry_id),
-            payload=fields.get(EVENT_FIELD),
-            fields=dict(fields),
-            delivery_count=count,
+            topic, _fmt(entry_id), fields.get(EVENT_FIELD), None, count, raw_fields=fields
         )
 
     def _read_once(

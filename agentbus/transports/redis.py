@@ -68,6 +68,9 @@ _LETTER_FIELD = "letter"
 #: Appends journal records. KEYS: the runs' journal streams, then the run hashes whose
 #: event counters grow. ARGV: the number of streams; per stream its record count and
 #: records; then per hash the increment.
+_EVENT_KEY = EVENT_FIELD.encode()
+
+
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -269,7 +272,7 @@ class RedisStreamsTransport(RedisJournal):
             self._check()
             items = [item for p in batch for item in p.items]
             keys, args = publish_args(self.keys, self._maxlen, items, journal)
-            results = await self._publish_script(keys=keys, args=args)
+            results = (await self._publish_script(keys=keys, args=args)).split(b"\n")
         except Exception as exc:
             error = self._translate(exc) if isinstance(exc, RedisError) else exc
             if self._closed and not isinstance(error, TransportClosed):
@@ -324,17 +327,17 @@ class RedisStreamsTransport(RedisJournal):
         for key, entries in response or []:
             topic = self.keys.topic_name(_s(key))
             for raw_id, fields in entries:
-                entry_id = _s(raw_id)
                 if fields is None:  # trimmed or deleted while pending
                     continue
-                decoded = {_s(k): v for k, v in fields.items()}
+                entry_id = raw_id.decode()
                 out.append(
                     Delivery(
-                        topic=topic,
-                        entry_id=entry_id,
-                        payload=decoded.get(EVENT_FIELD),
-                        fields=decoded,
-                        delivery_count=1 if counts is None else counts.get(entry_id, 1),
+                        topic,
+                        entry_id,
+                        fields.get(_EVENT_KEY),
+                        None,
+                        1 if counts is None else counts.get(entry_id, 1),
+                        raw_fields=fields,  # names decoded only if a dead letter needs them
                     )
                 )
         return out
@@ -402,10 +405,15 @@ class RedisStreamsTransport(RedisJournal):
     ) -> None:
         grouped: dict[tuple[str, str], list[str]] = {}
         for a in acks:
-            grouped.setdefault((a.topic, a.group), []).append(a.entry_id)
+            ids = grouped.get(a[:2])
+            if ids is None:
+                ids = grouped[a[:2]] = []
+            ids.append(a.entry_id)
+        # MULTI/EXEC only when there is more than one command to keep together.
+        atomic = len(grouped) + len(mark) + (1 if journal else 0) > 1
 
         async def run() -> None:
-            async with self._r.pipeline(transaction=True) as pipe:
+            async with self._r.pipeline(transaction=atomic) as pipe:
                 for (topic, group), ids in grouped.items():
                     pipe.xack(self.keys.topic(topic), group, *ids)
                 for key, ttl in mark:

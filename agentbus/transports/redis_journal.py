@@ -28,7 +28,9 @@ RECORD_FIELD = "r"
 # A group commit of publishes in one script call: the events, their journal records and the
 # run counters, atomically (scripts run as a unit) and in one command, whose arguments
 # redis-py packs once instead of per XADD. A failed event XADD is reported per event
-# (a "!"-prefixed error) so each caller sees its own outcome.
+# (a "!"-prefixed error) so each caller sees its own outcome. The ids and errors come back
+# as one newline-separated string (neither can contain a newline): redis-py parses one
+# reply instead of one per event, which is most of what a reply costs it.
 #
 # A run's records in one call go into one journal entry, a chunk (a JSON array): one
 # argument for redis-py to pack and one XADD for Redis instead of one per record, and a
@@ -63,7 +65,7 @@ for c = 1, counters do
   redis.call('HINCRBY', KEYS[k], ARGV[a + 1], ARGV[a + 2])
   a = a + 2
 end
-return out
+return table.concat(out, '\\n')
 """
 
 
