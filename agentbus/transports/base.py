@@ -63,18 +63,20 @@ class Delivery:
         self.entry_id = entry_id
         self.payload = payload
         self.delivery_count = delivery_count
-        self._fields = fields if fields is not None or raw_fields is not None else {}
+        self._fields = fields
         self._raw = raw_fields
 
     @property
     def fields(self) -> dict[str, bytes]:
-        """The entry's fields, names decoded."""
+        """The entry's fields, names decoded (just the event field for a plain event)."""
         if self._fields is None:
-            raw = self._raw or {}
-            self._fields = {
-                k.decode("utf-8", "replace") if isinstance(k, bytes) else k: v
-                for k, v in raw.items()
-            }
+            if self._raw is not None:
+                self._fields = {
+                    k.decode("utf-8", "replace") if isinstance(k, bytes) else k: v
+                    for k, v in self._raw.items()
+                }
+            else:
+                self._fields = {} if self.payload is None else {EVENT_FIELD: self.payload}
         return self._fields
 
     def __repr__(self) -> str:

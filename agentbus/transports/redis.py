@@ -53,6 +53,7 @@ from .base import (
     TopicInfo,
 )
 from .redis_journal import PUBLISH_SCRIPT, RedisJournal, publish_args
+from .redis_reads import READ_SCRIPT, unpack_read
 from .urls import redact_url
 
 __all__ = ["RedisStreamsTransport"]
@@ -65,9 +66,6 @@ MAX_BLOCK_MS = 10_000
 _LETTER_FIELD = "letter"
 
 
-#: Appends journal records. KEYS: the runs' journal streams, then the run hashes whose
-#: event counters grow. ARGV: the number of streams; per stream its record count and
-#: records; then per hash the increment.
 _EVENT_KEY = EVENT_FIELD.encode()
 
 
@@ -131,6 +129,7 @@ class RedisStreamsTransport(RedisJournal):
         self._writing: asyncio.Task[None] | None = None
         # EVALSHA with a transparent reload after NOSCRIPT (e.g. a restarted Redis).
         self._publish_script = self._r.register_script(PUBLISH_SCRIPT)
+        self._read_script = self._r.register_script(READ_SCRIPT)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def connect(self) -> None:
@@ -387,8 +386,14 @@ class RedisStreamsTransport(RedisJournal):
 
             return await self._idempotent(history)
         block = _block(block_ms)
+        keys = list(streams)
 
         async def read() -> list[Delivery]:
+            # What is waiting comes packed in one reply (see redis_reads); only when
+            # nothing is, block the usual way.
+            packed = await self._read_script(keys=keys, args=[group, consumer, count])
+            if packed:
+                return unpack_read(packed, self.keys.topic_name)
             response = await self._blocking.xreadgroup(
                 group, consumer, streams, count=count, block=block
             )
