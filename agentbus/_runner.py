@@ -35,22 +35,38 @@ __all__ = ["Runner"]
 log = logging.getLogger("agentbus.runtime")
 
 Key = tuple[str, str]
+#: The queue of a runner that never queued anything (shared, always empty).
+_EMPTY: deque[Delivery] = deque(maxlen=0)
 
 
 class Runner:
-    """At most ``concurrency`` deliveries queued or in progress, run by ``dispatch``."""
+    """At most ``concurrency`` deliveries queued or in progress, run by ``dispatch``.
+
+    One per hosted agent instance, so an idle one stays small: the queue, its key set and
+    the event are made on first use.
+    """
+
+    __slots__ = (
+        "_dispatch",
+        "_drainer",
+        "_queued",
+        "_ready",
+        "_released",
+        "_suspended",
+        "concurrency",
+    )
 
     def __init__(
         self, dispatch: Callable[[Delivery], Coroutine[Any, Any, None]], concurrency: int
     ) -> None:
         self._dispatch = dispatch
         self.concurrency = concurrency
-        self._ready: deque[Delivery] = deque()
+        self._ready: deque[Delivery] = _EMPTY
         self._queued: set[Key] = set()
         #: Handlers that suspended: their task and when they started.
         self._suspended: dict[Key, tuple[asyncio.Task[None], float]] = {}
         self._drainer: asyncio.Task[None] | None = None
-        self._released = asyncio.Event()  # set whenever a handler finishes
+        self._released: asyncio.Event | None = None  # set whenever a handler finishes
 
     # -- what the read loop asks -------------------------------------------------------------
     @property
@@ -65,6 +81,8 @@ class Runner:
     async def wait_free(self, n: int) -> None:
         """Wait until ``n`` more deliveries may be queued."""
         while self.concurrency - len(self._ready) - len(self._suspended) < n:
+            if self._released is None:
+                self._released = asyncio.Event()
             await self._released.wait()
             self._released.clear()
 
@@ -77,6 +95,8 @@ class Runner:
         key = (d.topic, d.entry_id)
         if key in self._queued or key in self._suspended:
             return
+        if self._ready is _EMPTY:
+            self._ready = deque()
         self._ready.append(d)
         self._queued.add(key)
         if self._drainer is None:
@@ -96,11 +116,11 @@ class Runner:
             try:
                 yielded = ctx.run(coro.send, None)
             except StopIteration:
-                self._released.set()
+                self._release()
                 continue
             except Exception as exc:
                 _report(d, exc)
-                self._released.set()
+                self._release()
                 continue
             # The handler suspended: this task is now its task until it ends; the rest of
             # the queue goes to a new drainer.
@@ -116,9 +136,13 @@ class Runner:
                 _report(d, exc)
             finally:
                 del self._suspended[key]
-                self._released.set()
+                self._release()
             return
         self._drainer = None
+
+    def _release(self) -> None:
+        if self._released is not None:
+            self._released.set()
 
     async def finish(self, grace: float) -> int:
         """Wait up to ``grace`` s for queued and running handlers; cancel the rest.
@@ -130,7 +154,7 @@ class Runner:
         while (tasks := self._tasks()) and (remaining := deadline - loop.time()) > 0:
             await asyncio.wait(tasks, timeout=remaining)
         left = len(self._ready) + len(self._suspended)
-        self._ready.clear()
+        self._ready = _EMPTY
         self._queued.clear()
         tasks = self._tasks()
         for t in tasks:

@@ -66,7 +66,7 @@ class Subscription:
         concurrency = agent.concurrency or runtime.concurrency
         self.concurrency = concurrency
         self._runner = Runner(self._dispatch, concurrency)
-        self._stopping = asyncio.Event()
+        self._stopping = False  # a flag, not an Event: one per hosted agent instance
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -81,7 +81,7 @@ class Subscription:
             )
 
     def stop_reading(self) -> None:
-        self._stopping.set()
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
 
@@ -109,7 +109,7 @@ class Subscription:
         recovered = False
         next_claim = time.monotonic() + rt.claim_interval
         cursors = dict.fromkeys(self.topics, "0-0")
-        while not self._stopping.is_set():
+        while not self._stopping:
             try:
                 if not recovered:
                     # Our own pending entries first: a restart of this consumer resumes them.
@@ -168,7 +168,7 @@ class Subscription:
             except TransportClosed:
                 return
             except GroupNotFound as exc:
-                if self._stopping.is_set():
+                if self._stopping:
                     return
                 log.warning("consumer group %r vanished (%s); recreating it", self.group, exc)
                 await asyncio.sleep(backoff)
