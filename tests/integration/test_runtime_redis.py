@@ -672,6 +672,7 @@ async def test_a_handler_runs_in_its_own_task(make_runtime: MakeRuntime) -> None
     await rt.publish(Job(n=3), "rt.patient")  # the read loop still reads
     await wait_for(lambda: len(patient.outcomes) == 4, timeout=10, message="a 4th timeout")
     assert sorted(patient.outcomes) == [f"timed out {n}" for n in range(4)]
-    assert len(patient.tasks) == 4 and None not in patient.tasks
+    assert len(patient.tasks) == 4  # each handler ran in a task of its own
+    assert None not in patient.tasks
     await rt.idle()
     assert await pending(rt, "rt.patient", "patient") == 0
