@@ -130,6 +130,8 @@ class RedisStreamsTransport(RedisJournal):
         # EVALSHA with a transparent reload after NOSCRIPT (e.g. a restarted Redis).
         self._publish_script = self._r.register_script(PUBLISH_SCRIPT)
         self._read_script = self._r.register_script(READ_SCRIPT)
+        #: Per (group, consumer): did its last read find a backlog? (see read_group)
+        self._busy: dict[tuple[str, str], bool] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
     async def connect(self) -> None:
@@ -388,16 +390,24 @@ class RedisStreamsTransport(RedisJournal):
         block = _block(block_ms)
         keys = list(streams)
 
+        reader = (group, consumer)
+
         async def read() -> list[Delivery]:
             # What is waiting comes packed in one reply (see redis_reads); only when
-            # nothing is, block the usual way.
-            packed = await self._read_script(keys=keys, args=[group, consumer, count])
-            if packed:
-                return unpack_read(packed, self.keys.topic_name)
+            # nothing is, block the usual way. A reader whose last read found at most one
+            # entry is at idle or nearly: it blocks at once, sparing a round trip.
+            if self._busy.get(reader, True):
+                packed = await self._read_script(keys=keys, args=[group, consumer, count])
+                if packed:
+                    out = unpack_read(packed, self.keys.topic_name)
+                    self._busy[reader] = len(out) > 1
+                    return out
             response = await self._blocking.xreadgroup(
                 group, consumer, streams, count=count, block=block
             )
-            return self._deliveries(response)
+            out = self._deliveries(response)
+            self._busy[reader] = len(out) > 1
+            return out
 
         return await self._call(read)
 
