@@ -9,6 +9,7 @@ encoded once; the standard library's ``json`` costs about four times as much per
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic_core import from_json, to_json
@@ -16,11 +17,9 @@ from pydantic_core import from_json, to_json
 __all__ = ["dumps", "loads"]
 
 
-def dumps(obj: Any) -> bytes:
-    """``obj`` (JSON-ready values only) as compact UTF-8 JSON bytes."""
-    return to_json(obj)
+#: ``dumps(obj)``: ``obj`` (JSON-ready values only) as compact UTF-8 JSON bytes. The Rust
+#: function itself, not a wrapper: a Python frame per call is a measurable share here.
+dumps: Callable[[Any], bytes] = to_json
 
-
-def loads(raw: bytes | str) -> Any:
-    """Parse JSON text or UTF-8 bytes. Raises :class:`ValueError` when invalid."""
-    return from_json(raw)
+#: ``loads(raw)``: parse JSON text or UTF-8 bytes; raises :class:`ValueError` when invalid.
+loads: Callable[[bytes | str], Any] = from_json

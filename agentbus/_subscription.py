@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from ._hooks import NullTracer
 from ._runner import Runner
 from .agent import Agent, HandlerSpec
 from .context import Context, Scope, reset_scope, set_scope
@@ -66,6 +67,7 @@ class Subscription:
         concurrency = agent.concurrency or runtime.concurrency
         self.concurrency = concurrency
         self._runner = Runner(self._dispatch, concurrency)
+        self._traced = not isinstance(runtime.tracer, NullTracer)
         self._stopping = False  # a flag, not an Event: one per hosted agent instance
         self._task: asyncio.Task[None] | None = None
 
@@ -286,9 +288,14 @@ class Subscription:
             token = set_scope(scope)
             started = time.perf_counter()
             try:
-                with rt.tracer.consume(env, self.agent_name, d.topic):
+                if self._traced:
+                    with rt.tracer.consume(env, self.agent_name, d.topic):
+                        result = await method(message, ctx)
+                        if result is not None:  # the reply is part of handling (same span)
+                            await self._emit(spec, env, result)
+                else:  # the same without entering a no-op context per delivery
                     result = await method(message, ctx)
-                    if result is not None:  # the reply is part of handling (same span)
+                    if result is not None:
                         await self._emit(spec, env, result)
             except asyncio.CancelledError:
                 raise  # shutdown: the entry stays pending for a later delivery

@@ -48,7 +48,7 @@ def _parse(entry_id: str) -> _Id:
     return int(ms), int(seq or 0)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     consumer: str
     delivered_ms: int

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from .. import _json
 from ..keys import Keys
-from .base import EVENT_FIELD, JournalEntry, JournalRecord, RunInfo, tokens_of
+from .base import EVENT_FIELD, JournalEntry, JournalRecord, RunInfo, encode_chunk, tokens_of
 
 __all__ = ["CHUNK_FIELD", "PUBLISH_SCRIPT", "RECORD_FIELD", "RedisJournal", "publish_args"]
 
@@ -83,13 +83,13 @@ def publish_args(
     script_keys = [keys.topic(topic) for topic, _ in items]
     args: list[Any] = [len(script_keys), "" if maxlen is None else maxlen]
     args.extend(payload for _, payload in items)
-    by_run: dict[str, list[bytes]] = {}
+    by_run: dict[str, list[JournalEntry]] = {}
     counters: dict[tuple[str, str], int] = {}
     for entry in journal:
         bodies = by_run.get(entry.run_id)
         if bodies is None:
             bodies = by_run[entry.run_id] = []
-        bodies.append(entry.encode())
+        bodies.append(entry)
         kind = entry.record.get("kind")
         if kind == "published":
             key = (entry.run_id, "events")
@@ -102,7 +102,7 @@ def publish_args(
     args.append(len(by_run))
     for run_id, bodies in by_run.items():
         script_keys.append(keys.journal(run_id))
-        args.extend((run_id, len(bodies), b"[" + b",".join(bodies) + b"]"))
+        args.extend((run_id, len(bodies), encode_chunk(bodies)))
     args.append(len(counters))
     for (run_id, field), amount in counters.items():
         script_keys.append(keys.run(run_id))

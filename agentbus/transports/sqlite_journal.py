@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _json
-from .base import JournalEntry, JournalRecord, RunInfo, tokens_of
+from .base import JournalEntry, JournalRecord, RunInfo, encode_chunk, tokens_of
 
 __all__ = ["SqliteJournal"]
 
@@ -86,15 +86,14 @@ class SqliteJournal:
         """Add records (uncommitted until :meth:`flush`): one chunk row per run."""
         if not entries:
             return
-        bodies: dict[str, list[bytes]] = {}
+        bodies: dict[str, list[JournalEntry]] = {}
         events: dict[str, int] = {}
         spent: dict[str, int] = {}
         for e in entries:
-            body = e.encode()
             run_bodies = bodies.get(e.run_id)
             if run_bodies is None:
                 run_bodies = bodies[e.run_id] = []
-            run_bodies.append(body)
+            run_bodies.append(e)
             kind = e.record.get("kind")
             if kind == "published":
                 events[e.run_id] = events.get(e.run_id, 0) + 1
@@ -106,7 +105,7 @@ class SqliteJournal:
             "INSERT INTO chunks (run_id, n, body) VALUES (?, ?, ?)",
             [
                 # UTF-8 bytes as they are: a BLOB, read back by the same JSON parser
-                (run_id, len(run_bodies), b"[" + b",".join(run_bodies) + b"]")
+                (run_id, len(run_bodies), encode_chunk(run_bodies))
                 for run_id, run_bodies in bodies.items()
             ],
         )

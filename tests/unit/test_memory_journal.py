@@ -118,3 +118,24 @@ def test_records_keep_their_order_across_runs_and_batches() -> None:
         assert [r.record["n"] for r in records] == [b * 10 + i for b in range(3) for i in range(4)]
         assert len({r.seq for r in records}) == 12
     journal.close()
+
+
+def test_a_chunk_is_the_records_with_their_events_spliced_in() -> None:
+    import json
+
+    from agentbus.transports.base import _MARK, encode_chunk
+
+    event = b'{"id":"e1","data":{"text":"caf\xc3\xa9 \\u0000 \\"quoted\\""}}'
+    entries = [
+        JournalEntry("r", {"kind": "delivered", "n": 1}),
+        JournalEntry("r", {"kind": "published", "n": 2}, raw_event=event),
+        JournalEntry("r", {"kind": "step", "text": "looks like a mark: \x00agentbus-event-"}),
+        JournalEntry("r", {"kind": "published", "n": 3}, raw_event=b'{"id":"e2"}'),
+    ]
+    chunk = encode_chunk(entries)
+    assert json.loads(chunk) == [json.loads(e.encode()) for e in entries]
+    assert chunk == b"[" + b",".join(e.encode() for e in entries) + b"]"
+    # a record that happens to carry the exact mark still encodes correctly (slow path)
+    sneaky = [*entries, JournalEntry("r", {"kind": "step", "text": _MARK})]
+    assert json.loads(encode_chunk(sneaky)) == [json.loads(e.encode()) for e in sneaky]
+    assert encode_chunk([JournalEntry("r", {"kind": "step"})]) == b'[{"kind":"step"}]'
