@@ -68,17 +68,27 @@ def make_test_certificates(directory: str | Path, *, name: str = "ca") -> TlsFil
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = f"{name}.key", f"{name}.crt"
+    # The extensions strict X.509 verification demands (Python 3.13 turns it on by
+    # default): a CA marked as one, with key usage; leaves naming their issuer and use.
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", f"/CN=agentbus test {name}", "-keyout", ca_key, "-out", ca_cert, cwd=d)  # fmt: skip
-    ext = d / f"{name}-server.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+             "-subj", f"/CN=agentbus test {name}", "-keyout", ca_key, "-out", ca_cert,
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             "-addext", "subjectKeyIdentifier=hash", cwd=d)  # fmt: skip
     for role in ("server", "client"):
         key, csr, crt = f"{name}-{role}.key", f"{name}-{role}.csr", f"{name}-{role}.crt"
+        ext = d / f"{name}-{role}.ext"
+        ext.write_text(
+            "basicConstraints=CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            f"extendedKeyUsage={'serverAuth' if role == 'server' else 'clientAuth'}\n"
+            "authorityKeyIdentifier=keyid,issuer\n"
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        )
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
                  "-keyout", key, "-out", csr, cwd=d)  # fmt: skip
-        extra = ["-extfile", ext.name] if role == "server" else []
         _openssl("x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key,
-                 "-CAcreateserial", "-days", "2", "-out", crt, *extra, cwd=d)  # fmt: skip
+                 "-CAcreateserial", "-days", "2", "-out", crt, "-extfile", ext.name, cwd=d)  # fmt: skip
     return TlsFiles(
         ca_cert=d / ca_cert,
         server_cert=d / f"{name}-server.crt",

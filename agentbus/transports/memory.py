@@ -97,11 +97,20 @@ class MemoryTransport:
         self._dlq: dict[str, _Stream] = {}
         self._pending: list[JournalEntry] = []
         self._marks: dict[str, float] = {}
-        self._journal = SqliteJournal(journal_path)
+        self._journal_path = journal_path
+        self._sqlite: SqliteJournal | None = None  # opened on first use (see _journal)
         self._changed = asyncio.Event()
         self._waiting = 0  # readers blocked in _wait; no one to wake when 0
         self._closed = False
         self._flush_handle: asyncio.TimerHandle | None = None
+
+    @property
+    def _journal(self) -> SqliteJournal:
+        # Opened when first needed, so constructing a transport (or a Runtime that is never
+        # started) opens no database and leaves nothing to close.
+        if self._sqlite is None:
+            self._sqlite = SqliteJournal(self._journal_path)
+        return self._sqlite
 
     # -- lifecycle --------------------------------------------------------------------
     async def connect(self) -> None:
@@ -114,7 +123,8 @@ class MemoryTransport:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         self._drain()
-        self._journal.close()
+        if self._sqlite is not None:
+            self._sqlite.close()
         self._wake()
 
     async def __aenter__(self) -> MemoryTransport:

@@ -374,6 +374,8 @@ async def test_long_handler_keeps_its_lease_and_runs_once(where: str, tmp_path: 
             records = await a.journal.records(run.run_id)
             assert [r.record["attempt"] for r in records if r.kind == "delivered"] == [1]
             assert [r.kind for r in records if r.kind == "handled"] == ["handled"]
+        if shared is not None:  # a transport passed in is the caller's to close
+            await shared.aclose()
 
 
 # -- de-duplicated handlers commit their effects with the ack ------------------------------------------
@@ -424,3 +426,5 @@ async def test_dedupe_handler_effects_land_once_with_the_ack(where: str, tmp_pat
             assert flaky.attempts[7] == 2  # the marker stopped it before the handler
             out = await rt.transport.read_tail("rel.flaky.out", "0-0", count=10, block_ms=None)
             assert len(out) == 1
+        if shared is not None:  # a transport passed in is the caller's to close
+            await shared.aclose()

@@ -7,7 +7,7 @@ import json
 import pytest
 from openai_server import OpenAIServer
 
-from agentbus import MemoryTransport, Runtime
+from agentbus import Runtime
 from agents import OfflineModel, tool
 from agents.llm import LLMAgent, Memory, Prompt, Reply, StepLimitExceeded
 from agents.openai_model import OpenAIChatModel
@@ -84,7 +84,7 @@ async def test_llm_agent_calls_a_tool_through_the_real_openai_client(
 
 async def test_offline_model_answers_with_a_labelled_tool_based_reply() -> None:
     agent = LLMAgent(name="weather", model=OfflineModel(), tools=[city_weather], topic="ask")
-    async with Runtime(transport=MemoryTransport()) as rt:
+    async with Runtime("memory://?journal=") as rt:
         rt.add(agent)
         async with rt.run("offline") as run:
             reply = await run.request(
@@ -111,7 +111,7 @@ async def test_structured_output_and_memory_per_conversation() -> None:
     agent = LLMAgent(
         name="judge", model=OfflineModel(), output=Verdict, memory=memory, topic="judge"
     )
-    async with Runtime(transport=MemoryTransport()) as rt:
+    async with Runtime("memory://?journal=") as rt:
         rt.add(agent)
         async with rt.run("judge") as run:
             first = await run.request(
@@ -129,7 +129,7 @@ async def test_step_limit_is_reported_to_the_requester(openai_server: OpenAIServ
         openai_server.reply_tool_call("city_weather", {"city": "Paris"}, call_id=f"c{n}")
     model = OpenAIChatModel("m", base_url=openai_server.url, api_key=SECRET, max_attempts=1)
     agent = LLMAgent(name="loop", model=model, tools=[city_weather], max_steps=2, topic="loop")
-    async with model, Runtime(transport=MemoryTransport(), max_attempts=1) as rt:
+    async with model, Runtime("memory://?journal=", max_attempts=1) as rt:
         rt.add(agent)
         async with rt.run("loop") as run:
             from agentbus import RemoteError

@@ -192,7 +192,7 @@ async def _memory_add_raw(rt: Runtime, topic: str, fields: dict[str, bytes]) -> 
 @given(st.lists(hostile_cases, min_size=1, max_size=8))
 def test_hostile_entries_are_dead_lettered_with_the_precise_reason(cases: list[Case]) -> None:
     def make() -> Runtime:
-        return Runtime(transport=MemoryTransport(), max_event_bytes=MAX_BYTES, block_ms=50)
+        return Runtime("memory://?journal=", max_event_bytes=MAX_BYTES, block_ms=50)
 
     asyncio.run(run_scenario(cases, make, _memory_add_raw))
 
