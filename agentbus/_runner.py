@@ -118,10 +118,19 @@ class Runner:
             except StopIteration:
                 self._release()
                 continue
+            except asyncio.CancelledError:
+                # The handler cancelled itself: as a task of its own would have been. Its
+                # entry stays pending; the rest of the queue is not affected.
+                log.warning("handling %s/%s was cancelled", d.topic, d.entry_id)
+                self._release()
+                continue
             except Exception as exc:
                 _report(d, exc)
                 self._release()
                 continue
+            except BaseException:  # KeyboardInterrupt, SystemExit: let it end the process,
+                self._drainer = None  # but never leave a dead drainer in charge of the queue
+                raise
             # The handler suspended: this task is now its task until it ends; the rest of
             # the queue goes to a new drainer.
             self._suspended[key] = (me, time.monotonic())
