@@ -35,6 +35,8 @@ __all__ = ["Runner"]
 log = logging.getLogger("agentbus.runtime")
 
 Key = tuple[str, str]
+#: How long a drainer runs handlers inline before it lets the event loop run other work.
+_SLICE_S = 0.005
 #: The queue of a runner that never queued anything (shared, always empty).
 _EMPTY: deque[Delivery] = deque(maxlen=0)
 
@@ -107,7 +109,14 @@ class Runner:
         me = asyncio.current_task()
         assert me is not None
         ready, queued = self._ready, self._queued
+        loop = asyncio.get_running_loop()
+        # Inline handlers do not yield to the event loop: after a slice of this long, the
+        # rest of the queue goes to a new drainer, scheduled behind whatever else is due.
+        deadline = loop.time() + _SLICE_S
         while ready:
+            if loop.time() > deadline:
+                self._drainer = loop.create_task(self._drain())
+                return
             d = ready.popleft()
             key = (d.topic, d.entry_id)
             queued.discard(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -198,3 +199,28 @@ async def test_finish_waits_then_cancels_what_is_left() -> None:
     assert sorted(cancelled) == ["1-0", "2-0"]
     assert left == 2
     assert runner.busy == 0
+
+
+async def test_inline_handlers_let_the_event_loop_run_between_slices() -> None:
+    import time
+
+    handled: list[str] = []
+    seen_by_ticker: list[int] = []
+
+    async def handler(d: Delivery) -> None:
+        time.sleep(0.006)  # noqa: ASYNC251 - the point: a handler that hogs the loop
+        handled.append(d.entry_id)
+
+    async def ticker() -> None:
+        while len(handled) < 10:
+            seen_by_ticker.append(len(handled))
+            await asyncio.sleep(0)
+
+    runner = runner_for(handler, concurrency=16)
+    for n in range(10):
+        runner.submit(delivery(n))
+    await asyncio.wait_for(ticker(), timeout=10)
+    await settle(runner)
+    steps = [b - a for a, b in itertools.pairwise(seen_by_ticker)]
+    assert max(steps) <= 2  # other work ran at least every second handler
+    assert handled == [f"{n}-0" for n in range(10)]
