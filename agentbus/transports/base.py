@@ -424,3 +424,8 @@ class Transport(Protocol):
 
     async def read_journal(self, run_id: str) -> list[JournalRecord]:
         """A run's journal records in the order they were written."""
+
+
+def text(value: bytes | str) -> str:
+    """``value`` as ``str`` (Redis replies are bytes; ids and names are UTF-8)."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -46,12 +46,11 @@ from ..keys import DEFAULT_PREFIX, Keys
 from .base import (
     EVENT_FIELD,
     Ack,
-    DeadLetter,
     Delivery,
-    GroupInfo,
     JournalEntry,
-    TopicInfo,
 )
+from .base import text as _s
+from .redis_admin import LETTER_FIELD, RedisAdmin
 from .redis_journal import PUBLISH_SCRIPT, RedisJournal, publish_args
 from .redis_reads import READ_SCRIPT, unpack_read
 from .urls import redact_url
@@ -63,14 +62,9 @@ T = TypeVar("T")
 #: Socket timeout of the pool that serves blocking reads; blocks are capped well below.
 _BLOCKING_SOCKET_TIMEOUT_S = 30.0
 MAX_BLOCK_MS = 10_000
-_LETTER_FIELD = "letter"
 
 
 _EVENT_KEY = EVENT_FIELD.encode()
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(slots=True)
@@ -82,7 +76,7 @@ class _Publish:
     done: asyncio.Future[list[str]]
 
 
-class RedisStreamsTransport(RedisJournal):
+class RedisStreamsTransport(RedisJournal, RedisAdmin):
     """Topics as Redis streams. ``url`` is ``redis://``, ``rediss://`` or ``unix://``.
 
     ``prefix`` (or ``?prefix=`` in the URL) namespaces every key.
@@ -523,47 +517,6 @@ class RedisStreamsTransport(RedisJournal):
 
         return await self._call(run)
 
-    async def delete_topic(self, topic: str) -> None:
-        await self._idempotent(lambda: self._r.delete(self.keys.topic(topic)))
-
-    async def topics(self) -> list[TopicInfo]:
-        async def run() -> list[TopicInfo]:
-            keys = sorted(
-                [
-                    _s(k)
-                    async for k in self._r.scan_iter(
-                        match=self.keys.topic_pattern(), _type="STREAM"
-                    )
-                ]
-            )
-            out = []
-            for key in keys:
-                topic = self.keys.topic_name(key)
-                async with self._r.pipeline(transaction=False) as pipe:
-                    pipe.xlen(key)
-                    pipe.xinfo_groups(key)
-                    pipe.xlen(self.keys.dead_letters(topic))
-                    length, groups, dlq = await pipe.execute()
-                out.append(
-                    TopicInfo(
-                        topic=topic,
-                        length=int(length),
-                        groups=[
-                            GroupInfo(
-                                name=_s(g["name"]),
-                                consumers=int(g["consumers"]),
-                                pending=int(g["pending"]),
-                                lag=None if g.get("lag") is None else int(g["lag"]),
-                            )
-                            for g in groups
-                        ],
-                        dead_letters=int(dlq),
-                    )
-                )
-            return out
-
-        return await self._idempotent(run)
-
     # -- dead letters -----------------------------------------------------------------------
     async def dead_letter(
         self,
@@ -576,52 +529,15 @@ class RedisStreamsTransport(RedisJournal):
     ) -> None:
         async def run() -> None:
             async with self._r.pipeline(transaction=True) as pipe:
-                pipe.xadd(self.keys.dead_letters(topic), {_LETTER_FIELD: json.dumps(letter)})
+                pipe.xadd(self.keys.dead_letters(topic), {LETTER_FIELD: json.dumps(letter)})
                 pipe.xack(self.keys.topic(topic), group, entry_id)
                 self._queue_journal(pipe, journal)
                 await pipe.execute()
 
         await self._call(run)
 
-    async def dead_letters(self, topic: str, *, count: int = 100) -> list[DeadLetter]:
-        rows = await self._idempotent(
-            lambda: self._r.xrange(self.keys.dead_letters(topic), count=count)
-        )
-        out = []
-        for raw_id, fields in rows:
-            body = json.loads(fields[_LETTER_FIELD.encode()])
-            out.append(DeadLetter.from_body(_s(raw_id), topic, body))
-        return out
-
-    async def remove_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> int:
-        key = self.keys.dead_letters(topic)
-        if ids is None:
-            n = await self._idempotent(lambda: self._r.xlen(key))
-            await self._idempotent(lambda: self._r.delete(key))
-            return int(n)
-        if not ids:
-            return 0
-        return int(await self._idempotent(lambda: self._r.xdel(key, *ids)))
-
     async def is_marked(self, key: str) -> bool:
         return bool(await self._idempotent(lambda: self._r.exists(key)))
-
-    async def delete_prefix(self) -> int:
-        """Delete every key under this transport's prefix (tests and teardown)."""
-
-        async def run() -> int:
-            n = 0
-            batch: list[bytes] = []
-            async for key in self._r.scan_iter(match=self.keys.prefix + "*", count=500):
-                batch.append(key)
-                if len(batch) >= 500:
-                    n += await self._r.unlink(*batch)
-                    batch = []
-            if batch:
-                n += await self._r.unlink(*batch)
-            return n
-
-        return await self._idempotent(run)
 
 
 def _tls_failure(exc: BaseException) -> bool:

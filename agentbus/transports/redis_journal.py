@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from .. import _json
 from ..keys import Keys
 from .base import EVENT_FIELD, JournalEntry, JournalRecord, RunInfo, encode_chunk, tokens_of
+from .base import text as _s
 
 __all__ = ["CHUNK_FIELD", "PUBLISH_SCRIPT", "RECORD_FIELD", "RedisJournal", "publish_args"]
 
@@ -67,10 +68,6 @@ for c = 1, counters do
 end
 return table.concat(out, '\\n')
 """
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def publish_args(
