@@ -86,6 +86,19 @@ class Delivery:
             f"delivery_count={self.delivery_count})"
         )
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Delivery):
+            return NotImplemented
+        return (self.topic, self.entry_id, self.payload, self.fields, self.delivery_count) == (
+            other.topic,
+            other.entry_id,
+            other.payload,
+            other.fields,
+            other.delivery_count,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaced
+
 
 class Ack(NamedTuple):
     """Acknowledge ``entry_id`` of ``topic`` for ``group``.
