@@ -145,6 +145,12 @@ async def interleave(
     return out
 
 
+def round_size(n: int, least: int) -> Callable[[int], int]:
+    """Messages for round ``r``: ``n``, or a tenth of it (at least ``least``) to warm up."""
+    warm = max(least, n // 10)
+    return lambda r: warm if r < 0 else n
+
+
 class Stopwatch:
     """``with Stopwatch() as sw: ...`` then ``sw.seconds``."""
 

@@ -34,6 +34,7 @@ from ._harness import (
     ping_payload,
     ratios,
     redis_client,
+    round_size,
     unique_prefix,
 )
 
@@ -149,11 +150,7 @@ async def run(settings: Settings) -> Outcome:
     n = settings.count(3000, 1000)
     url = settings.redis_url
     payload = ping_payload()
-    warm = max(200, n // 10)
-
-    def size(r: int) -> int:
-        return warm if r < 0 else n
-
+    size = round_size(n, 200)
     results = await interleave(
         settings.rounds,
         [

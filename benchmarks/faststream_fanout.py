@@ -26,6 +26,7 @@ from ._harness import (
     median,
     ping_payload,
     ratios,
+    round_size,
     unique_prefix,
 )
 from .fanout import agentbus_fanout
@@ -88,11 +89,7 @@ async def run(settings: Settings) -> Outcome:
     n = settings.count(3000, 1000)
     url = settings.redis_url
     payload = ping_payload()
-    warm = max(200, n // 10)
-
-    def size(r: int) -> int:
-        return warm if r < 0 else n
-
+    size = round_size(n, 200)
     results = await interleave(
         settings.rounds,
         [

@@ -25,6 +25,7 @@ from ._harness import (
     median,
     ping,
     ratios,
+    round_size,
 )
 
 NAME = "memory"
@@ -96,13 +97,13 @@ async def autogen_memory(n: int) -> float:
 
 async def run(settings: Settings) -> Outcome:
     n = settings.count(10_000, 3000)
-    warm = max(500, n // 10)
+    size = round_size(n, 500)
     results = await interleave(
         settings.rounds,
         [
-            ("autogen", lambda r: autogen_memory(warm if r < 0 else n)),
-            ("agentbus", lambda r: agentbus_memory(warm if r < 0 else n)),
-            ("agentbus-nojournal", lambda r: agentbus_memory(warm if r < 0 else n, journal=False)),
+            ("autogen", lambda r: autogen_memory(size(r))),
+            ("agentbus", lambda r: agentbus_memory(size(r))),
+            ("agentbus-nojournal", lambda r: agentbus_memory(size(r), journal=False)),
         ],
     )
     out = Outcome(NAME)

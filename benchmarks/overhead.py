@@ -12,7 +12,7 @@ import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
-from ._harness import Outcome, Row, Settings, interleave, median, ratios
+from ._harness import Outcome, Row, Settings, interleave, median, ratios, round_size
 from .fanout import agentbus_fanout
 
 NAME = "overhead"
@@ -49,7 +49,7 @@ def make_tracer() -> tuple[Any, Any] | None:
 async def run(settings: Settings) -> Outcome:
     n = settings.count(3000, 1000)
     url = settings.redis_url
-    warm = max(200, n // 10)
+    size = round_size(n, 200)
     made = make_tracer()
     tracer = None if made is None else made[0]
     variants: list[tuple[str, bool, bool]] = [("off/off", False, False), ("on/off", True, False)]
@@ -59,7 +59,7 @@ async def run(settings: Settings) -> Outcome:
     def measure(journal: bool, traced: bool) -> Any:
         return lambda r: agentbus_fanout(
             url,
-            warm if r < 0 else n,
+            size(r),
             journal=journal,
             tracer=tracer if traced else None,
             label=f"ovh-{int(journal)}{int(traced)}",

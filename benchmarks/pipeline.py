@@ -30,6 +30,7 @@ from ._harness import (
     ping_payload,
     ratios,
     redis_client,
+    round_size,
     unique_prefix,
 )
 from .fanout import publish_all
@@ -147,12 +148,12 @@ async def run(settings: Settings) -> Outcome:
     n = settings.count(1000, 400)
     url = settings.redis_url
     payload = ping_payload()
-    warm = max(100, n // 10)
+    size = round_size(n, 100)
     results = await interleave(
         settings.rounds,
         [
-            ("raw", lambda r: raw_pipeline(url, warm if r < 0 else n, payload)),
-            ("agentbus", lambda r: agentbus_pipeline(url, warm if r < 0 else n)),
+            ("raw", lambda r: raw_pipeline(url, size(r), payload)),
+            ("agentbus", lambda r: agentbus_pipeline(url, size(r))),
         ],
     )
     out = Outcome(NAME)

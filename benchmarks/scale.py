@@ -34,6 +34,7 @@ from ._harness import (
     median,
     ratios,
     redis_client,
+    round_size,
     unique_prefix,
 )
 from .fanout import publish_all
@@ -166,10 +167,10 @@ async def run(settings: Settings) -> Outcome:
     workers = Workers(url, max(COUNTS))
     try:
         await workers.ready()
-        warm = max(200, n // 10)
+        size = round_size(n, 200)
 
         def variant(k: int) -> Variant:
-            return (str(k), lambda r: one_round(url, workers, k, warm if r < 0 else n))
+            return (str(k), lambda r: one_round(url, workers, k, size(r)))
 
         results = await interleave(settings.rounds, [variant(k) for k in COUNTS])
     finally:

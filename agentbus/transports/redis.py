@@ -316,6 +316,9 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin):
                 pass  # no such key or group: already gone
 
         await self._idempotent(run)
+        # Broadcast groups come and go with agent instances: forget their read state.
+        for reader in [r for r in self._busy if r[0] == group]:
+            del self._busy[reader]
 
     def _deliveries(self, response: Any, counts: dict[str, int] | None = None) -> list[Delivery]:
         out: list[Delivery] = []

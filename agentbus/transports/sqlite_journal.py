@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS runs (
     started REAL NOT NULL,
     ended REAL,
     events INTEGER NOT NULL DEFAULT 0,
-    records INTEGER NOT NULL DEFAULT 0,
+    records INTEGER NOT NULL DEFAULT 0,  -- unused: counts come from chunks (kept for 0.1 files)
     meta TEXT NOT NULL DEFAULT '{}',
     tokens INTEGER NOT NULL DEFAULT 0
 );
@@ -109,10 +109,12 @@ class SqliteJournal:
                 for run_id, run_bodies in bodies.items()
             ],
         )
-        self._db.executemany(
-            "UPDATE runs SET events = events + ?, records = records + ? WHERE run_id = ?",
-            [(events.get(run_id, 0), len(b), run_id) for run_id, b in bodies.items()],
-        )
+        # A run's record count is the sum of its chunks' n (see list_runs): not kept here.
+        if events:
+            self._db.executemany(
+                "UPDATE runs SET events = events + ? WHERE run_id = ?",
+                [(ev, run_id) for run_id, ev in events.items()],
+            )
         if spent:
             self._db.executemany(
                 "UPDATE runs SET tokens = tokens + ? WHERE run_id = ?",
@@ -122,13 +124,10 @@ class SqliteJournal:
         # in get_run (status "unknown") and keeps its count once save_run records it.
         if events:
             self._db.executemany(
-                "INSERT OR IGNORE INTO runs (run_id, name, status, started, events, records) "
-                "VALUES (?, '', ?, 0, ?, ?)",
-                [
-                    (run_id, _UNSAVED, ev, len(bodies[run_id]))
-                    for run_id, ev in events.items()
-                    if ev  # Redis creates the run hash only to count published events
-                ],
+                "INSERT OR IGNORE INTO runs (run_id, name, status, started, events) "
+                "VALUES (?, '', ?, 0, ?)",
+                # Redis creates the run hash only to count published events
+                [(run_id, _UNSAVED, ev) for run_id, ev in events.items()],
             )
         self._dirty = True
 

@@ -99,10 +99,23 @@ async def test_killed_worker_pending_messages_are_claimed_by_the_survivor(
             return sum(d.by == "victim" for d in done) >= 4
 
         await wait_for(victim_busy, timeout=20, message="the victim handled a few jobs")
-        victim.send_signal(signal.SIGKILL)  # mid-handler: it always has 4 in flight
+
+        async def pending() -> int:
+            topics = {t.topic: t for t in await rt.transport.topics()}
+            return next(g for g in topics["mp.jobs"].groups if g.name == "crunch").pending
+
+        # Kill it mid-handler. Freeze it first and look: between its acks landing and its
+        # next read it can hold nothing, and a kill right then would strand nothing.
+        for _ in range(50):
+            victim.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(0.05)  # let bytes it already sent reach Redis
+            if await pending() > 0:
+                break
+            victim.send_signal(signal.SIGCONT)
+            await asyncio.sleep(0.02)
+        victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
-        topics = {t.topic: t for t in await rt.transport.topics()}
-        stranded = next(g for g in topics["mp.jobs"].groups if g.name == "crunch").pending
+        stranded = await pending()
         assert stranded > 0, "the victim should have died with unacknowledged jobs"
 
         workers.start(consumer="survivor", extra=opts)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agentbus.transports import Ack
+from agentbus.transports import Ack, Delivery
 from agentbus.transports.redis import RedisStreamsTransport
 
 pytestmark = [pytest.mark.redis]
@@ -84,3 +84,45 @@ async def test_count_is_respected(t: RedisStreamsTransport) -> None:
     rest = await t.read_group("g", "c", ["a"], count=10, block_ms=100)
     assert [d.payload for d in first + rest] == [str(n).encode() for n in range(10)]
     assert len(first) == 4
+
+
+async def test_a_backlog_is_read_through_the_script_without_a_blocking_read(
+    t: RedisStreamsTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await t.create_group("a", "g")
+    await t.publish_many([("a", str(n).encode()) for n in range(5)])
+
+    async def no_blocking_read(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a backlog must come from the packed read")
+
+    monkeypatch.setattr(t._blocking, "xreadgroup", no_blocking_read)
+    got = await t.read_group("g", "c", ["a"], count=10, block_ms=1000)
+    assert [d.payload for d in got] == [str(n).encode() for n in range(5)]
+    assert got[0] == Delivery("a", got[0].entry_id, b"0")  # compares by fields
+
+
+async def test_a_reader_at_idle_blocks_without_a_script_round_trip(
+    t: RedisStreamsTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await t.create_group("a", "g")
+    calls: list[object] = []
+    script = t._read_script
+
+    async def counted(**kwargs: object) -> object:
+        calls.append(kwargs)
+        return await script(**kwargs)
+
+    monkeypatch.setattr(t, "_read_script", counted)
+    await t.publish("a", b"one")
+    assert len(await t.read_group("g", "c", ["a"], count=10, block_ms=100)) == 1
+    assert len(calls) == 1  # the first read tries the script
+    await t.publish("a", b"two")
+    assert len(await t.read_group("g", "c", ["a"], count=10, block_ms=100)) == 1
+    assert len(calls) == 1  # one entry last time: straight to the blocking read
+    await t.publish_many([("a", b"x"), ("a", b"y")])
+    await t.read_group("g", "c", ["a"], count=10, block_ms=100)  # blocking read finds 2
+    assert len(await t.read_group("g", "c", ["a"], count=10, block_ms=100)) == 0
+    assert len(calls) == 2  # a backlog last time: the script again
+
+    await t.delete_group("a", "g")
+    assert ("g", "c") not in t._busy  # forgotten with its group

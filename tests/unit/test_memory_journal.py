@@ -139,3 +139,15 @@ def test_a_chunk_is_the_records_with_their_events_spliced_in() -> None:
     sneaky = [*entries, JournalEntry("r", {"kind": "step", "text": _MARK})]
     assert json.loads(encode_chunk(sneaky)) == [json.loads(e.encode()) for e in sneaky]
     assert encode_chunk([JournalEntry("r", {"kind": "step"})]) == b'[{"kind":"step"}]'
+
+
+async def test_the_journal_file_is_opened_only_when_first_needed(tmp_path: Path) -> None:
+    path = tmp_path / "lazy" / "journal.sqlite3"
+    Runtime(f"memory://?journal={path}")  # built, never started: nothing to close
+    transport = MemoryTransport(journal_path=path)
+    await transport.publish("unit.t", b"{}")
+    assert not path.exists()
+    await transport.write_journal([JournalEntry("r", {"kind": "step"})])
+    await transport.list_runs()  # a read drains the queued records into the file
+    assert path.exists()
+    await transport.aclose()
