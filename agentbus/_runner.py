@@ -59,7 +59,10 @@ class Runner:
     )
 
     def __init__(
-        self, dispatch: Callable[[Delivery], Coroutine[Any, Any, None]], concurrency: int
+        self,
+        dispatch: Callable[[Delivery], Coroutine[Any, Any, None]],
+        concurrency: int,
+        released: asyncio.Event | None = None,
     ) -> None:
         self._dispatch = dispatch
         self.concurrency = concurrency
@@ -68,7 +71,9 @@ class Runner:
         #: Handlers that suspended: their task and when they started.
         self._suspended: dict[Key, tuple[asyncio.Task[None], float]] = {}
         self._drainer: asyncio.Task[None] | None = None
-        self._released: asyncio.Event | None = None  # set whenever a handler finishes
+        #: Set whenever a handler finishes; several runners may share one (a reader that
+        #: waits for room in any of them).
+        self._released: asyncio.Event | None = released
 
     # -- what the read loop asks -------------------------------------------------------------
     @property
@@ -78,7 +83,11 @@ class Runner:
 
     def free(self) -> int:
         """Slots for more deliveries (at least 1, so a read always asks for something)."""
-        return max(1, self.concurrency - len(self._ready) - len(self._suspended))
+        return max(1, self.room())
+
+    def room(self) -> int:
+        """Slots for more deliveries (0 or less when full)."""
+        return self.concurrency - len(self._ready) - len(self._suspended)
 
     async def wait_free(self, n: int) -> None:
         """Wait until ``n`` more deliveries may be queued."""
@@ -91,6 +100,14 @@ class Runner:
     def suspended(self) -> Iterable[tuple[Key, float]]:
         """Handlers in progress past their first step, with their start times."""
         return [(key, started) for key, (_, started) in self._suspended.items()]
+
+    def interrupt(self, key: Key) -> bool:
+        """Cancel the suspended handler of ``key`` (its own task); False if none is."""
+        held = self._suspended.get(key)
+        if held is None:
+            return False
+        held[0].cancel()
+        return True
 
     def submit(self, d: Delivery) -> None:
         """Queue ``d`` unless it is already queued or being handled."""

@@ -23,6 +23,7 @@ from .envelope import Envelope, decode_data
 from .errors import (
     DecodeError,
     GroupNotFound,
+    HandlerTimeout,
     Reject,
     TransportClosed,
     TransportError,
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentbus.runtime")
 
 ERROR_TYPE = "agentbus.Error"
-#: Times a handler is re-run, without using up attempts, while the store is unreachable.
-_MAX_OUTAGE_RETRIES = 20
 ORPHAN_RUN = "orphans"
 
 
@@ -66,7 +65,22 @@ class Subscription:
         self._from_start = from_start
         concurrency = agent.concurrency or runtime.concurrency
         self.concurrency = concurrency
-        self._runner = Runner(self._dispatch, concurrency)
+        # A runner per topic: handlers stuck on one topic use up that topic's slots only,
+        # so the agent's other topics keep flowing. One event wakes the reader when any
+        # of them has room.
+        released = asyncio.Event()
+        self._runners = {t: Runner(self._dispatch, concurrency, released) for t in self.topics}
+        self._released = released
+        #: Deadline (loop time) of each handler attempt in progress that has a timeout;
+        #: the runtime's watchdog interrupts the suspended ones past theirs.
+        self.deadlines: dict[tuple[str, str], float] = {}
+        self._expired: set[tuple[str, str]] = set()
+        limits = [
+            spec.timeout if spec.timeout is not None else runtime.handler_timeout
+            for spec, _ in handlers.values()
+        ]
+        #: The shortest handler timeout here (``None``: no handler has one).
+        self.shortest_timeout = min((t for t in limits if t is not None), default=None)
         self._traced = not isinstance(runtime.tracer, NullTracer)
         self._stopping = False  # a flag, not an Event: one per hosted agent instance
         self._task: asyncio.Task[None] | None = None
@@ -97,12 +111,21 @@ class Subscription:
         # leaves them pending for redelivery, and a NOGROUP after the runtime removed a
         # broadcast group is ignored because _stopping is set.
         await asyncio.wait(readers, timeout=0.2)
-        return await self._runner.finish(grace)
+        left = await asyncio.gather(*(r.finish(grace) for r in self._runners.values()))
+        return sum(left)
 
     @property
     def inflight(self) -> int:
         """Deliveries queued or being handled."""
-        return self._runner.busy
+        return sum(r.busy for r in self._runners.values())
+
+    def expire(self, now: float) -> None:
+        """Interrupt suspended handler attempts past their deadline (a failed attempt)."""
+        for key, deadline in list(self.deadlines.items()):
+            if now >= deadline and key not in self._expired:
+                runner = self._runners.get(key[0])
+                if runner is not None and runner.interrupt(key):
+                    self._expired.add(key)
 
     # -- reading ---------------------------------------------------------------------------
     async def _loop(self) -> None:
@@ -120,8 +143,8 @@ class Subscription:
                     # whole list (re-reading would count a delivery of every entry again).
                     seen: set[tuple[str, str]] = set()
                     while True:
-                        await self._slots_free(1)
-                        want = self._free()
+                        await self._slots_free()
+                        want = min(r.free() for r in self._runners.values())
                         own = await rt.transport.read_group(
                             self.group,
                             rt.consumer,
@@ -140,13 +163,15 @@ class Subscription:
                 if time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + rt.claim_interval
                     for topic in self.topics:
-                        await self._slots_free(1)
+                        runner = self._runners[topic]
+                        if runner.room() < 1:
+                            continue  # full: claim on a later round
                         cursors[topic], claimed = await rt.transport.claim_idle(
                             topic,
                             self.group,
                             rt.consumer,
                             min_idle_ms=int(rt.visibility_timeout * 1000),
-                            count=self._free(),
+                            count=runner.free(),
                             cursor=cursors[topic],
                         )
                         for d in claimed:
@@ -154,12 +179,13 @@ class Subscription:
                                 "claimed %s/%s idle past the visibility timeout", topic, d.entry_id
                             )
                             self._spawn(d)
-                await self._slots_free(1)
+                topics = await self._slots_free()
+                # COUNT applies per stream: the fullest topic read bounds the batch.
                 batch = await rt.transport.read_group(
                     self.group,
                     rt.consumer,
-                    self.topics,
-                    count=min(rt.batch_size, self._free()),
+                    topics,
+                    count=min(rt.batch_size, *(self._runners[t].free() for t in topics)),
                     block_ms=rt.block_ms,
                 )
                 for d in batch:
@@ -187,14 +213,17 @@ class Subscription:
                 await asyncio.sleep(backoff + random.random() * backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    def _free(self) -> int:
-        return self._runner.free()
-
-    async def _slots_free(self, n: int) -> None:
-        await self._runner.wait_free(n)
+    async def _slots_free(self) -> list[str]:
+        """Wait until a topic has room for a delivery; return the topics that have."""
+        while True:
+            topics = [t for t, r in self._runners.items() if r.room() > 0]
+            if topics:
+                return topics
+            await self._released.wait()
+            self._released.clear()
 
     def _spawn(self, d: Delivery) -> None:
-        self._runner.submit(d)
+        self._runners[d.topic].submit(d)
 
     async def renew_leases(self, older_than: float) -> None:
         """Keep the lease of long handlers, so no one claims what we are still handling.
@@ -204,9 +233,10 @@ class Subscription:
         """
         now = time.monotonic()
         by_topic: dict[str, list[str]] = {}
-        for (topic, entry_id), started in self._runner.suspended():
-            if now - started >= older_than:
-                by_topic.setdefault(topic, []).append(entry_id)
+        for runner in self._runners.values():
+            for (topic, entry_id), started in runner.suspended():
+                if now - started >= older_than:
+                    by_topic.setdefault(topic, []).append(entry_id)
         for topic, ids in by_topic.items():
             try:
                 await self.rt.transport.extend_lease(topic, self.group, self.rt.consumer, ids)
@@ -247,7 +277,7 @@ class Subscription:
             await self._dead_letter(d, env, exc.reason, str(exc), d.delivery_count)
             return
         dedupe_key = rt.transport_keys.dedup(self.agent_name, env.id) if spec.dedupe else None
-        if dedupe_key is not None and await rt.transport.is_marked(dedupe_key):
+        if dedupe_key is not None and await self._is_marked(dedupe_key):
             rt.writer.ack(Ack(d.topic, self.group, d.entry_id), self._entry(env, "duplicate"))
             return
         max_attempts = spec.max_attempts or rt.max_attempts
@@ -279,6 +309,8 @@ class Subscription:
                 )
             )
         method = getattr(self.agent, spec.method)
+        limit = spec.timeout if spec.timeout is not None else rt.handler_timeout
+        key = (d.topic, d.entry_id)
         outages = 0
         while True:
             ctx = Context(rt, self.agent_name, env, attempt)
@@ -287,25 +319,41 @@ class Subscription:
                 scope.outbox = []  # its events are committed with the ack, or not at all
             token = set_scope(scope)
             started = time.perf_counter()
+            if limit is not None:
+                # Enforced by the runtime's watchdog on handlers that suspend: a timer
+                # per delivery would cost more than a fast handler itself.
+                self.deadlines[key] = asyncio.get_running_loop().time() + limit
             try:
-                if self._traced:
-                    with rt.tracer.consume(env, self.agent_name, d.topic):
+                try:
+                    if self._traced:
+                        with rt.tracer.consume(env, self.agent_name, d.topic):
+                            result = await method(message, ctx)
+                            if result is not None:  # the reply is part of handling (same span)
+                                await self._emit(spec, env, result)
+                    else:  # the same without entering a no-op context per delivery
                         result = await method(message, ctx)
-                        if result is not None:  # the reply is part of handling (same span)
+                        if result is not None:
                             await self._emit(spec, env, result)
-                else:  # the same without entering a no-op context per delivery
-                    result = await method(message, ctx)
-                    if result is not None:
-                        await self._emit(spec, env, result)
+                except asyncio.CancelledError:
+                    if key not in self._expired:
+                        raise  # shutdown: the entry stays pending for a later delivery
+                    self._expired.discard(key)
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()  # ours, not a shutdown's: a failed attempt
+                    raise HandlerTimeout(
+                        f"{type(self.agent).__name__}.{spec.method} did not finish within "
+                        f"{limit}s (timeout=)"
+                    ) from None
             except asyncio.CancelledError:
-                raise  # shutdown: the entry stays pending for a later delivery
+                raise
             except Exception as exc:
                 scope.outbox = None  # a failed attempt's events are never sent
-                if isinstance(exc, TransportUnavailable) and outages < _MAX_OUTAGE_RETRIES:
+                if isinstance(exc, TransportUnavailable):
                     # The store is down (a restart, a failover): not the handler's fault,
-                    # so wait it out without using up attempts (bounded: it may never heal).
+                    # so wait it out, however long, without using up attempts.
                     outages += 1
-                    delay = min(0.1 * 2**outages, 5.0)
+                    delay = rt.backoff(min(outages, 30))
                     log.warning(
                         "handling %s/%s: %s; again in %.1fs", d.topic, d.entry_id, exc, delay
                     )
@@ -339,6 +387,9 @@ class Subscription:
                 continue
             finally:
                 reset_scope(token)
+                if limit is not None:
+                    self.deadlines.pop(key, None)
+                    self._expired.discard(key)
             duration = (time.perf_counter() - started) * 1000
             handled = (
                 JournalEntry(
@@ -364,6 +415,18 @@ class Subscription:
                 rt.writer.ack(Ack(d.topic, self.group, d.entry_id), handled)
             rt.metrics.handled(self.agent_name, d.topic, duration, env.time)
             return
+
+    async def _is_marked(self, dedupe_key: str) -> bool:
+        """The de-dup check, waiting out an outage (it must not cost an attempt)."""
+        outages = 0
+        while True:
+            try:
+                return await self.rt.transport.is_marked(dedupe_key)
+            except TransportUnavailable as exc:
+                outages += 1
+                delay = self.rt.backoff(min(outages, 30))
+                log.warning("de-dup check failed: %s; again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
 
     async def _commit(
         self,

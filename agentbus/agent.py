@@ -53,6 +53,8 @@ class HandlerSpec:
     dedupe: bool
     max_attempts: int | None
     from_start: bool | None
+    #: Seconds one attempt may take (``None``: the runtime's ``handler_timeout``).
+    timeout: float | None = None
 
 
 def handle(
@@ -64,6 +66,7 @@ def handle(
     dedupe: bool = False,
     max_attempts: int | None = None,
     from_start: bool | None = None,
+    timeout: float | None = None,
 ) -> Callable[[F], F]:
     """Bind an ``async def handler(self, message, ctx)`` method to ``topic``.
 
@@ -71,9 +74,12 @@ def handle(
     returned message goes when the event was not a request. ``dedupe`` skips events
     this agent already handled (by event id). ``max_attempts`` overrides the runtime's.
     ``from_start`` makes a new shared group start at the topic's first entry (default
-    for shared) rather than at new entries only (default for broadcast).
+    for shared) rather than at new entries only (default for broadcast). ``timeout``
+    bounds one attempt in seconds (default: the runtime's ``handler_timeout``): a
+    handler still running then is cancelled and the attempt counts as failed
+    (:class:`HandlerTimeout`), retried or dead-lettered like any failure.
 
-    Raises :class:`UsageError` for a bad topic, mode or non-async function.
+    Raises :class:`UsageError` for a bad topic, mode, timeout or non-async function.
     """
     validate_topic(topic)
     if mode not in ("shared", "broadcast"):
@@ -82,6 +88,8 @@ def handle(
         validate_topic(output)
     if max_attempts is not None and max_attempts < 1:
         raise UsageError(f"max_attempts must be at least 1, got {max_attempts!r}")
+    if timeout is not None and not timeout > 0:
+        raise UsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
     explicit = (message,) if isinstance(message, type) else message
 
     def decorate(fn: F) -> F:
@@ -90,7 +98,15 @@ def handle(
         specs: list[HandlerSpec] = list(getattr(fn, _SPEC_ATTR, ()))
         specs.append(
             HandlerSpec(
-                topic, fn.__name__, mode, explicit, output, dedupe, max_attempts, from_start
+                topic,
+                fn.__name__,
+                mode,
+                explicit,
+                output,
+                dedupe,
+                max_attempts,
+                from_start,
+                timeout,
             )
         )
         setattr(fn, _SPEC_ATTR, tuple(specs))
@@ -109,7 +125,8 @@ class Agent:
     The name identifies the agent across processes: shared subscriptions use it as
     the consumer group, so replicas with one name share the work. ``Agent(name=...)``
     overrides it per instance. ``concurrency`` bounds how many of this agent's
-    events are handled at once in one runtime (default: the runtime's).
+    events of one topic are handled at once in one runtime (default: the runtime's);
+    each topic has its own slots, so handlers stuck on one cannot starve the others.
     """
 
     agent_name: ClassVar[str] = ""

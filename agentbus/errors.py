@@ -122,6 +122,10 @@ class RemoteError(AgentBusError):
         self.event_id = event_id
 
 
+class HandlerTimeout(AgentBusError, TimeoutError):
+    """A handler attempt ran past its ``timeout``: it was cancelled and counts as failed."""
+
+
 class HandlerError(AgentBusError):
     """Base for exceptions a handler raises to steer how its event is delivered."""
 

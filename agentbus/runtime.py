@@ -52,12 +52,15 @@ class Runtime:
     ``await rt.aclose()``). ``url`` selects the transport (``memory://`` by default,
     ``redis://``, ``rediss://``, ``unix://``); pass ``transport=`` to share one.
 
-    Tuning: ``concurrency`` handlers at once per agent; ``batch_size`` entries per
+    Tuning: ``concurrency`` handlers at once per agent and topic; ``batch_size`` entries per
     read; ``block_ms`` per blocking read; entries pending longer than
     ``visibility_timeout`` seconds are claimed from dead consumers; a failing handler
     is tried ``max_attempts`` times with exponential backoff between ``retry_backoff``
-    (initial, maximum) seconds; on stop, in-flight handlers get ``grace_period``
-    seconds. ``journal=False`` disables recording (not recommended).
+    (initial, maximum) seconds; one attempt may take ``handler_timeout`` seconds
+    (``None``: no limit; ``@handle(timeout=)`` overrides it), past which it is
+    cancelled and counts as failed; while the store is unreachable a handler waits,
+    however long, without using up attempts; on stop, in-flight handlers get
+    ``grace_period`` seconds. ``journal=False`` disables recording (not recommended).
 
     ``signer`` (default: :meth:`Signer.from_env`, i.e. ``$AGENTBUS_SIGNING_KEYS``)
     signs every event published and dead-letters received events whose signature is
@@ -78,6 +81,7 @@ class Runtime:
         max_attempts: int = 3,
         retry_backoff: tuple[float, float] = (0.1, 5.0),
         grace_period: float = 10.0,
+        handler_timeout: float | None = 600.0,
         journal: bool = True,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         dedupe_ttl: int = 86_400,
@@ -91,6 +95,10 @@ class Runtime:
             )
         if visibility_timeout <= 0:
             raise UsageError(f"visibility_timeout must be positive, got {visibility_timeout!r}")
+        if handler_timeout is not None and not handler_timeout > 0:
+            raise UsageError(
+                f"handler_timeout must be positive seconds or None, got {handler_timeout!r}"
+            )
         options: dict[str, Any] = {}
         if prefix is not None:
             options["prefix"] = prefix
@@ -109,6 +117,7 @@ class Runtime:
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
         self.grace_period = grace_period
+        self.handler_timeout = handler_timeout
         self.journal_enabled = journal
         self.max_event_bytes = max_event_bytes
         self.dedupe_ttl = dedupe_ttl
@@ -128,6 +137,7 @@ class Runtime:
         self._subs: list[Subscription] = []
         self._hosting: set[asyncio.Task[None]] = set()
         self._lease_task: asyncio.Task[None] | None = None
+        self._watchdog_task: asyncio.Task[None] | None = None
         self._requests = Requests(self)
         self._started = False
         self._closed = False
@@ -151,6 +161,7 @@ class Runtime:
         await self.transport.connect()
         self.writer.start()
         self._lease_task = asyncio.create_task(self._leases(), name="agentbus-leases")
+        self._watchdog_task = asyncio.create_task(self._watchdog(), name="agentbus-watchdog")
         self._started = True
         self.metrics.start(self)
         for agent in list(self._agents):
@@ -200,9 +211,10 @@ class Runtime:
         grace = self.grace_period if grace is None else grace
         if self._hosting:
             await asyncio.gather(*list(self._hosting), return_exceptions=True)
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            await asyncio.wait([self._lease_task], timeout=1.0)
+        for task in (self._lease_task, self._watchdog_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task], timeout=1.0)
         for sub in self._subs:
             sub.stop_reading()
         cancelled = 0
@@ -457,6 +469,20 @@ class Runtime:
             for sub in list(self._subs):
                 if sub.inflight:
                     await sub.renew_leases(older_than=period)
+
+    async def _watchdog(self) -> None:
+        """Interrupt handler attempts past their timeout, a few times per shortest one."""
+        loop = asyncio.get_running_loop()
+        period = 1.0
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            period = 1.0  # at most this late; shorter for short timeouts
+            for sub in self._subs:
+                if sub.shortest_timeout is not None:
+                    period = min(period, max(sub.shortest_timeout / 10, 0.05))
+                if sub.deadlines:
+                    sub.expire(now)
 
     @property
     def busy(self) -> bool:
