@@ -376,9 +376,9 @@ class Subscription:
                 )
                 if final:
                     reason = "rejected" if isinstance(exc, Reject) else "handler failed"
-                    if env.replyto:
-                        await self._reply_error(env, exc)
-                    await self._dead_letter(d, env, reason, error, attempt)
+                    await self._dead_letter(
+                        d, env, reason, error, attempt, reply=(type(exc).__name__, str(exc))
+                    )
                     return
                 delay = rt.backoff(attempt)
                 rt.writer.journal(self._entry(env, "retried", attempt=attempt + 1, delay_s=delay))
@@ -494,14 +494,15 @@ class Subscription:
                 result.message_type,
             )
 
-    async def _reply_error(self, env: Envelope, exc: BaseException) -> None:
+    async def _reply_error(self, env: Envelope, error_type: str, message: str) -> None:
+        """Tell the requester at once that its request failed (a RemoteError there)."""
         assert env.replyto is not None
         error = Envelope(
             type=ERROR_TYPE,
             source=self.agent_name,
             data={
-                "error_type": type(exc).__name__,
-                "message": str(exc),
+                "error_type": error_type,
+                "message": message,
                 "agent": self.agent_name,
                 "event_id": env.id,
             },
@@ -528,9 +529,23 @@ class Subscription:
         )
 
     async def _dead_letter(
-        self, d: Delivery, env: Envelope | None, reason: str, error: str, attempts: int
+        self,
+        d: Delivery,
+        env: Envelope | None,
+        reason: str,
+        error: str,
+        attempts: int,
+        reply: tuple[str, str] | None = None,
     ) -> None:
+        """Move the entry to the dead letters; a requester gets the error reply at once.
+
+        ``reply`` is the (error type, message) to answer with; by default the requester
+        learns that its request was dead-lettered and why, instead of waiting its timeout.
+        """
         rt = self.rt
+        if env is not None and env.replyto:
+            error_type, message = reply or ("DeadLettered", f"dead-lettered as {reason!r}: {error}")
+            await self._reply_error(env, error_type, message)
         payload = (
             d.payload.decode("utf-8", "replace")
             if d.payload is not None

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,8 +22,9 @@ from pydantic import BaseModel
 
 from ._hooks import Tracer
 from .app import load_app
-from .errors import AgentBusError, TransportUnavailable, UsageError
+from .errors import TransportUnavailable, UsageError
 from .journal import Journal
+from .redact import redact_text
 from .runtime import Runtime
 from .transports import open_transport, redact_url, resolve_url
 
@@ -91,8 +93,26 @@ async def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shared_url(url: str | None, command: str, why: str) -> str:
+    """The URL of a command that needs a store other processes share (not ``memory://``).
+
+    Raises :class:`UsageError` with a one-line hint when it would be the embedded one.
+    """
+    resolved = resolve_url(url)
+    if resolved.startswith("memory:"):
+        raise UsageError(
+            f"agentbus {command} needs Redis: {why}; pass --url redis://HOST:6379/0 "
+            "or set AGENTBUS_URL"
+        )
+    return resolved
+
+
 async def cmd_worker(args: argparse.Namespace) -> int:
     app = load_app(args.app)
+    if args.url is None and not os.environ.get("AGENTBUS_URL"):
+        # An explicit --url memory:// is a choice (a self-contained process); the default
+        # is not: no other process could reach the agents it hosts.
+        _shared_url(None, "worker", "on the embedded memory:// no other process can reach it")
     url = resolve_url(args.url)
     rt = Runtime(
         url,
@@ -146,8 +166,11 @@ async def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+_IN_PROCESS = "the embedded memory:// transport keeps topics inside the process that ran them"
+
+
 async def cmd_topics(args: argparse.Namespace) -> int:
-    transport = open_transport(args.url)
+    transport = open_transport(_shared_url(args.url, "topics", _IN_PROCESS))
     try:
         await transport.connect()
         topics = await transport.topics()
@@ -180,7 +203,7 @@ async def cmd_topics(args: argparse.Namespace) -> int:
 
 
 async def cmd_dlq(args: argparse.Namespace) -> int:
-    transport = open_transport(args.url)
+    transport = open_transport(_shared_url(args.url, "dlq", _IN_PROCESS))
     try:
         await transport.connect()
         if args.action == "list":
@@ -221,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run, host and inspect agentbus multi-agent systems.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of an error, not one line"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_url(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -310,8 +336,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TransportUnavailable as exc:
         print(f"agentbus: error: {exc}", file=sys.stderr)
         return 1
-    except AgentBusError as exc:
-        print(f"agentbus: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except Exception as exc:
+        # An AgentBusError, or whatever the user's own code raised (their app's main, a
+        # handler's error reply): one line; the traceback only when asked for.
+        if args.debug:
+            traceback.print_exc()
+        hint = "" if args.debug else " (run with --debug for the traceback)"
+        message = redact_text(f"{type(exc).__name__}: {exc}")
+        print(f"agentbus: error: {message}{hint}", file=sys.stderr)
         return 1
 
 
