@@ -53,9 +53,7 @@ class Dispatcher(Agent, name="dispatcher"):
             await ctx.note("dispatch", job_id=job.id, index=i, to=worker)
             await ctx.publish(Part(job_id=job.id, index=i), f"load.{worker}", key=job.id)
         winner = "reviewer-a" if int(job.id[1:]) % 3 else "reviewer-b"
-        await ctx.note(
-            "award", job_id=job.id, winner=winner, reason=f"lowest quote for {job.id}"
-        )
+        await ctx.note("award", job_id=job.id, winner=winner, reason=f"lowest quote for {job.id}")
         verdict: Verdict = await ctx.request(
             f"load.{winner}", Review(job_id=job.id), expect=Verdict, timeout=30
         )
@@ -104,5 +102,8 @@ async def main(run: Run) -> None:
     jobs = [Job(id=f"J{i}", parts=PARTS) for i in range(1, JOBS + 1)]
     for start in range(0, len(jobs), 20):  # in waves, to keep the in-flight count modest
         await asyncio.gather(
-            *(run.request("load.jobs", j, expect=Verdict, timeout=60) for j in jobs[start : start + 20])
+            *(
+                run.request("load.jobs", j, expect=Verdict, timeout=60)
+                for j in jobs[start : start + 20]
+            )
         )
