@@ -132,6 +132,7 @@ const STEP_TEXT = {
   "awarded": s => `${s.task} to ${s.winner} for ${s.price} (${s.strategy}): ${s.reason}` + (s.losers && s.losers.length ? `; over ${s.losers.join(", ")}` : ""),
   "chose": s => `round ${s.round}: ${s.source} — eligible: ` + list(s.eligible, x => `${x.source} (priority ${x.priority}: ${x.reason})`),
   "ow.planned": s => `${s.job_id}: ${(s.tasks || []).length} tasks — ` + list(s.tasks, t => t.title),
+  "hier.routed": s => `${s.job_id}: ` + list(s.delegations, d => `${d.child} gets "${d.goal}"`),
   "ow.dispatched": s => `${s.job_id} task ${s.index} "${s.title}" (attempt ${s.attempt})`,
   "bids-collected": s => `${s.task}: bids ${fmt(s.bids)}` + (s.declined && Object.keys(s.declined).length ? `, declined ${fmt(s.declined)}` : ""),
 };
