@@ -22,7 +22,7 @@ from ._trace_page import TEMPLATE
 from .inspect import Trace
 from .transports import JournalRecord
 
-__all__ = ["render_html"]
+__all__ = ["render_html", "render_page"]
 
 
 def _spans(records: list[JournalRecord]) -> list[dict[str, Any]]:
