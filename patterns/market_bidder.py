@@ -5,7 +5,7 @@
     class Translator(Bidder, name="carol"):
         market = "studio"
 
-        async def quote(self, task: Task, ledger: Ledger, ctx: Context) -> Quote | Decline:
+        async def quote(self, task: MarketTask, ledger: Ledger, ctx: Context) -> Quote | Decline:
             if task.skill != "translation":
                 return Decline("no translation skill")
             return Quote(cost=35 * task.effort * (1 + 0.25 * ledger.active))
@@ -32,7 +32,7 @@ from .market_messages import (
     CallForProposals,
     Contract,
     ContractResult,
-    Task,
+    MarketTask,
     market_topics,
 )
 
@@ -94,7 +94,7 @@ class Bidder(Agent):
         return [*super().handlers(), *((s, s.message_types or ()) for s in mine)]
 
     # -- what subclasses implement -----------------------------------------------------------
-    async def quote(self, task: Task, ledger: Ledger, ctx: Context) -> Quote | Decline | None:
+    async def quote(self, task: MarketTask, ledger: Ledger, ctx: Context) -> Quote | Decline | None:
         """This bidder's bid for ``task`` given its ``ledger`` (default: decline)."""
         return None
 

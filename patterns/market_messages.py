@@ -26,7 +26,7 @@ __all__ = [
     "ContractResult",
     "MarketJob",
     "MarketOutcome",
-    "Task",
+    "MarketTask",
     "market_topics",
 ]
 
@@ -35,7 +35,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Task(_Model):
+class MarketTask(_Model):
     """Work to auction: the ``skill`` it needs and its ``effort`` (in any unit bidders share).
 
     ``max_price`` is a reserve: bids above it are not accepted. ``strategy`` overrides the
@@ -55,7 +55,7 @@ class MarketJob(Message, type="market.Job"):
     """Ask a market's auctioneer to auction ``tasks`` (in this order) and collect results."""
 
     market: str
-    tasks: list[Task]
+    tasks: list[MarketTask]
 
 
 class CallForProposals(Message, type="market.CallForProposals"):
@@ -66,7 +66,7 @@ class CallForProposals(Message, type="market.CallForProposals"):
 
     market: str
     auction_id: str
-    task: Task
+    task: MarketTask
     attempt: int
     excluded: list[str] = Field(default_factory=list)
     ledger_version: int
@@ -102,7 +102,7 @@ class Contract(Message, type="market.Contract"):
 
     market: str
     auction_id: str
-    task: Task
+    task: MarketTask
     price: float
 
 
