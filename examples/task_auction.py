@@ -25,8 +25,8 @@ from patterns.market import (
     Decline,
     Ledger,
     MarketOutcome,
-    Quote,
     MarketTask,
+    Quote,
     auction,
 )
 

@@ -25,8 +25,8 @@ from patterns.market import (
     LedgerEvent,
     Ledgers,
     MarketOutcome,
-    Quote,
     MarketTask,
+    Quote,
     auction,
     best_score,
     lowest_cost,
@@ -176,7 +176,10 @@ async def test_every_winner_failing_ends_the_task_as_failed(url_for: str) -> Non
         Worker("ben", {"code": 1}, rate=2, fail="t1"),
     ]
     outcome, _ = await run_market(
-        url_for, auctioneer(["ann", "ben"], max_attempts=2), bidders, [MarketTask(id="t1", skill="code")]
+        url_for,
+        auctioneer(["ann", "ben"], max_attempts=2),
+        bidders,
+        [MarketTask(id="t1", skill="code")],
     )
     result = outcome.results[0]
     assert result.status == "failed"
