@@ -69,6 +69,7 @@ from .orchestrator_worker import (
     TaskFailure,
     TaskResult,
     Worker,
+    WorkOutput,
     worker,
 )
 
@@ -108,6 +109,7 @@ __all__ = [
     "TaskResult",
     "Team",
     "Verdict",
+    "WorkOutput",
     "Worker",
     "auction",
     "best_score",

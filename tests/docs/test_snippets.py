@@ -85,12 +85,16 @@ class Scratch:
         self.started: set[str] = set()
 
     def sh(self, argv: list[str], where: str) -> str:
+        # `agentbus` is this interpreter's, whichever one PATH would find.
+        real = [sys.executable, "-m", "agentbus", *argv[1:]] if argv[0] == "agentbus" else argv
         done = subprocess.run(
-            argv, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=120
+            real, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, (
             f"{where}: `{shlex.join(argv)}` exited {done.returncode}\n{done.stdout}\n{done.stderr}"
         )
+        # A warning (a coroutine never awaited, say) is a bug a user would copy.
+        assert "Warning" not in done.stderr, f"{where}: `{shlex.join(argv)}` warned\n{done.stderr}"
         found = re.search(r"run id: (\S+)", done.stdout)
         if argv[:2] == ["agentbus", "run"] and found:
             self.run_id = found.group(1)
@@ -125,9 +129,10 @@ class Scratch:
     def finish(self) -> None:
         # A tutorial's app that no shell block started is run here, so that it runs at all.
         for script in sorted(self.path.glob("*.py")):
-            if script.name not in self.started and "@app.main" in script.read_text():
-                if not script.name.startswith("snippet_"):
-                    self.sh(["agentbus", "run", script.name], str(script.name))
+            if script.name in self.started or script.name.startswith("snippet_"):
+                continue  # run already, or (a snippet) run as it was written
+            if "@app.main" in script.read_text():
+                self.sh(["agentbus", "run", script.name], script.name)
 
 
 def commands(code: str) -> list[list[str]]:
@@ -182,6 +187,14 @@ def test_an_unmarked_failing_block_fails(tmp_path: Path) -> None:
     doc.write_text("```python\nraise SystemExit(3)\n```\n")
     (tmp_path / "s").mkdir()
     with pytest.raises(AssertionError, match="exited 3"):
+        Scratch(tmp_path / "s").python(blocks(doc)[0], 0)
+
+
+def test_a_block_that_warns_fails(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("```python\nasync def f() -> None: ...\n\nf()\n```\n")
+    (tmp_path / "s").mkdir()
+    with pytest.raises(AssertionError, match="never awaited"):
         Scratch(tmp_path / "s").python(blocks(doc)[0], 0)
 
 
