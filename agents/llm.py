@@ -43,12 +43,19 @@ class Reply(Message, type="agents.Reply"):
     """An :class:`LLMAgent`'s answer; ``data`` holds structured output when one was asked for."""
 
     text: str
+    """The answer (offline: starts with ``[offline model]``)."""
     data: dict[str, Any] | None = None
+    """Structured output, when the agent has an ``output`` model."""
     model: str
+    """The model that answered."""
     offline: bool = False
+    """True when the offline stand-in answered, not a language model."""
     input_tokens: int = 0
+    """Prompt tokens over every model call of the answer."""
     output_tokens: int = 0
+    """Completion tokens over every model call of the answer."""
     steps: int = 1
+    """Model calls made (a tool round trip adds one)."""
 
 
 class StepLimitExceeded(ModelError):
@@ -59,11 +66,17 @@ class LLMResult(BaseModel):
     """What :meth:`LLMAgent.ask` returns."""
 
     text: str
+    """The answer (offline: starts with ``[offline model]``)."""
     data: dict[str, Any] | None = None
+    """Structured output, when ``output`` was given."""
     model: str
+    """The model that answered."""
     offline: bool
+    """True when the offline stand-in answered, not a language model."""
     usage: Usage
+    """Tokens over every model call of the answer."""
     steps: int
+    """Model calls made (a tool round trip adds one)."""
 
 
 class Memory:

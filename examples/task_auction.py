@@ -25,8 +25,8 @@ from patterns.market import (
     Decline,
     Ledger,
     MarketOutcome,
+    MarketTask,
     Quote,
-    Task,
     auction,
 )
 
@@ -53,7 +53,7 @@ class Freelancer(Bidder):
         self.capacity = capacity
         self.max_task = max_task
 
-    async def quote(self, task: Task, ledger: Ledger, ctx: Context) -> Quote | Decline:
+    async def quote(self, task: MarketTask, ledger: Ledger, ctx: Context) -> Quote | Decline:
         if task.skill not in self.skills:
             return Decline(f"no {task.skill} skill")
         if ledger.used + task.effort > self.capacity:
@@ -90,14 +90,14 @@ BIDDERS = [f.args[0] for f in TEAM]
 
 
 TASKS = [
-    Task(id="T1", skill="backend", effort=3, description="fix the login bug"),
-    Task(id="T2", skill="backend", effort=2, description="add API rate limiting"),
-    Task(id="T3", skill="design", effort=3, description="redesign the landing page", strategy="best_score"),
-    Task(id="T4", skill="translation", effort=2, description="translate the docs to German", strategy="second_price"),
-    Task(id="T5", skill="security", effort=3, description="review payments security", max_price=200),
-    Task(id="T6", skill="testing", effort=2, description="end-to-end tests for checkout"),
-    Task(id="T7", skill="legal", effort=1, description="review the terms of service"),
-    Task(id="T8", skill="translation", effort=1, description="translate checkout e-mails", max_price=40),
+    MarketTask(id="T1", skill="backend", effort=3, description="fix the login bug"),
+    MarketTask(id="T2", skill="backend", effort=2, description="add API rate limiting"),
+    MarketTask(id="T3", skill="design", effort=3, description="redesign the landing page", strategy="best_score"),
+    MarketTask(id="T4", skill="translation", effort=2, description="translate the docs to German", strategy="second_price"),
+    MarketTask(id="T5", skill="security", effort=3, description="review payments security", max_price=200),
+    MarketTask(id="T6", skill="testing", effort=2, description="end-to-end tests for checkout"),
+    MarketTask(id="T7", skill="legal", effort=1, description="review the terms of service"),
+    MarketTask(id="T8", skill="translation", effort=1, description="translate checkout e-mails", max_price=40),
 ]  # fmt: skip
 
 

@@ -11,8 +11,9 @@ Four patterns, each a module with its messages, agents and helpers:
 * :mod:`patterns.market` — contract-net auctions with pluggable award strategies and
   event-sourced ledgers.
 
-The names below are the entry points; message types that share a name across patterns
-(``Task``) are reached through their module, e.g. ``patterns.market.Task``.
+The names below are what an application of each pattern uses; every pattern's module has
+the rest (its events, topics and helpers). No two patterns use one name for different types:
+an orchestrator's unit of work is :class:`Task`, a market's is :class:`MarketTask`.
 """
 
 from __future__ import annotations
@@ -22,17 +23,33 @@ from .blackboard import (
     BlackboardController,
     BoardOutcome,
     BoardState,
+    Draft,
     KnowledgeSource,
+    RoundRecord,
+    Verdict,
     rebuild_board,
 )
 from .blackboard import solve as solve_board
-from .hierarchical import Hierarchy, ModelRouter, Node, Supervisor, Team
+from .hierarchical import (
+    Delegation,
+    Escalation,
+    Hierarchy,
+    ModelRouter,
+    Node,
+    Supervisor,
+    Team,
+)
 from .market import (
+    Attempt,
     Auctioneer,
     AuctionResult,
     Bidder,
+    Contract,
+    Decline,
     Ledger,
     MarketOutcome,
+    MarketTask,
+    Quote,
     auction,
     best_score,
     lowest_cost,
@@ -47,17 +64,28 @@ from .orchestrator_worker import (
     ModelAggregator,
     ModelPlanner,
     Orchestrator,
+    Summary,
+    Task,
+    TaskFailure,
+    TaskResult,
     Worker,
+    WorkOutput,
     worker,
 )
 
 __all__ = [
+    "Attempt",
     "AuctionResult",
     "Auctioneer",
     "Bidder",
     "BlackboardController",
     "BoardOutcome",
     "BoardState",
+    "Contract",
+    "Decline",
+    "Delegation",
+    "Draft",
+    "Escalation",
     "FailurePolicy",
     "Hierarchy",
     "Job",
@@ -66,13 +94,22 @@ __all__ = [
     "KnowledgeSource",
     "Ledger",
     "MarketOutcome",
+    "MarketTask",
     "ModelAggregator",
     "ModelPlanner",
     "ModelRouter",
     "Node",
     "Orchestrator",
+    "Quote",
+    "RoundRecord",
+    "Summary",
     "Supervisor",
+    "Task",
+    "TaskFailure",
+    "TaskResult",
     "Team",
+    "Verdict",
+    "WorkOutput",
     "Worker",
     "auction",
     "best_score",

@@ -49,8 +49,11 @@ class Draft(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: str
+    """What sort of entry (``finding``, ``hypothesis``...): the board is queried by it."""
     data: dict[str, Any] = Field(default_factory=dict)
+    """The entry's content."""
     key: str | None = None
+    """The item this entry updates; ``None`` makes a new item."""
 
 
 class BoardEntry(Message, type="blackboard.Entry"):
@@ -127,26 +130,43 @@ class RoundRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     round: int
+    """The round's number, from 1."""
     eligible: list[str]
+    """Sources that said they could contribute."""
     silent: list[str] = Field(default_factory=list)
+    """Sources that did not answer the poll in time."""
     chosen: str | None = None
+    """The source asked to contribute, if any."""
     result: Literal["applied", "conflict", "failed", "empty", "quiescent"]
+    """``applied``, ``conflict`` (stale write), ``failed``, ``empty`` (nothing written) or ``quiescent``.
+    """
     version: int
+    """The board's version after the round."""
     detail: str = ""
+    """An error or conflict explanation."""
 
 
 class BoardOutcome(Message, type="blackboard.Outcome"):
     """The controller's reply: how the board ended, and the board itself."""
 
     board: str
+    """The board's name."""
     ending: Ending
+    """``goal``, ``quiescent`` or ``round_limit``."""
     reason: str
+    """Why it ended, in words."""
     rounds: int
+    """Rounds played."""
     version: int
+    """The board's final version (the number of entries)."""
     entries: list[BoardEntry]
+    """Every entry, in version order (fold them with :meth:`state`)."""
     history: list[RoundRecord]
+    """One :class:`RoundRecord` per round."""
     conflicts: int = 0
+    """Contributions rejected because the board had moved on."""
     failed_sources: list[str] = Field(default_factory=list)
+    """Sources left out after ``max_source_failures`` failures."""
 
     def state(self) -> BoardState:
         """The final board as a :class:`BoardState`."""

@@ -40,6 +40,8 @@ __all__ = ["KnowledgeSource", "Verdict"]
 
 #: ``can_contribute`` answers ``True``/``False``, or ``(eligible, reason)``.
 Verdict = bool | tuple[bool, str]
+"""What :meth:`KnowledgeSource.can_contribute` returns: eligible or not, optionally with a
+reason for the trace, e.g. ``True`` or ``(False, "no findings yet")``."""
 
 
 def _spec(topic: str, method: str, mode: str, kind: type[Message]) -> HandlerSpec:

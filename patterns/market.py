@@ -7,7 +7,7 @@
 
     @app.main
     async def main(run: Run) -> MarketOutcome:
-        return await auction(run, "studio", [Task(id="t1", skill="design", effort=2)])
+        return await auction(run, "studio", [MarketTask(id="t1", skill="design", effort=2)])
 
 For each task the auctioneer broadcasts a :class:`CallForProposals`, collects a
 :class:`Bid` (or decline) from every registered bidder until all answered or
@@ -38,7 +38,7 @@ from .market_messages import (
     ContractResult,
     MarketJob,
     MarketOutcome,
-    Task,
+    MarketTask,
     market_topics,
 )
 from .market_session import BidBox, MarketSession
@@ -70,9 +70,9 @@ __all__ = [
     "Ledgers",
     "MarketJob",
     "MarketOutcome",
+    "MarketTask",
     "Quote",
     "Strategy",
-    "Task",
     "auction",
     "best_score",
     "ledger_topic",
@@ -134,7 +134,7 @@ class Auctioneer(Agent):
         ]  # fmt: skip
         return [*super().handlers(), *((s, s.message_types or ()) for s in specs)]
 
-    def strategy_for(self, task: Task) -> tuple[str, Strategy]:
+    def strategy_for(self, task: MarketTask) -> tuple[str, Strategy]:
         """The strategy for ``task`` (its own, else the auctioneer's)."""
         return resolve(task.strategy) if task.strategy else (self.strategy_name, self.strategy)
 
@@ -169,7 +169,7 @@ class Auctioneer(Agent):
 
 
 async def auction(
-    run: Run, market: str, tasks: Sequence[Task], *, timeout: float = 300.0
+    run: Run, market: str, tasks: Sequence[MarketTask], *, timeout: float = 300.0
 ) -> MarketOutcome:
     """Ask the auctioneer of ``market`` to auction ``tasks`` within ``run``.
 
@@ -181,3 +181,19 @@ async def auction(
         market_topics(market)["jobs"], job, timeout=timeout, expect=MarketOutcome
     )
     return outcome
+
+
+def __getattr__(name: str) -> object:
+    # 0.1.0 called MarketTask ``Task``, the name orchestrator-worker's tasks also have;
+    # code written against it keeps importing for one release, with a warning.
+    if name == "Task":
+        import warnings
+
+        warnings.warn(
+            "patterns.market.Task is deprecated: use patterns.market.MarketTask "
+            "(patterns.orchestrator_worker.Task is a different type)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return MarketTask
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

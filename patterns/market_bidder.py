@@ -5,7 +5,7 @@
     class Translator(Bidder, name="carol"):
         market = "studio"
 
-        async def quote(self, task: Task, ledger: Ledger, ctx: Context) -> Quote | Decline:
+        async def quote(self, task: MarketTask, ledger: Ledger, ctx: Context) -> Quote | Decline:
             if task.skill != "translation":
                 return Decline("no translation skill")
             return Quote(cost=35 * task.effort * (1 + 0.25 * ledger.active))
@@ -32,7 +32,7 @@ from .market_messages import (
     CallForProposals,
     Contract,
     ContractResult,
-    Task,
+    MarketTask,
     market_topics,
 )
 
@@ -44,8 +44,11 @@ class Quote:
     """A bid: what the bidder asks (``cost``) and how well it would do (``score``)."""
 
     cost: float
+    """The price asked; strategies compare it."""
     score: float = 0.0
+    """Expected quality, for ``best_score`` (higher is better)."""
     note: str = ""
+    """Free text, recorded with the bid."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Decline:
     """No bid, and why."""
 
     reason: str = ""
+    """Why not; listed in the task's ``no_bids`` reason."""
 
 
 def _spec(topic: str, method: str, mode: Mode, kind: type[Message]) -> HandlerSpec:
@@ -65,6 +69,11 @@ class Bidder(Agent):
     Set ``market`` on the class or per instance; override :meth:`quote` and
     :meth:`perform` (and :meth:`notified` to react to awards). ``sync_timeout`` bounds
     how long a call waits for ledger events still in flight before reading the journal.
+
+    Args:
+        name: the agent's name, which the auctioneer's ``bidders`` list must name (default:
+            the class's ``name=``); contracts arrive on ``market.<market>.bidder.<name>``.
+        market: the market to bid in (default: the class attribute ``market``).
 
     Raises :class:`UsageError` when no market is set.
     """
@@ -94,7 +103,7 @@ class Bidder(Agent):
         return [*super().handlers(), *((s, s.message_types or ()) for s in mine)]
 
     # -- what subclasses implement -----------------------------------------------------------
-    async def quote(self, task: Task, ledger: Ledger, ctx: Context) -> Quote | Decline | None:
+    async def quote(self, task: MarketTask, ledger: Ledger, ctx: Context) -> Quote | Decline | None:
         """This bidder's bid for ``task`` given its ``ledger`` (default: decline)."""
         return None
 

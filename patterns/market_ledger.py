@@ -44,13 +44,21 @@ class Ledger(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     agent: str
+    """The bidder this ledger belongs to."""
     active: int = 0
+    """Contracts awarded and not yet delivered or failed."""
     committed: float = 0.0
+    """Effort of the active contracts."""
     spent: float = 0.0
+    """Effort of the delivered contracts."""
     earned: float = 0.0
+    """Sum of the prices of delivered contracts."""
     won: int = 0
+    """Contracts awarded in all."""
     completed: int = 0
+    """Contracts delivered."""
     failed: int = 0
+    """Contracts that failed or timed out."""
 
     @property
     def used(self) -> float:

@@ -26,7 +26,7 @@ __all__ = [
     "ContractResult",
     "MarketJob",
     "MarketOutcome",
-    "Task",
+    "MarketTask",
     "market_topics",
 ]
 
@@ -35,7 +35,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Task(_Model):
+class MarketTask(_Model):
     """Work to auction: the ``skill`` it needs and its ``effort`` (in any unit bidders share).
 
     ``max_price`` is a reserve: bids above it are not accepted. ``strategy`` overrides the
@@ -43,19 +43,26 @@ class Task(_Model):
     """
 
     id: str
+    """Unique within a job; results name it as ``AuctionResult.task_id``."""
     skill: str
+    """What a bidder needs to do it; bidders decline skills they lack."""
     effort: float = 1.0
+    """How much work it is, in any unit the bidders share (ledgers add it up)."""
     description: str = ""
+    """What to do, in words."""
     max_price: float | None = None
+    """The reserve: bids above it are not accepted (``None``: no limit)."""
     strategy: str | None = None
+    """A name from ``STRATEGIES`` that overrides the auctioneer's strategy for this task."""
     data: dict[str, Any] = Field(default_factory=dict)
+    """Structured inputs for the winner."""
 
 
 class MarketJob(Message, type="market.Job"):
     """Ask a market's auctioneer to auction ``tasks`` (in this order) and collect results."""
 
     market: str
-    tasks: list[Task]
+    tasks: list[MarketTask]
 
 
 class CallForProposals(Message, type="market.CallForProposals"):
@@ -66,7 +73,7 @@ class CallForProposals(Message, type="market.CallForProposals"):
 
     market: str
     auction_id: str
-    task: Task
+    task: MarketTask
     attempt: int
     excluded: list[str] = Field(default_factory=list)
     ledger_version: int
@@ -102,7 +109,7 @@ class Contract(Message, type="market.Contract"):
 
     market: str
     auction_id: str
-    task: Task
+    task: MarketTask
     price: float
 
 
@@ -120,34 +127,53 @@ class Attempt(_Model):
     """One auction of a task and what came of it."""
 
     auction_id: str
+    """The auction's id (also in the journal's steps)."""
     outcome: Literal["completed", "failed", "no_bids"]
+    """``completed``, ``failed`` (the winner failed or timed out) or ``no_bids``."""
     winner: str | None = None
+    """The bidder awarded the task, if any."""
     price: float | None = None
+    """What the winner is paid."""
     reason: str = ""
+    """Why the strategy chose the winner, or why nobody was chosen."""
     bids: list[Bid] = Field(default_factory=list)
+    """Every bid and decline received."""
     silent: list[str] = Field(default_factory=list)
+    """Registered bidders that did not answer before ``bid_timeout``."""
     detail: str = ""
+    """The winner's error when the contract failed."""
 
 
 class AuctionResult(_Model):
     """Where a task ended: ``completed`` (with the result), ``no_bids`` or ``failed``."""
 
     task_id: str
+    """The ``id`` of the :class:`MarketTask` this result is for."""
     status: Literal["completed", "no_bids", "failed"]
+    """``completed``, ``no_bids`` (nobody could or would) or ``failed`` (every winner failed)."""
     winner: str | None = None
+    """The bidder that completed the task."""
     price: float | None = None
+    """What it was paid."""
     reason: str = ""
+    """Why it won, or why the task did not complete."""
     result: dict[str, Any] = Field(default_factory=dict)
+    """What the winner's ``perform`` returned."""
     summary: str = ""
+    """The winner's one-line summary of its result."""
     attempts: list[Attempt] = Field(default_factory=list)
+    """Every auction of the task, in order."""
 
 
 class MarketOutcome(Message, type="market.Outcome"):
     """The auctioneer's reply: one result per task (in job order) and the ledgers after."""
 
     market: str
+    """The market's name."""
     results: list[AuctionResult]
+    """One :class:`AuctionResult` per task, in the job's order."""
     ledgers: dict[str, Ledger] = Field(default_factory=dict)
+    """Every registered bidder's :class:`Ledger` after the job, by bidder name."""
 
     def by_status(self) -> dict[str, list[str]]:
         """Task ids grouped by status."""

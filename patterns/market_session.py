@@ -24,7 +24,7 @@ from .market_messages import (
     Contract,
     ContractResult,
     MarketOutcome,
-    Task,
+    MarketTask,
 )
 from .market_strategies import Award
 
@@ -45,7 +45,7 @@ class BidBox:
 
 @dataclass
 class _Awarded:
-    task: Task
+    task: MarketTask
     award: Award
     attempt: Attempt
 
@@ -65,7 +65,7 @@ class MarketSession:
         await self.ctx.note(step, pattern="market", market=self.au.market, **details)
 
     async def record(
-        self, agent: str, kind: str, task: Task, auction_id: str, price: float
+        self, agent: str, kind: str, task: MarketTask, auction_id: str, price: float
     ) -> None:
         event = LedgerEvent.model_validate(
             {
@@ -82,7 +82,7 @@ class MarketSession:
         await self.ctx.publish(event, self.au.topics["ledger"], key=agent)
         self.ledgers.apply(event)
 
-    async def run(self, tasks: list[Task]) -> MarketOutcome:
+    async def run(self, tasks: list[MarketTask]) -> MarketOutcome:
         await self.note("job-opened", tasks=[t.id for t in tasks], bidders=list(self.au.bidders))
         pending = list(tasks)
         wave = 0
@@ -108,7 +108,7 @@ class MarketSession:
         await self.note("job-closed", by_status=outcome.by_status(), waves=wave)
         return outcome
 
-    async def auction(self, task: Task) -> _Awarded | None:
+    async def auction(self, task: MarketTask) -> _Awarded | None:
         """Call for proposals, collect bids, award; ``None`` when nobody is awarded."""
         au, run_id = self.au, self.ctx.run_id or ""
         tries = self.attempts.setdefault(task.id, [])

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from agentbus import UsageError
 
-from .market_messages import Bid, Task
+from .market_messages import Bid, MarketTask
 
 __all__ = [
     "STRATEGIES",
@@ -34,7 +34,7 @@ class Award:
     reason: str
 
 
-Strategy = Callable[[Task, Sequence[Bid]], Award | None]
+Strategy = Callable[[MarketTask, Sequence[Bid]], Award | None]
 
 
 def _cost(bid: Bid) -> float:
@@ -45,7 +45,7 @@ def _runner_up(rest: Sequence[Bid]) -> str:
     return f"; runner-up {rest[0].bidder} at {_cost(rest[0]):g}" if rest else "; the only bid"
 
 
-def lowest_cost(task: Task, bids: Sequence[Bid]) -> Award | None:
+def lowest_cost(task: MarketTask, bids: Sequence[Bid]) -> Award | None:
     """The cheapest bid wins and is paid its own cost."""
     if not bids:
         return None
@@ -53,7 +53,7 @@ def lowest_cost(task: Task, bids: Sequence[Bid]) -> Award | None:
     return Award(first.bidder, _cost(first), f"lowest cost {_cost(first):g}{_runner_up(rest)}")
 
 
-def best_score(task: Task, bids: Sequence[Bid]) -> Award | None:
+def best_score(task: MarketTask, bids: Sequence[Bid]) -> Award | None:
     """The highest quality score wins (ties: cheaper, then name) and is paid its cost."""
     if not bids:
         return None
@@ -64,7 +64,7 @@ def best_score(task: Task, bids: Sequence[Bid]) -> Award | None:
     )
 
 
-def second_price(task: Task, bids: Sequence[Bid]) -> Award | None:
+def second_price(task: MarketTask, bids: Sequence[Bid]) -> Award | None:
     """Vickrey: the cheapest bid wins but is paid the second-lowest cost.
 
     Bidding one's true cost is then the best strategy. With a single bid the winner is

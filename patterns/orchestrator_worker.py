@@ -60,7 +60,7 @@ from .ow_steps import (
     run_concurrently,
     run_plan,
 )
-from .ow_worker import Worker, worker
+from .ow_worker import Worker, WorkFn, WorkOutput, worker
 
 __all__ = [
     "AggregateFn",
@@ -78,6 +78,8 @@ __all__ = [
     "Task",
     "TaskFailure",
     "TaskResult",
+    "WorkFn",
+    "WorkOutput",
     "Worker",
     "ask_model",
     "worker",

@@ -41,33 +41,51 @@ class Task(Message, type="patterns.Task"):
     """
 
     title: str
+    """A short name for the task (results keep it)."""
     text: str = ""
+    """What to do, in words."""
     data: dict[str, Any] = Field(default_factory=dict)
+    """Structured inputs."""
     key: str | None = None
+    """Tasks sharing a key run one at a time, in plan order (``None``: no lane)."""
     job_id: str = ""
+    """The job it is part of (filled by the orchestrator)."""
     index: int = 0
+    """Its position in the plan (filled by the orchestrator)."""
     attempt: int = 1
+    """1 for the first dispatch, 2 for the next... (filled by the orchestrator)."""
 
 
 class TaskResult(Message, type="patterns.TaskResult"):
     """A worker's answer to one task (or, in a hierarchy, a child's rolled-up answer)."""
 
     job_id: str = ""
+    """The job the task belongs to."""
     index: int = 0
+    """The task's position in the plan; results are ordered by it."""
     title: str = ""
+    """The task's title (in a hierarchy: the child's name)."""
     text: str = ""
+    """The answer in words (what a worker's ``str`` becomes)."""
     data: dict[str, Any] = Field(default_factory=dict)
+    """The answer as data (what a worker's ``dict`` becomes)."""
     worker: str = ""
+    """The worker (or child) that produced it."""
     attempt: int = 1
+    """The dispatch that succeeded."""
 
 
 class TaskFailure(Message, type="patterns.TaskFailure"):
     """A task (or child) that did not succeed within its attempts, and the last error."""
 
     index: int
+    """The task's position in the plan."""
     title: str
+    """The task's title."""
     error: str
+    """The last error, as ``Type: message``."""
     attempts: int
+    """How many dispatches were made."""
 
 
 class JobResult(Message, type="patterns.JobResult"):
@@ -80,12 +98,19 @@ class JobResult(Message, type="patterns.JobResult"):
     """
 
     job_id: str
+    """The ``id`` of the :class:`Job`."""
     status: Literal["completed", "partial"]
+    """``completed``, or ``partial`` when a best-effort job carried on past failures."""
     text: str
+    """The aggregated answer."""
     data: dict[str, Any] = Field(default_factory=dict)
+    """The aggregated structured answer."""
     produced_by: str = ""
+    """What wrote ``text``: ``join_results``, a function's label or ``model:NAME``."""
     results: list[TaskResult] = Field(default_factory=list)
+    """Every successful task's result, by task index."""
     failures: list[TaskFailure] = Field(default_factory=list)
+    """Every task that failed (only in ``partial`` results)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +118,11 @@ class Summary:
     """What an aggregator returns: the merged text, structured data, and who wrote it."""
 
     text: str
+    """The merged answer; becomes ``JobResult.text``."""
     data: dict[str, Any] = field(default_factory=dict)
+    """Structured data; becomes ``JobResult.data``."""
     produced_by: str = "function"
+    """A label for what merged it; becomes ``JobResult.produced_by``."""
 
 
 class JobFailed(Reject):

@@ -18,7 +18,11 @@ from .ow_messages import Task, TaskResult
 __all__ = ["WorkFn", "WorkOutput", "Worker", "worker"]
 
 WorkOutput: TypeAlias = TaskResult | str | dict[str, Any]
+"""What a worker may return: a :class:`TaskResult`, a ``str`` (the result's ``text``) or a
+``dict`` (its ``data``). The worker fills in the task's job id, index, title and attempt."""
 WorkFn: TypeAlias = Callable[[Task, Context], WorkOutput | Awaitable[WorkOutput]]
+"""A worker function for :func:`worker`: ``fn(task, ctx)``, sync or async, returning a
+:data:`WorkOutput`."""
 
 
 class Worker(Agent, name="worker"):

@@ -60,3 +60,14 @@ def test_example_replays_identically_on_redis(
     result = json.loads(replay.stdout)
     assert replay.returncode == 0, result["divergence"]
     assert result["identical"] is True
+
+
+def test_llm_assistant_calls_its_tool_and_says_the_offline_model_answered(tmp_path: Path) -> None:
+    done = agentbus("run", str(ROOT / "examples" / "llm_assistant.py"), "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)["result"]
+    assert reply["offline"] is True
+    assert reply["text"].startswith("[offline model] Based on lookup_order:")
+    assert '"status": "shipped"' in reply["text"]  # the tool's answer for order A-1001
+    assert reply["steps"] == 2  # one model call chose the tool, one answered from its result
+    assert "offline model answered" in done.stderr

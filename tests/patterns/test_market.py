@@ -25,8 +25,8 @@ from patterns.market import (
     LedgerEvent,
     Ledgers,
     MarketOutcome,
+    MarketTask,
     Quote,
-    Task,
     auction,
     best_score,
     lowest_cost,
@@ -56,7 +56,7 @@ class Worker(Bidder):
         self.fail, self.hang = fail, hang
         self.awards: list[tuple[str, bool]] = []
 
-    async def quote(self, task: Task, ledger: Ledger, ctx: Context) -> Quote | Decline:
+    async def quote(self, task: MarketTask, ledger: Ledger, ctx: Context) -> Quote | Decline:
         if task.skill not in self.skills:
             return Decline(f"no {task.skill}")
         if ledger.used + task.effort > self.capacity:
@@ -85,7 +85,7 @@ async def hosting(url: str, *agents: Agent) -> AsyncIterator[Runtime]:
 
 
 async def run_market(
-    url: str, auctioneer: Auctioneer, bidders: Sequence[Agent], tasks: list[Task]
+    url: str, auctioneer: Auctioneer, bidders: Sequence[Agent], tasks: list[MarketTask]
 ) -> tuple[MarketOutcome, str]:
     async with hosting(url, auctioneer, *bidders) as rt:
         async with rt.run("market") as run:
@@ -115,10 +115,10 @@ def team(**extra: Any) -> list[Agent]:
 async def test_awards_by_strategy_and_load_shapes_later_bids(url_for: str) -> None:
     bidders = team()
     tasks = [
-        Task(id="t1", skill="code", effort=2),
-        Task(id="t2", skill="code", effort=2),  # ben now has an open contract: 8*2*1.5 = 24
-        Task(id="t3", skill="code", effort=1, strategy="best_score"),
-        Task(id="t4", skill="code", effort=1, strategy="second_price"),
+        MarketTask(id="t1", skill="code", effort=2),
+        MarketTask(id="t2", skill="code", effort=2),  # ben now has an open contract: 8*2*1.5 = 24
+        MarketTask(id="t3", skill="code", effort=1, strategy="best_score"),
+        MarketTask(id="t4", skill="code", effort=1, strategy="second_price"),
     ]
     outcome, steps = await run_market(url_for, auctioneer(["ann", "ben", "cat"]), bidders, tasks)
     won = {r.task_id: (r.winner, r.price) for r in outcome.results}
@@ -143,7 +143,7 @@ async def test_awards_by_strategy_and_load_shapes_later_bids(url_for: str) -> No
 async def test_a_failing_winner_is_excluded_and_the_task_reauctioned(url_for: str) -> None:
     bidders = team(ben={"fail": "t1"})
     outcome, steps = await run_market(
-        url_for, auctioneer(["ann", "ben", "cat"]), bidders, [Task(id="t1", skill="code")]
+        url_for, auctioneer(["ann", "ben", "cat"]), bidders, [MarketTask(id="t1", skill="code")]
     )
     result = outcome.results[0]
     assert result.status == "completed"
@@ -164,7 +164,7 @@ async def test_a_failing_winner_is_excluded_and_the_task_reauctioned(url_for: st
 async def test_a_winner_that_times_out_is_reauctioned(url_for: str) -> None:
     bidders = team(ben={"hang": "t1"})
     ctl = auctioneer(["ann", "ben", "cat"], contract_timeout=0.3)
-    outcome, _ = await run_market(url_for, ctl, bidders, [Task(id="t1", skill="code")])
+    outcome, _ = await run_market(url_for, ctl, bidders, [MarketTask(id="t1", skill="code")])
     result = outcome.results[0]
     assert result.winner == "ann"
     assert result.attempts[0].detail == "timed out after 0.3s"
@@ -176,7 +176,10 @@ async def test_every_winner_failing_ends_the_task_as_failed(url_for: str) -> Non
         Worker("ben", {"code": 1}, rate=2, fail="t1"),
     ]
     outcome, _ = await run_market(
-        url_for, auctioneer(["ann", "ben"], max_attempts=2), bidders, [Task(id="t1", skill="code")]
+        url_for,
+        auctioneer(["ann", "ben"], max_attempts=2),
+        bidders,
+        [MarketTask(id="t1", skill="code")],
     )
     result = outcome.results[0]
     assert result.status == "failed"
@@ -187,7 +190,7 @@ async def test_every_winner_failing_ends_the_task_as_failed(url_for: str) -> Non
 async def test_a_failed_task_nobody_else_can_do_ends_failed(url_for: str) -> None:
     bidders = [Worker("ann", {"code": 1}, rate=1, fail="t1"), Worker("ben", {"art": 1}, rate=1)]
     outcome, _ = await run_market(
-        url_for, auctioneer(["ann", "ben"]), bidders, [Task(id="t1", skill="code")]
+        url_for, auctioneer(["ann", "ben"]), bidders, [MarketTask(id="t1", skill="code")]
     )
     result = outcome.results[0]
     assert result.status == "failed"
@@ -202,7 +205,7 @@ async def test_no_bids_is_a_clear_outcome(url_for: str) -> None:
         url_for,
         auctioneer(["ann", "ben", "cat"]),
         team(),
-        [Task(id="law", skill="legal"), Task(id="cheap", skill="design", max_price=5)],
+        [MarketTask(id="law", skill="legal"), MarketTask(id="cheap", skill="design", max_price=5)],
     )
     law, cheap = outcome.results
     assert law.status == "no_bids"
@@ -218,14 +221,14 @@ async def test_a_silent_bidder_is_waited_for_until_the_deadline(url_for: str) ->
     # "ghost" is registered but never hosted, like a bidder whose process died.
     ctl = auctioneer(["ann", "ghost"], bid_timeout=0.2)
     outcome, _ = await run_market(
-        url_for, ctl, [Worker("ann", {"code": 1}, rate=3)], [Task(id="t1", skill="code")]
+        url_for, ctl, [Worker("ann", {"code": 1}, rate=3)], [MarketTask(id="t1", skill="code")]
     )
     assert outcome.results[0].winner == "ann"
     assert outcome.results[0].attempts[0].silent == ["ghost"]
 
 
 class Broken(Worker):
-    async def quote(self, task: Task, ledger: Ledger, ctx: Context) -> Quote | Decline:
+    async def quote(self, task: MarketTask, ledger: Ledger, ctx: Context) -> Quote | Decline:
         raise ValueError("price list missing")
 
 
@@ -234,7 +237,7 @@ async def test_a_bidder_that_crashes_while_pricing_declines_at_once(url_for: str
     bidders = [Worker("ann", {"code": 1}, rate=3), Broken("bad", {"code": 1}, rate=1)]
     async with hosting(url_for, ctl, *bidders) as rt, rt.run("market") as run:
         # Would take a minute if the auction waited for its deadline.
-        outcome = await auction(run, MARKET, [Task(id="t1", skill="code")], timeout=20)
+        outcome = await auction(run, MARKET, [MarketTask(id="t1", skill="code")], timeout=20)
     attempt = outcome.results[0].attempts[0]
     assert outcome.results[0].winner == "ann"
     assert [b.note for b in attempt.bids if b.bidder == "bad"] == [
@@ -244,7 +247,7 @@ async def test_a_bidder_that_crashes_while_pricing_declines_at_once(url_for: str
 
 async def test_capacity_from_the_ledger_makes_a_bidder_decline(url_for: str) -> None:
     bidders = [Worker("ann", {"code": 1}, rate=1, capacity=3), Worker("ben", {"code": 1}, rate=5)]
-    tasks = [Task(id=f"t{i}", skill="code", effort=2) for i in range(1, 4)]
+    tasks = [MarketTask(id=f"t{i}", skill="code", effort=2) for i in range(1, 4)]
     outcome, _ = await run_market(url_for, auctioneer(["ann", "ben"]), bidders, tasks)
     assert [r.winner for r in outcome.results] == ["ann", "ben", "ben"]
     notes = {b.bidder: b.note for b in outcome.results[1].attempts[0].bids}
@@ -255,15 +258,15 @@ async def test_a_second_job_in_the_run_continues_the_ledgers(url_for: str) -> No
     bidders = [Worker("ann", {"code": 1}, rate=1, capacity=3), Worker("ben", {"code": 1}, rate=5)]
     ctl = auctioneer(["ann", "ben"])
     async with hosting(url_for, ctl, *bidders) as rt, rt.run("market") as run:
-        first = await auction(run, MARKET, [Task(id="a", skill="code", effort=2)])
-        second = await auction(run, MARKET, [Task(id="b", skill="code", effort=2)])
+        first = await auction(run, MARKET, [MarketTask(id="a", skill="code", effort=2)])
+        second = await auction(run, MARKET, [MarketTask(id="b", skill="code", effort=2)])
     assert first.results[0].winner == "ann"
     assert second.results[0].winner == "ben"  # ann's 2 of 3 days are spent
     assert second.ledgers["ann"].spent == 2
 
 
 def test_strategies_break_ties_by_name() -> None:
-    task = Task(id="t", skill="s")
+    task = MarketTask(id="t", skill="s")
 
     def bid(name: str, cost: float, score: float = 0) -> Bid:
         return Bid(market="m", auction_id="a", bidder=name, cost=cost, score=score)
@@ -277,7 +280,7 @@ def test_strategies_break_ties_by_name() -> None:
     assert (award.winner, award.price) == ("amy", 5)
     assert best_score(task, bids).winner == "max"  # type: ignore[union-attr]
     assert best_score(task, bids[:2]).winner == "amy"  # type: ignore[union-attr]
-    capped = second_price(Task(id="t", skill="s", max_price=6), [bid("a", 4), bid("b", 9)])
+    capped = second_price(MarketTask(id="t", skill="s", max_price=6), [bid("a", 4), bid("b", 9)])
     assert capped is not None
     assert capped.price == 6
     assert lowest_cost(task, []) is None
