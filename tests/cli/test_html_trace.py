@@ -149,10 +149,16 @@ class Page:
         top = 0
         while True:
             self.driver.execute_script("arguments[0].scrollTop = arguments[1]", box, top)
-            self.driver.execute_script("renderTree()")
-            for row in self.rows():
-                if row.is_displayed():
-                    texts[int(row.value_of_css_property("top").rstrip("px"))] = row.text
+            # Render and read in one script: the page re-renders on scroll events, and a
+            # row element read across two WebDriver calls can be gone (stale) by then.
+            found = self.driver.execute_script(
+                "renderTree();"
+                "return [...document.querySelectorAll('#tree-inner .row')]"
+                ".filter(r => r.offsetParent !== null)"
+                ".map(r => [parseInt(getComputedStyle(r).top), r.innerText]);"
+            )
+            for row_top, text in found:
+                texts[int(row_top)] = str(text).strip()
             if top >= height:
                 break
             top += 400
