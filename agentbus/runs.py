@@ -102,7 +102,7 @@ class Run:
         topic: str,
         message: Message,
         *,
-        timeout: float = 30.0,
+        timeout: float | None = None,
         expect: type[M] | None = None,
         key: str | None = None,
     ) -> Any:

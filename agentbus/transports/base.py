@@ -292,6 +292,22 @@ class TopicInfo:
         }
 
 
+@dataclass(slots=True)
+class EntryState:
+    """Where one entry of a topic stands in one consumer group (see ``entry_state``).
+
+    ``delivered``: the group has read past the entry. ``consumer`` is set while the entry
+    is pending (delivered, not acknowledged), with its ``idle_ms`` since the last delivery
+    or lease renewal and its delivery count; a delivered entry with no consumer was acked.
+    """
+
+    group: str
+    delivered: bool
+    consumer: str | None = None
+    idle_ms: int = 0
+    deliveries: int = 0
+
+
 @runtime_checkable
 class Transport(Protocol):
     """A message store with consumer groups and a journal. See the module docstring."""
@@ -396,6 +412,11 @@ class Transport(Protocol):
 
     async def delete_topic(self, topic: str) -> None:
         """Delete a topic with its groups."""
+
+    async def entry_state(self, topic: str, entry_id: str) -> list[EntryState]:
+        """Where entry ``entry_id`` of ``topic`` stands in each of the topic's groups
+        (empty when the topic has none). Not on the hot path: requests ask it when a reply
+        is late."""
 
     async def topics(self) -> list[TopicInfo]:
         """Every topic with its groups, pending counts, lag and dead-letter count."""
