@@ -195,6 +195,16 @@ class RunInfo:
     def duration(self) -> float | None:
         return None if self.ended is None else self.ended - self.started
 
+    @property
+    def late_events(self) -> int:
+        """Events published into the run after it finished (work that outlived it).
+
+        The run keeps the status it ended with; these are counted apart, from
+        ``meta["events_at_end"]``, which :meth:`Run.finish` records.
+        """
+        at_end = self.meta.get("events_at_end")
+        return 0 if not isinstance(at_end, int) else max(0, self.events - at_end)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -206,6 +216,7 @@ class RunInfo:
             "events": self.events,
             "records": self.records,
             "tokens": self.tokens,
+            "late_events": self.late_events,
             "meta": self.meta,
         }
 
