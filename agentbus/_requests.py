@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .envelope import Envelope, decode_data, new_id
@@ -15,6 +16,7 @@ from .errors import (
     TransportError,
     UsageError,
 )
+from .keys import validate_topic
 from .message import Message
 
 if TYPE_CHECKING:
@@ -23,6 +25,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentbus.runtime")
 
 ERROR_TYPE = "agentbus.Error"
+
+#: With no ``timeout``, how long a request may wait to be taken by an agent (seconds).
+TAKE_TIMEOUT = 30.0
+#: With no ``timeout``, how often a late reply's request is looked up again (seconds).
+RECHECK_INTERVAL = 5.0
+
+
+def recovery_window(visibility_timeout: float, claim_interval: float) -> float:
+    """How long a request can sit idle on a crashed consumer before another claims it.
+
+    An entry becomes claimable once idle for ``visibility_timeout``; live consumers look
+    for such entries every ``claim_interval``; the rest is margin for the claim's read and
+    a slow scan. A request idle for longer has nobody left to recover it.
+    """
+    return visibility_timeout + claim_interval + max(1.0, visibility_timeout / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class _Standing:
+    reason: str | None
+    in_hand: bool = False  # being handled, or awaiting recovery from a crashed consumer
+    replied: bool = False  # handled and acknowledged: the reply should be on its way
 
 
 class Requests:
@@ -44,30 +68,29 @@ class Requests:
         topic: str,
         message: Message,
         *,
-        timeout: float,
+        timeout: float | None,
         expect: type[Message] | None,
         key: str | None,
         source: str | None,
     ) -> Any:
-        if timeout <= 0:
-            raise UsageError(f"timeout must be positive, got {timeout!r}")
+        if timeout is not None and timeout <= 0:
+            raise UsageError(f"timeout must be positive (or None), got {timeout!r}")
+        validate_topic(topic)
         self._ensure_reader()
         correlation = new_id()
         future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
         self._waiters[correlation] = future
         try:
-            await self.rt.publish(
+            env = Envelope.for_message(
                 message,
-                topic,
-                key=key,
-                source=source,
+                source=source or "client",
+                partitionkey=key,
                 replyto=self.inbox,
                 correlationid=correlation,
             )
-            try:
-                reply = await asyncio.wait_for(future, timeout)
-            except TimeoutError:
-                raise RequestTimeout(topic, timeout, correlation) from None
+            entry_ids: list[str] = []
+            await self.rt.publish_envelope(env, topic, entry_ids=entry_ids)
+            reply = await self._wait(future, topic, entry_ids, correlation, timeout)
         finally:
             self._waiters.pop(correlation, None)
         if reply.type == ERROR_TYPE:
@@ -80,6 +103,77 @@ class Requests:
             )
         answer = decode_data(reply, expect)
         return answer
+
+    async def _wait(
+        self,
+        future: asyncio.Future[Envelope],
+        topic: str,
+        entry_ids: list[str],
+        correlation: str,
+        timeout: float | None,
+    ) -> Envelope:
+        """The reply; with no ``timeout``, waited for as long as the request is in hand."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # asyncio.wait, not wait_for: waiting again must not cancel the future.
+        done, _ = await asyncio.wait({future}, timeout=TAKE_TIMEOUT if timeout is None else timeout)
+        replied_seen = False
+        while not done:
+            standing = await self._standing(topic, entry_ids[0] if entry_ids else None)
+            # A reply is published before the ack: once acked it may still be on its way.
+            wait_on = standing.in_hand or (standing.replied and not replied_seen)
+            if timeout is not None or not wait_on:
+                waited = timeout if timeout is not None else round(loop.time() - started, 1)
+                raise RequestTimeout(topic, waited, correlation, standing.reason)
+            replied_seen = replied_seen or standing.replied
+            done, _ = await asyncio.wait({future}, timeout=self._recheck)
+        return future.result()
+
+    @property
+    def _recheck(self) -> float:
+        return min(self.rt.claim_interval, RECHECK_INTERVAL)
+
+    async def _standing(self, topic: str, entry_id: str | None) -> _Standing:
+        """Where the request stands: being handled, awaiting recovery, queued, or lost."""
+        states_of = getattr(self.rt.transport, "entry_state", None)
+        if entry_id is None or states_of is None:
+            return _Standing(None)  # a transport that cannot tell: the timeout is final
+        try:
+            states = await states_of(topic, entry_id)
+        except TransportError as exc:
+            return _Standing(f"could not check where the request stands: {exc}")
+        if not states:
+            return _Standing(
+                f"no agent is subscribed to topic {topic!r} (it has no consumer group)"
+            )
+        window = recovery_window(self.rt.visibility_timeout, self.rt.claim_interval)
+        pending = [s for s in states if s.consumer is not None]
+        for s in pending:
+            if s.idle_ms / 1000 <= window:
+                # Held by a running handler (its lease keeps the idle time low), or by a
+                # consumer that died and whose entry another consumer will claim once it
+                # has been idle for the visibility timeout.
+                return _Standing(
+                    f"it is pending on consumer {s.consumer!r} of group {s.group!r} "
+                    f"(delivery {s.deliveries}, idle {s.idle_ms / 1000:.1f}s)",
+                    in_hand=True,
+                )
+        if pending:
+            s = pending[0]
+            return _Standing(
+                f"it has been pending on consumer {s.consumer!r} of group {s.group!r} for "
+                f"{s.idle_ms / 1000:.1f}s with no lease renewal, and no other consumer claimed "
+                f"it (longer than the {window:g}s recovery takes with a visibility timeout of "
+                f"{self.rt.visibility_timeout:g}s): is any consumer of {s.group!r} alive?"
+            )
+        handled = [s.group for s in states if s.delivered]
+        if handled:
+            return _Standing(
+                f"group(s) {handled!r} handled and acknowledged it, but no reply arrived",
+                replied=True,
+            )
+        groups = [s.group for s in states]
+        return _Standing(f"no agent has taken it yet: it is still queued for group(s) {groups!r}")
 
     async def _read(self) -> None:
         backoff = 0.05

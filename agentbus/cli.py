@@ -151,7 +151,7 @@ async def cmd_runs(args: argparse.Namespace) -> int:
         (
             r.run_id,
             r.name,
-            r.status,
+            r.status if not r.late_events else f"{r.status} (+{r.late_events} late)",
             r.events,
             _fmt_time(r.started),
             _fmt_time(r.ended),

@@ -51,10 +51,13 @@ async def cmd_replay(args: argparse.Namespace) -> int:
             f"{result.substituted_calls} calls from the recording, {result.live_calls} live, "
             f"{result.seconds:.2f}s"
         )
-        print("identical" if result.identical else result.divergence.describe())  # type: ignore[union-attr]
-    if result.fork_at is not None:
-        return 0
-    return 0 if result.identical else 1
+        if result.divergence is None:
+            print("identical")
+        else:
+            if result.verdict == "diverged_after_fork":
+                print(f"the fork follows the recording up to event #{result.fork_at}, then:")
+            print(result.divergence.describe())
+    return result.exit_code
 
 
 async def cmd_diff(args: argparse.Namespace) -> int:
@@ -112,7 +115,16 @@ def register(
     p.set_defaults(fn=cmd_trace)
 
     p = with_url(
-        sub.add_parser("replay", help="re-execute a run; exit 0 when identical, 1 when not")
+        sub.add_parser(
+            "replay",
+            help="re-execute (or fork) a run; exit 0 identical, 1 diverged, 3 fork differs after N",
+            description="Re-execute a recorded run, answering every model and tool call from "
+            "the recording (whatever model is configured now), and compare the events.",
+            epilog="exit status: 0 identical to the recording; 1 diverged (with --fork-at: "
+            "before event N, so the fork does not continue the recorded run) or failed; "
+            "2 usage error; 3 with --fork-at only: identical before event N, different from "
+            "N on.",
+        )
     )
     p.add_argument("run", help="run id (or a unique prefix)")
     p.add_argument("--app", default=None, help="MODULE:OBJ or FILE.py[:OBJ] (default: as recorded)")

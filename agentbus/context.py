@@ -104,7 +104,7 @@ class Context:
         topic: str,
         message: Message,
         *,
-        timeout: float = 30.0,
+        timeout: float | None = None,
         expect: type[M] | None = None,
         key: str | None = None,
     ) -> Any:

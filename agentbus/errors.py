@@ -98,14 +98,19 @@ class GroupNotFound(TransportError):
 class RequestTimeout(AgentBusError, TimeoutError):
     """A request got no reply within its timeout."""
 
-    def __init__(self, topic: str, timeout: float, correlation_id: str) -> None:
+    def __init__(
+        self, topic: str, timeout: float, correlation_id: str, reason: str | None = None
+    ) -> None:
         super().__init__(
             f"no reply to the request on topic {topic!r} within {timeout:g}s "
-            f"(correlation id {correlation_id!r}); is an agent subscribed to that topic?"
+            f"(correlation id {correlation_id!r}); "
+            f"{reason or 'is an agent subscribed to that topic?'}"
         )
         self.topic = topic
         self.timeout = timeout
         self.correlation_id = correlation_id
+        #: Where the request stood when the requester gave up, when it could be told.
+        self.reason = reason
 
 
 class RemoteError(AgentBusError):

@@ -30,7 +30,7 @@ from .journal import Journal
 from .runtime import Runtime
 from .transports import JournalEntry, JournalRecord, RunInfo, open_transport, resolve_url
 
-__all__ = ["ReplayMismatch", "ReplayResult", "replay_run"]
+__all__ = ["EXIT_CODES", "ReplayMismatch", "ReplayResult", "replay_run"]
 
 
 class ReplayMismatch(AgentBusError):
@@ -48,9 +48,21 @@ def _canonical(value: Any) -> str:
 @dataclass
 class _Recorded:
     position: int
+    name: str
     request: dict[str, Any]
     response: dict[str, Any] | None
     error: str | None
+
+
+# What a model call's request says about *which* model serves it. The recording answers the
+# call whatever model is configured now (CI has no key), so these never count as a change.
+_MODEL_CHOICE = ("model", "provider")
+
+
+def _comparable(kind: str, request: dict[str, Any]) -> str:
+    if kind == "model":
+        request = {k: v for k, v in request.items() if k not in _MODEL_CHOICE}
+    return _canonical(request)
 
 
 @dataclass
@@ -64,6 +76,8 @@ class CallTape:
     mismatches: list[Divergence] = field(default_factory=list)
     substituted: int = 0
     live: int = 0
+    #: What answered each substituted call, by (agent, handled event id, call index).
+    sources: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_records(cls, records: list[JournalRecord], fork_at: int | None) -> CallTape:
@@ -89,6 +103,7 @@ class CallTape:
             tape.calls[key].append(
                 _Recorded(
                     position,
+                    str(r.record.get("name")),
                     r.record.get("request") or {},
                     r.record.get("response"),
                     r.record.get("error"),
@@ -115,7 +130,7 @@ class CallTape:
         if self.fork_at is not None and recorded.position >= self.fork_at:
             self.live += 1
             return None
-        if _canonical(recorded.request) != _canonical(request):
+        if _comparable(kind, recorded.request) != _comparable(kind, request):
             self.mismatches.append(
                 Divergence(
                     recorded.position,
@@ -125,14 +140,49 @@ class CallTape:
                 )
             )
         self.substituted += 1
+        self.sources[(str(scope.agent), str(scope.causation_id), index)] = {
+            "source_position": recorded.position,
+            "name": recorded.name,
+            **{k: recorded.request[k] for k in _MODEL_CHOICE if k in recorded.request},
+        }
         if recorded.error is not None:
             raise RecordedCallError(f"recorded {kind} call {name!r} failed: {recorded.error}")
         return recorded.response
 
+    def annotate(self, records: list[JournalRecord]) -> None:
+        """Write into the replay's call records which recorded call answered each one."""
+        for r in records:
+            if r.kind in ("model_call", "tool_call") and r.record.get("substituted"):
+                key = (
+                    str(r.record.get("agent")),
+                    str(r.record.get("event_id")),
+                    int(r.record.get("call_index", 0)),
+                )
+                source = self.sources.get(key)
+                if source is not None:
+                    r.record["recorded"] = source
+
 
 def _key(kind: str, name: str, agent: str, event: dict[str, Any], index: int) -> tuple[str, ...]:
     n = normalize(event)
+    # A model call is the agent's n-th call while handling that event, whatever model
+    # serves it: the model name comes from the environment (OPENAI_MODEL, AGENTBUS_MODEL),
+    # which a replay in CI does not have. A tool's name is the agent's choice, so it counts.
+    if kind == "model":
+        name = ""
     return (kind, name, agent, str(n["type"]), _canonical(n["data"]), str(index))
+
+
+#: ``agentbus replay`` exit status by verdict (2 is a usage error, as for every command).
+EXIT_CODES = {"identical": 0, "diverged": 1, "diverged_after_fork": 3}
+
+
+def _verdict(divergence: Divergence | None, fork_at: int | None) -> str:
+    if divergence is None:
+        return "identical"
+    if fork_at is not None and divergence.position >= fork_at:
+        return "diverged_after_fork"
+    return "diverged"
 
 
 @dataclass
@@ -153,11 +203,23 @@ class ReplayResult:
     def identical(self) -> bool:
         return self.divergence is None
 
+    @property
+    def verdict(self) -> str:
+        """``identical``; ``diverged_after_fork`` when a fork differs only from its fork
+        point on (what a fork with a changed prompt, model or code is for); else ``diverged``."""
+        return _verdict(self.divergence, self.fork_at)
+
+    @property
+    def exit_code(self) -> int:
+        """The ``agentbus replay`` exit status: 0 identical, 1 diverged, 3 diverged after the fork."""
+        return EXIT_CODES[self.verdict]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "source_run_id": self.source_run_id,
             "run_id": self.run_id,
             "identical": self.identical,
+            "verdict": self.verdict,
             "divergence": None if self.divergence is None else self.divergence.to_dict(),
             "recorded_events": self.recorded_events,
             "produced_events": self.produced_events,
@@ -195,6 +257,7 @@ async def replay_run(
             url, journal.transport, the_app, info, recorded, tape, new_id_, fork_at, settle_timeout
         )
         seconds = time.perf_counter() - started
+        tape.annotate(produced_records)
         produced = [r.record["event"] for r in produced_records if r.kind == "published"]
         divergence = _first(compare_events(recorded, produced), tape.mismatches)
         await _store(journal, info, produced_records, new_id_, the_app, fork_at, divergence)
@@ -306,7 +369,7 @@ async def _store(
         "app": app.ref or source.meta.get("app"),
         "replay_of": source.run_id,
         "mode": "fork" if fork_at is not None else "replay",
-        "verdict": "identical" if divergence is None else "diverged",
+        "verdict": _verdict(divergence, fork_at),
     }
     if fork_at is not None:
         meta["fork_at"] = fork_at

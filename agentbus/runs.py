@@ -59,6 +59,10 @@ class Run:
         self.info.status = status
         self.info.ended = time.time()
         await self.runtime.writer.flush()
+        # What the run published by its end: anything counted later is work that outlived
+        # it (a handler still running when the run failed), shown apart as late events.
+        stored = await self.runtime.transport.get_run(self.run_id)
+        self.meta["events_at_end"] = stored.events if stored is not None else 0
         if self.runtime.journal_enabled:
             fields: dict[str, Any] = {"name": self.name, "status": status}
             if error:
@@ -102,7 +106,7 @@ class Run:
         topic: str,
         message: Message,
         *,
-        timeout: float = 30.0,
+        timeout: float | None = None,
         expect: type[M] | None = None,
         key: str | None = None,
     ) -> Any:

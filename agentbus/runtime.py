@@ -294,8 +294,14 @@ class Runtime:
         )
         return await self.publish_envelope(env, topic)
 
-    async def publish_envelope(self, env: Envelope, topic: str) -> str:
-        """Publish a prepared envelope (run and causation filled from the scope)."""
+    async def publish_envelope(
+        self, env: Envelope, topic: str, *, entry_ids: list[str] | None = None
+    ) -> str:
+        """Publish a prepared envelope (run and causation filled from the scope).
+
+        ``entry_ids``, when given, receives the stored entry's id (requests use it to ask
+        where their request stands when the reply is late).
+        """
         self._check_open()
         scope = current_scope()
         if scope is None:
@@ -334,7 +340,9 @@ class Runtime:
             if outbox is not None:
                 outbox.append((topic, payload, journal))
                 return env.id
-            await self.transport.publish(topic, payload, journal=journal)
+            entry_id = await self.transport.publish(topic, payload, journal=journal)
+            if entry_ids is not None:
+                entry_ids.append(entry_id)
         self.metrics.published(topic)
         return env.id
 
@@ -343,7 +351,7 @@ class Runtime:
         topic: str,
         message: Message,
         *,
-        timeout: float = 30.0,
+        timeout: float | None = None,
         expect: type[M] | None = None,
         key: str | None = None,
         source: str | None = None,
@@ -351,8 +359,12 @@ class Runtime:
         """Publish ``message`` as a request and wait for the handler's reply.
 
         Returns the reply message (checked against ``expect`` when given). Raises
-        :class:`RequestTimeout` (a ``TimeoutError``) when no reply comes within
-        ``timeout`` seconds and :class:`RemoteError` when the handler failed.
+        :class:`RemoteError` when the handler failed, and :class:`RequestTimeout` (a
+        ``TimeoutError``, saying where the request stands) when no reply comes: within
+        ``timeout`` seconds when one is given; by default (``None``) when no agent takes
+        the request within 30 s, or when it is no longer being worked on — a request held
+        by a running handler, or by a crashed consumer until another claims it after the
+        visibility timeout, is waited for (see docs/architecture.md, "Requests").
         Cancelling the call abandons the reply.
         """
         return await self._requests.request(

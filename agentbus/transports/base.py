@@ -195,6 +195,16 @@ class RunInfo:
     def duration(self) -> float | None:
         return None if self.ended is None else self.ended - self.started
 
+    @property
+    def late_events(self) -> int:
+        """Events published into the run after it finished (work that outlived it).
+
+        The run keeps the status it ended with; these are counted apart, from
+        ``meta["events_at_end"]``, which :meth:`Run.finish` records.
+        """
+        at_end = self.meta.get("events_at_end")
+        return 0 if not isinstance(at_end, int) else max(0, self.events - at_end)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -206,6 +216,7 @@ class RunInfo:
             "events": self.events,
             "records": self.records,
             "tokens": self.tokens,
+            "late_events": self.late_events,
             "meta": self.meta,
         }
 
@@ -290,6 +301,22 @@ class TopicInfo:
             ],
             "dead_letters": self.dead_letters,
         }
+
+
+@dataclass(slots=True)
+class EntryState:
+    """Where one entry of a topic stands in one consumer group (see ``entry_state``).
+
+    ``delivered``: the group has read past the entry. ``consumer`` is set while the entry
+    is pending (delivered, not acknowledged), with its ``idle_ms`` since the last delivery
+    or lease renewal and its delivery count; a delivered entry with no consumer was acked.
+    """
+
+    group: str
+    delivered: bool
+    consumer: str | None = None
+    idle_ms: int = 0
+    deliveries: int = 0
 
 
 @runtime_checkable
@@ -396,6 +423,11 @@ class Transport(Protocol):
 
     async def delete_topic(self, topic: str) -> None:
         """Delete a topic with its groups."""
+
+    async def entry_state(self, topic: str, entry_id: str) -> list[EntryState]:
+        """Where entry ``entry_id`` of ``topic`` stands in each of the topic's groups
+        (empty when the topic has none). Not on the hot path: requests ask it when a reply
+        is late."""
 
     async def topics(self) -> list[TopicInfo]:
         """Every topic with its groups, pending counts, lag and dead-letter count."""

@@ -25,6 +25,7 @@ from .base import (
     Ack,
     DeadLetter,
     Delivery,
+    EntryState,
     GroupInfo,
     JournalEntry,
     JournalRecord,
@@ -374,6 +375,20 @@ class MemoryTransport:
     async def delete_topic(self, topic: str) -> None:
         self._check()
         self._streams.pop(topic, None)
+
+    async def entry_state(self, topic: str, entry_id: str) -> list[EntryState]:
+        self._check()
+        stream = self._streams.get(topic)
+        if stream is None:
+            return []
+        wanted, now, out = _parse(entry_id), self.clock.now_ms(), []
+        for name, grp in sorted(stream.groups.items()):
+            p = grp.pel.get(wanted)
+            if p is None:
+                out.append(EntryState(name, grp.last_id >= wanted))
+            else:
+                out.append(EntryState(name, True, p.consumer, now - p.delivered_ms, p.count))
+        return out
 
     async def topics(self) -> list[TopicInfo]:
         self._check()

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from ..keys import Keys
-from .base import DeadLetter, GroupInfo, TopicInfo
+from .base import DeadLetter, EntryState, GroupInfo, TopicInfo
 from .base import text as _s
 
 __all__ = ["LETTER_FIELD", "RedisAdmin"]
@@ -35,6 +35,35 @@ class RedisAdmin:
 
     async def delete_topic(self, topic: str) -> None:
         await self._idempotent(lambda: self._r.delete(self.keys.topic(topic)))
+
+    async def entry_state(self, topic: str, entry_id: str) -> list[EntryState]:
+        key = self.keys.topic(topic)
+        wanted = _entry_key(entry_id)
+
+        async def run() -> list[EntryState]:
+            if not await self._r.exists(key):
+                return []
+            groups = await self._r.xinfo_groups(key)
+            out = []
+            for g in sorted(groups, key=lambda g: _s(g["name"])):
+                name = _s(g["name"])
+                rows = await self._r.xpending_range(key, name, entry_id, entry_id, 1)
+                if rows:
+                    row = rows[0]
+                    out.append(
+                        EntryState(
+                            name,
+                            True,
+                            _s(row["consumer"]),
+                            int(row["time_since_delivered"]),
+                            int(row["times_delivered"]),
+                        )
+                    )
+                else:
+                    out.append(EntryState(name, _entry_key(_s(g["last-delivered-id"])) >= wanted))
+            return out
+
+        return await self._idempotent(run)
 
     async def topics(self) -> list[TopicInfo]:
         async def run() -> list[TopicInfo]:
@@ -110,3 +139,8 @@ class RedisAdmin:
             return n
 
         return await self._idempotent(run)
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

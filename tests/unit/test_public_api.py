@@ -37,6 +37,7 @@ NOT_TOP_LEVEL = {
     "DEFAULT_PREFIX",
     "Delivery",
     "EXTENSIONS",
+    "EntryState",
     "GroupInfo",
     "JournalEntry",
     "RECORD_KINDS",
