@@ -10,11 +10,13 @@ sends each :class:`Task` as a request to the work topic and a worker answers wit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from agentbus import Message, Reject
+
+_M = TypeVar("_M", bound=BaseModel)
 
 __all__ = ["Job", "JobFailed", "JobResult", "Summary", "Task", "TaskFailure", "TaskResult"]
 
@@ -73,6 +75,13 @@ class TaskResult(Message, type="patterns.TaskResult"):
     """The worker (or child) that produced it."""
     attempt: int = 1
     """The dispatch that succeeded."""
+
+    def data_as(self, model: type[_M]) -> _M:
+        """``data`` as an instance of ``model`` (a worker's structured output, typed).
+
+        Raises pydantic's ``ValidationError`` when the data does not fit ``model``.
+        """
+        return model.model_validate(self.data)
 
 
 class TaskFailure(Message, type="patterns.TaskFailure"):

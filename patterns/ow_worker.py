@@ -11,15 +11,19 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
+from pydantic import BaseModel, ValidationError
+
 from agentbus import Agent, Context, HandlerSpec, Message, UsageError, handle
 
 from .ow_messages import Task, TaskResult
 
 __all__ = ["WorkFn", "WorkOutput", "Worker", "worker"]
 
-WorkOutput: TypeAlias = TaskResult | str | dict[str, Any]
-"""What a worker may return: a :class:`TaskResult`, a ``str`` (the result's ``text``) or a
-``dict`` (its ``data``). The worker fills in the task's job id, index, title and attempt."""
+WorkOutput: TypeAlias = TaskResult | str | dict[str, Any] | BaseModel
+"""What a worker may return: a :class:`TaskResult`, a ``str`` (the result's ``text``), or
+structured output as a ``dict`` or a pydantic model (a :class:`~agentbus.Message` too),
+which becomes the result's ``data`` — checked against the worker's ``output`` model when it
+has one. The worker fills in the task's job id, index, title and attempt."""
 WorkFn: TypeAlias = Callable[[Task, Context], WorkOutput | Awaitable[WorkOutput]]
 """A worker function for :func:`worker`: ``fn(task, ctx)``, sync or async, returning a
 :data:`WorkOutput`."""
@@ -34,16 +38,31 @@ class Worker(Agent, name="worker"):
     many times the runtime itself tries the handler before replying with the error; the
     default 1 leaves retrying to the orchestrator, which may pick another replica).
 
-    Raises :class:`UsageError` for a bad topic or ``max_attempts``.
+    ``output`` (a pydantic model class) declares the shape of structured output: a
+    ``dict`` or model the worker returns is validated against it, so a misspelt or missing
+    field fails the task with the fields named instead of arriving as silently empty data;
+    read it back typed with :meth:`TaskResult.data_as`.
+
+    Raises :class:`UsageError` for a bad topic, ``max_attempts`` or ``output``.
     """
 
-    def __init__(self, *, topic: str, name: str | None = None, max_attempts: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        topic: str,
+        name: str | None = None,
+        max_attempts: int = 1,
+        output: type[BaseModel] | None = None,
+    ) -> None:
         handle(topic)  # validates the topic name now, at configuration time
         if max_attempts < 1:
             raise UsageError(f"max_attempts must be at least 1, got {max_attempts!r}")
+        if output is not None and not (isinstance(output, type) and issubclass(output, BaseModel)):
+            raise UsageError(f"output must be a pydantic model class, got {output!r}")
         super().__init__(name=name)
         self.topic = topic
         self.max_attempts = max_attempts
+        self.output = output
 
     def handlers(self) -> list[tuple[HandlerSpec, tuple[type[Message], ...]]]:
         """The task handler on this worker's topic, plus any declared with ``@handle``."""
@@ -55,7 +74,7 @@ class Worker(Agent, name="worker"):
     async def on_task(self, task: Task, ctx: Context) -> TaskResult:
         """Do one task and wrap the output as its :class:`TaskResult`."""
         out = await self.work(task, ctx)
-        return as_result(task, out, self.name)
+        return as_result(task, out, self.name, output=self.output)
 
     async def work(self, task: Task, ctx: Context) -> WorkOutput:
         """Do ``task``. Override this; the base class raises ``NotImplementedError``."""
@@ -63,8 +82,16 @@ class Worker(Agent, name="worker"):
 
 
 class _FunctionWorker(Worker):
-    def __init__(self, fn: WorkFn, *, topic: str, name: str, max_attempts: int) -> None:
-        super().__init__(topic=topic, name=name, max_attempts=max_attempts)
+    def __init__(
+        self,
+        fn: WorkFn,
+        *,
+        topic: str,
+        name: str,
+        max_attempts: int,
+        output: type[BaseModel] | None,
+    ) -> None:
+        super().__init__(topic=topic, name=name, max_attempts=max_attempts, output=output)
         self.fn = fn
 
     async def work(self, task: Task, ctx: Context) -> WorkOutput:
@@ -79,21 +106,33 @@ class _FunctionWorker(Worker):
         )
 
 
-def worker(fn: WorkFn, *, topic: str, name: str, max_attempts: int = 1) -> Worker:
+def worker(
+    fn: WorkFn,
+    *,
+    topic: str,
+    name: str,
+    max_attempts: int = 1,
+    output: type[BaseModel] | None = None,
+) -> Worker:
     """A :class:`Worker` named ``name`` that does each task with ``fn(task, ctx)``.
 
-    ``fn`` may be sync or async and returns what :meth:`Worker.work` returns. Raises
-    :class:`UsageError` when ``fn`` is not callable or the topic is bad.
+    ``fn`` may be sync or async and returns what :meth:`Worker.work` returns; ``output``
+    is the model its structured output is validated against (see :class:`Worker`).
+    Raises :class:`UsageError` when ``fn`` is not callable or the topic is bad.
     """
     if not callable(fn):
         raise UsageError(f"worker() needs a function fn(task, ctx), got {fn!r}")
-    return _FunctionWorker(fn, topic=topic, name=name, max_attempts=max_attempts)
+    return _FunctionWorker(fn, topic=topic, name=name, max_attempts=max_attempts, output=output)
 
 
-def as_result(task: Task, out: WorkOutput, worker_name: str) -> TaskResult:
+def as_result(
+    task: Task, out: WorkOutput, worker_name: str, *, output: type[BaseModel] | None = None
+) -> TaskResult:
     """``out`` as the :class:`TaskResult` of ``task``.
 
-    Raises ``TypeError`` for any other kind of output.
+    Structured output (a ``dict`` or a pydantic model) becomes ``data``, validated against
+    ``output`` when given. Raises ``TypeError`` for output of any other kind or that does
+    not fit ``output`` (naming the fields), which fails the task.
     """
     ids: dict[str, Any] = {
         "job_id": task.job_id,
@@ -105,8 +144,29 @@ def as_result(task: Task, out: WorkOutput, worker_name: str) -> TaskResult:
         return out.model_copy(update={**ids, "worker": out.worker or worker_name})
     if isinstance(out, str):
         return TaskResult(text=out, worker=worker_name, **ids)
-    if isinstance(out, dict):
-        return TaskResult(data=out, worker=worker_name, **ids)
+    if isinstance(out, dict | BaseModel):
+        return TaskResult(data=_structured(out, output, worker_name), worker=worker_name, **ids)
     raise TypeError(
-        f"a worker must return a TaskResult, a str or a dict, got {type(out).__name__!r}"
+        f"worker {worker_name!r} returned {type(out).__name__!r}; a worker returns a "
+        "TaskResult, a str (the text), or a dict or pydantic model (the data)"
     )
+
+
+def _structured(
+    out: dict[str, Any] | BaseModel, output: type[BaseModel] | None, worker_name: str
+) -> dict[str, Any]:
+    if output is None:
+        if isinstance(out, BaseModel):
+            return out.model_dump(mode="json")
+        return out
+    try:
+        model = output.model_validate(out.model_dump() if isinstance(out, BaseModel) else out)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise TypeError(
+            f"worker {worker_name!r} returned data that is not a valid {output.__name__}: "
+            f"{problems}"
+        ) from None
+    return model.model_dump(mode="json")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from agentbus import Context, MemoryTransport, RemoteError, Runtime, UsageError, load_app
 from agents.model import ChatMessage, ChatResponse
@@ -426,3 +427,50 @@ async def test_research_team_example_answers_from_the_corpus(
     assert "no language model" in report
     assert len(planned[0]["tasks"]) >= 3
     assert {t.record["name"] for t in tools} == {"search_corpus"}
+
+
+class Review(BaseModel):
+    approved: bool
+    findings: list[str]
+
+
+async def test_structured_output_is_validated_against_the_workers_output_model(
+    make_runtime: MakeRuntime,
+) -> None:
+    def review(task: Task, ctx: Context) -> dict[str, Any]:
+        if task.title == "beta":
+            return {"approved": True, "issues": ["typo"]}  # misspelt: no "findings"
+        return {"approved": True, "findings": [f"{task.title} ok"]}
+
+    def typed(task: Task, ctx: Context) -> Review:
+        return Review(approved=False, findings=[task.title])
+
+    rt = make_runtime()
+    rt.add(
+        orchestrator(max_attempts=1),
+        worker(review, topic=WORK, name="reviewer", output=Review),
+    )
+    async with rt:
+        with pytest.raises(RemoteError) as info:
+            await run_job(rt, Job(id="r1", goal="alpha beta"))
+    assert "worker 'reviewer' returned data that is not a valid Review" in info.value.message
+    assert "findings: Field required" in info.value.message
+
+    rt = make_runtime()
+    rt.add(orchestrator(), worker(typed, topic=WORK, name="typed", output=Review))
+    async with rt:
+        _, result = await run_job(rt, Job(id="r2", goal="alpha beta"))
+    reviews = [r.data_as(Review) for r in result.results]
+    assert reviews == [
+        Review(approved=False, findings=["alpha"]),
+        Review(approved=False, findings=["beta"]),
+    ]
+
+
+def test_a_worker_returning_something_else_names_what_it_may_return() -> None:
+    from patterns.ow_worker import as_result
+
+    with pytest.raises(TypeError, match=r"returned 'int'; a worker returns a TaskResult"):
+        as_result(Task(title="t"), 42, "w")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="output must be a pydantic model class"):
+        worker(upper, topic=WORK, name="w", output=dict)  # type: ignore[arg-type]
