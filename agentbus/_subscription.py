@@ -438,7 +438,7 @@ class Subscription:
             source=self.agent_name,
             data={
                 "error_type": type(exc).__name__,
-                "message": str(exc),
+                "message": redact_text(str(exc)),
                 "agent": self.agent_name,
                 "event_id": env.id,
             },
