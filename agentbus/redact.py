@@ -128,6 +128,14 @@ def is_secret_key(name: str) -> bool:
     return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
 
 
+@functools.lru_cache(maxsize=4096)
+def _names_secret(name: str) -> bool:
+    # In free text only a name that ends in a secret word counts ("api_key=", "token:"),
+    # so that "agent 'secrets-desk': started" and "password_file=..." stay as written.
+    words = _words(name)
+    return bool(words) and (words[-1] in _SECRET_WORDS or tuple(words[-2:]) in _SECRET_PAIRS)
+
+
 def _is_secret_param(name: str) -> bool:
     return is_secret_key(name) or name.lower() in _SECRET_PARAMS
 
@@ -161,7 +169,7 @@ def _query(match: re.Match[str]) -> str:
 
 
 def _named(match: re.Match[str]) -> str:
-    if not is_secret_key(match.group("name")):
+    if not _names_secret(match.group("name")):
         return match.group(0)
     value = match.group("value")
     quote = value[0] if value[:1] in ("'", '"') else ""
