@@ -84,10 +84,10 @@ _REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+sentinel", "valkey
 
 # Cheap test first: most strings (ids, topics, prose) hold none of these, and then no
 # pattern below can match.
-_MAYBE = re.compile(
-    r"://|pass|pwd|secret|token|key|auth|cookie|credential|bearer|basic|sk-|sig",
-    re.IGNORECASE,
-)
+_TRIGGERS = (
+    "://", "pass", "pwd", "secret", "token", "key", "auth", "cookie", "credential",
+    "bearer", "basic", "sk-", "sig",
+)  # fmt: skip
 # scheme://USERINFO@ -- greedy up to the last '@' of the URL (quotes and spaces end it).
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*)://(?P<info>[^\s'\"<>]*)@")
 # ?name=value / &name=value / ;name=value in URLs
@@ -96,12 +96,9 @@ _QUERY_PARAM = re.compile(
 )
 # name=value, name: value, "name": "value", 'name': 'value' with a secret-looking name
 _NAMED_VALUE = re.compile(
-    r"(?P<head>(?P<name>\b(?=[A-Za-z])[\w.-]*?"
-    r"(?:pass|pwd|secret|token|key|auth|cookie|credential)[\w.-]*)"
-    r"(?P<nq>[\"']?)[ \t]*[=:][ \t]*"
+    r"(?P<head>(?P<name>\b[A-Za-z][\w.-]*)(?P<nq>[\"']?)[ \t]*[=:][ \t]*"
     r"(?P<scheme>(?:Bearer|Basic|Token|Digest)[ \t]+)?)"
-    r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&'\"{}()\[\]<>]+)",
-    re.IGNORECASE,
+    r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&'\"{}()\[\]<>]+)"
 )
 # Authorization: Bearer abc / Basic abc (in logs, error messages, curl lines)
 _AUTH_SCHEME = re.compile(r"(?P<head>\b(?:Bearer|Basic|Token)\s+)[A-Za-z0-9._~+/=-]{4,}")
@@ -169,16 +166,18 @@ def _query(match: re.Match[str]) -> str:
 
 
 def _named(match: re.Match[str]) -> str:
-    if not _names_secret(match.group("name")):
-        return match.group(0)
     value = match.group("value")
+    if not _names_secret(match.group("name")):
+        # "url: token=abc": the value may hold a pair of its own.
+        return match.group("head") + _NAMED_VALUE.sub(_named, value)
     quote = value[0] if value[:1] in ("'", '"') else ""
     return f"{match.group('head')}{quote}{MASK}{quote}"
 
 
 def redact_text(text: str) -> str:
     """``text`` with the secrets it shows masked as ``***`` (see the module doc)."""
-    if not _MAYBE.search(text):
+    lowered = text.lower()
+    if not any(word in lowered for word in _TRIGGERS):
         return text
     text = _URL_USERINFO.sub(_userinfo, text)
     text = _QUERY_PARAM.sub(_query, text)
