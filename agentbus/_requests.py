@@ -18,6 +18,7 @@ from .errors import (
 )
 from .keys import validate_topic
 from .message import Message
+from .redact import redact_text
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -97,7 +98,7 @@ class Requests:
             data = reply.data or {}
             raise RemoteError(
                 str(data.get("error_type", "Error")),
-                str(data.get("message", "")),
+                redact_text(str(data.get("message", ""))),  # whoever sent it
                 agent=str(data.get("agent", "")),
                 event_id=str(data.get("event_id", "")),
             )

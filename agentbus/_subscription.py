@@ -502,7 +502,7 @@ class Subscription:
             source=self.agent_name,
             data={
                 "error_type": error_type,
-                "message": message,
+                "message": redact_text(message),
                 "agent": self.agent_name,
                 "event_id": env.id,
             },

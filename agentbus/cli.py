@@ -24,7 +24,7 @@ from ._hooks import Tracer
 from .app import load_app
 from .errors import TransportUnavailable, UsageError
 from .journal import Journal
-from .redact import redact_text
+from .redact import masked_output, redact, redact_text
 from .runtime import Runtime
 from .transports import open_transport, redact_url, resolve_url
 
@@ -142,7 +142,7 @@ async def cmd_runs(args: argparse.Namespace) -> int:
     async with Journal.open(args.url) as journal:
         runs = await journal.runs(limit=args.limit)
     if args.json:
-        print(json.dumps([r.to_dict() for r in runs], indent=2))
+        print(json.dumps([redact(r.to_dict()) for r in runs], indent=2))
         return 0
     if not runs:
         print("no recorded runs")
@@ -314,7 +314,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``agentbus`` console script; returns the exit code."""
+    """Entry point of the ``agentbus`` console script; returns the exit code.
+
+    Everything the command writes to stdout and stderr (output, logs, errors, tracebacks)
+    passes through :func:`agentbus.redact.masked_output`.
+    """
+    with masked_output():
+        try:
+            return _main(argv)
+        except Exception:
+            traceback.print_exc()  # here, masked; the interpreter's own hook would not be
+            return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

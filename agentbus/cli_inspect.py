@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
 from .inspect import build_trace, render_timeline, render_tree
 from .journal import Journal
-from .transports import redact_url
+from .redact import redact
+from .transports import JournalRecord, RunInfo, redact_url
 
 __all__ = ["register"]
 
@@ -19,8 +21,8 @@ __all__ = ["register"]
 async def cmd_trace(args: argparse.Namespace) -> int:
     async with Journal.open(args.url) as journal:
         info = await journal.run(args.run)
-        records = await journal.records(info.run_id)
-    trace = build_trace(info, records)
+        records = masked(await journal.records(info.run_id))
+    trace = build_trace(masked_run(info), records)
     trace = trace.filtered(agent=args.agent, type_=args.type, topic=args.topic)
     if args.html:
         from .html import render_html
@@ -35,6 +37,16 @@ async def cmd_trace(args: argparse.Namespace) -> int:
     else:
         print(render_tree(trace, payloads=args.show_payloads))
     return 0
+
+
+def masked(records: list[JournalRecord]) -> list[JournalRecord]:
+    """The records with their secrets masked, for showing (events included)."""
+    return [replace(r, record=redact(r.record)) for r in records]
+
+
+def masked_run(info: RunInfo) -> RunInfo:
+    """The run with its metadata masked, for showing."""
+    return replace(info, meta=redact(info.meta))
 
 
 async def cmd_replay(args: argparse.Namespace) -> int:

@@ -16,6 +16,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from .redact import redact
+
 __all__ = ["Divergence", "RunDiff", "causal_keys", "compare_events", "diff_runs", "normalize"]
 
 _INBOX = "_inbox."
@@ -39,7 +41,9 @@ def normalize(event: dict[str, Any]) -> dict[str, Any]:
         "subject": event.get("subject"),
         "partitionkey": event.get("partitionkey"),
         "replyto": _topic(event.get("replyto")),
-        "data": data,
+        # Masked: the journal keeps call responses masked, so a secret a handler passes on
+        # from one reads "***" on replay while the recorded event holds it.
+        "data": redact(data),
     }
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .envelope import Envelope
 from .message import Message
+from .redact import install_log_redaction
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -137,4 +138,6 @@ class Context:
 @functools.cache
 def _logger(agent: str) -> logging.Logger:
     # getLogger takes the logging module's lock; a Context is built for every delivery.
-    return logging.getLogger(f"agentbus.agent.{agent}")
+    logger = logging.getLogger(f"agentbus.agent.{agent}")
+    install_log_redaction(logger)  # a filter on "agentbus" would not see its records
+    return logger

@@ -5,7 +5,8 @@ written as itself (a CloudEvent), with the journal's own bookkeeping for it in t
 ``journalrecord`` extension; every other journal record (deliveries, outcomes, model and
 tool calls, steps) is an ``agentbus.journal.<kind>`` event whose data is the record. The
 file therefore holds the run's complete journal, in order, and the events can be read by
-any CloudEvents tool.
+any CloudEvents tool. Secrets are masked on the way out (:func:`agentbus.redact.redact`): an
+export is made to leave the system.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import UsageError
+from .redact import redact
 from .transports import JournalEntry, JournalRecord, RunInfo, Transport
 
 __all__ = ["export_lines", "import_file", "parse_lines"]
@@ -28,7 +30,7 @@ def _dumps(obj: dict[str, Any]) -> str:
 
 
 def export_lines(run: RunInfo, records: Iterable[JournalRecord]) -> Iterator[str]:
-    """The run as JSON lines (without newlines)."""
+    """The run as JSON lines (without newlines), secrets masked."""
     yield _dumps(
         {
             "specversion": "1.0",
@@ -37,11 +39,11 @@ def export_lines(run: RunInfo, records: Iterable[JournalRecord]) -> Iterator[str
             "type": "agentbus.run",
             "subject": run.run_id,
             "datacontenttype": "application/json",
-            "data": run.to_dict(),
+            "data": redact(run.to_dict()),
         }
     )
     for rec in records:
-        body = rec.record
+        body = redact(rec.record)
         if rec.kind == "published" and isinstance(body.get("event"), dict):
             event = dict(body["event"])
             event["journalrecord"] = _dumps({k: v for k, v in body.items() if k != "event"})

@@ -10,6 +10,7 @@ from .context import Scope, current_scope, reset_scope, set_scope
 from .envelope import new_id
 from .journal import record
 from .message import Message
+from .redact import redact, redact_text
 from .transports import JournalEntry, RunInfo
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ class Run:
         self.runtime = runtime
         self.name = name
         self.run_id = run_id or new_id()
-        self.meta = dict(meta or {})
+        self.meta: dict[str, Any] = redact(dict(meta or {}))  # a URL in it, say
         self.info = RunInfo(self.run_id, name, status, time.time(), None, meta=self.meta)
         self.result: Any = None
         self._token: Any = None
@@ -87,7 +88,7 @@ class Run:
         if exc is None:
             await self.finish("completed")
         else:
-            await self.finish("failed", f"{type(exc).__name__}: {exc}")
+            await self.finish("failed", redact_text(f"{type(exc).__name__}: {exc}"))
 
     async def publish(self, message: Message, topic: str, *, key: str | None = None) -> str:
         """Publish into this run (see :meth:`Runtime.publish`)."""

@@ -400,7 +400,7 @@ class Runtime:
                     step=step,
                     agent=agent or scope.agent,
                     event_id=scope.causation_id,
-                    **details,
+                    **redact(details),
                 ),
             )
         )
@@ -454,7 +454,7 @@ class Runtime:
                 if error is not None:
                     fields["error"] = redact_text(f"{type(error).__name__}: {error}")
                 else:
-                    fields["response"] = response
+                    fields["response"] = redact(response)  # a tool may return a URL with a key
                 self.writer.journal(JournalEntry(scope.run_id, record(f"{kind}_call", **fields)))
 
     # -- helpers ------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from tenacity import (
 )
 
 from agentbus.errors import UsageError
+from agentbus.redact import redact_text
 from agents.errors import (
     ModelAuthError,
     ModelError,
@@ -282,7 +283,7 @@ class OpenAIChatModel:
     def _scrub(self, text: str) -> str:
         # A server may echo the key in its error message; ours must never carry it.
         key = self._client.api_key
-        return text.replace(key, "***") if key else text
+        return redact_text(text.replace(key, "***") if key else text)  # and URLs, tokens
 
     def _response(
         self,

@@ -43,6 +43,7 @@ from redis.exceptions import (
 
 from ..errors import GroupNotFound, TransportClosed, TransportError, TransportUnavailable
 from ..keys import DEFAULT_PREFIX, Keys
+from ..redact import url_error
 from .base import (
     EVENT_FIELD,
     Ack,
@@ -116,7 +117,7 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin):
                 clean, socket_timeout=_BLOCKING_SOCKET_TIMEOUT_S, **common
             )
         except (ValueError, RedisError) as exc:
-            raise TransportError(f"invalid Redis URL {self.url!r}: {exc}") from exc
+            raise TransportError(f"invalid Redis URL {self.url!r}: {url_error(url, exc)}") from exc
         self._closed = False
         # Group commit of publishes: see publish_many.
         self._queued: list[_Publish] = []
