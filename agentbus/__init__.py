@@ -33,6 +33,7 @@ from .errors import (
 from .journal import Journal
 from .keys import Keys
 from .message import Message, lookup_type, registered_types
+from .retention import MaintenanceReport, Retention
 from .runs import Run
 from .runtime import Runtime
 from .signing import Signer
@@ -84,6 +85,7 @@ __all__ = [
     "Journal",
     "JournalRecord",
     "Keys",
+    "MaintenanceReport",
     "MemoryTransport",
     "Message",
     "MessageError",
@@ -93,6 +95,7 @@ __all__ = [
     "Reject",
     "RemoteError",
     "RequestTimeout",
+    "Retention",
     "Run",
     "RunInfo",
     "Runtime",

@@ -35,6 +35,7 @@ from .journal import Journal, record
 from .keys import DEFAULT_PREFIX, Keys, validate_topic
 from .message import Message
 from .redact import redact, redact_text
+from .retention import Maintenance, Retention
 from .runs import Run
 from .signing import Signer
 from .transports import JournalEntry, RunInfo, Transport, open_transport
@@ -61,7 +62,9 @@ class Runtime:
 
     ``signer`` (default: :meth:`Signer.from_env`, i.e. ``$AGENTBUS_SIGNING_KEYS``)
     signs every event published and dead-letters received events whose signature is
-    missing or wrong (``bad signature``). Raises :class:`UsageError` for bad settings.
+    missing or wrong (``bad signature``). ``retention`` (default :class:`Retention()`)
+    sets what the periodic maintenance step removes: acknowledged topic entries, idle
+    consumers, old runs. Raises :class:`UsageError` for bad settings.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class Runtime:
         dedupe_ttl: int = 86_400,
         tracer: Tracer | None = None,
         signer: Signer | None = None,
+        retention: Retention | None = None,
     ) -> None:
         if concurrency < 1 or batch_size < 1 or max_attempts < 1:
             raise UsageError(
@@ -129,6 +133,11 @@ class Runtime:
         self._hosting: set[asyncio.Task[None]] = set()
         self._lease_task: asyncio.Task[None] | None = None
         self._requests = Requests(self)
+        self.retention = retention or Retention()
+        #: Trims acknowledged entries, removes idle consumers, prunes old runs.
+        self.maintenance = Maintenance(
+            self.transport, self.retention, self._read_groups, self._inbox_read
+        )
         self._started = False
         self._closed = False
         self._stop_requested = asyncio.Event()
@@ -151,6 +160,7 @@ class Runtime:
         await self.transport.connect()
         self.writer.start()
         self._lease_task = asyncio.create_task(self._leases(), name="agentbus-leases")
+        self.maintenance.start()
         self._started = True
         self.metrics.start(self)
         for agent in list(self._agents):
@@ -203,6 +213,7 @@ class Runtime:
         if self._lease_task is not None:
             self._lease_task.cancel()
             await asyncio.wait([self._lease_task], timeout=1.0)
+        await self.maintenance.aclose()
         for sub in self._subs:
             sub.stop_reading()
         cancelled = 0
@@ -457,6 +468,13 @@ class Runtime:
             for sub in list(self._subs):
                 if sub.inflight:
                     await sub.renew_leases(older_than=period)
+
+    def _read_groups(self) -> list[tuple[str, str]]:
+        return [(topic, sub.group) for sub in self._subs for topic in sub.topics]
+
+    def _inbox_read(self) -> tuple[str, str] | None:
+        requests = self._requests
+        return None if requests._reader is None else (requests.inbox, requests._last)
 
     @property
     def busy(self) -> bool:

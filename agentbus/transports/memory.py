@@ -244,8 +244,7 @@ class MemoryTransport:
             stream, grp = self._group(topic, group)
             if pending:
                 mine = sorted(i for i, p in grp.pel.items() if p.consumer == consumer)[:count]
-                if mine:
-                    grp.consumers[consumer] = now
+                grp.consumers[consumer] = now  # as Redis 7.0: a history read always counts
                 for entry_id in mine:
                     p = grp.pel[entry_id]
                     p.count += 1
@@ -253,7 +252,7 @@ class MemoryTransport:
                     out.append(self._delivery(topic, stream, entry_id, p.count))
                 continue
             for entry_id in stream.after(grp.last_id, count):
-                # Redis 7.0 creates (and refreshes) a consumer only when it receives entries.
+                # Redis 7.0 creates or refreshes a consumer on ">" only when it gets entries.
                 grp.consumers[consumer] = now
                 grp.last_id = entry_id
                 grp.pel[entry_id] = _Pending(consumer, now, 1)

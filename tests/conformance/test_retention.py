@@ -73,7 +73,9 @@ async def test_trim_keeps_what_any_group_has_pending_or_not_yet_received(
     # one still has its pending entries (a restarted consumer re-reads them).
     rest = await read(transport, "slow", "c2")
     assert numbers(rest) == [4, 5, 6, 7, 8, 9]
-    again = await transport.read_group("fast", "c1", [TOPIC], count=100, block_ms=None, pending=True)
+    again = await transport.read_group(
+        "fast", "c1", [TOPIC], count=100, block_ms=None, pending=True
+    )
     assert numbers(again) == [6, 7, 8, 9]
     # The slow group now has 4..9 pending: still nothing more to trim.
     assert await transport.trim_acknowledged(TOPIC) == 0
