@@ -232,3 +232,15 @@ async def test_retry_dead_letter_republishes_the_same_bytes_once(transport: Tran
 def _key(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq)
+
+
+async def test_embedded_journal_prunes_records_of_runs_never_saved() -> None:
+    t = MemoryTransport()  # journal in memory; the same SQLite code as the file
+    await t.write_journal([JournalEntry("orphans", {"kind": "ignored", "time": 1.0})])
+    await t.write_journal([note("fresh-orphans", "ignored")])
+
+    assert await t.prune_runs(before=time.time() - 60) == ["orphans"]
+
+    assert await t.read_journal("orphans") == []
+    assert [r.kind for r in await t.read_journal("fresh-orphans")] == ["ignored"]
+    await t.aclose()
