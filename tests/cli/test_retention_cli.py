@@ -78,3 +78,18 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(UsageError, match="invalid duration"):
         parse_duration(text)
+
+
+def test_worker_journal_retention_is_checked(tmp_path: Path) -> None:
+    bad = subprocess.run(
+        [
+            *(sys.executable, "-m", "agentbus", "worker", "examples.support_desk:app"),
+            *("--url", "memory://?journal=", "--journal-retention", "soon"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert "invalid duration 'soon'" in bad.stderr
