@@ -34,6 +34,7 @@ from .errors import (
 from .journal import Journal
 from .keys import Keys
 from .message import Message, lookup_type, registered_types
+from .retention import MaintenanceReport, Retention
 from .runs import Run
 from .runtime import Runtime
 from .signing import Signer
@@ -86,6 +87,7 @@ __all__ = [
     "Journal",
     "JournalRecord",
     "Keys",
+    "MaintenanceReport",
     "MemoryTransport",
     "Message",
     "MessageError",
@@ -95,6 +97,7 @@ __all__ = [
     "Reject",
     "RemoteError",
     "RequestTimeout",
+    "Retention",
     "Run",
     "RunInfo",
     "Runtime",

@@ -22,9 +22,11 @@ from pydantic import BaseModel
 
 from ._hooks import Tracer
 from .app import load_app
+from .dead_letters import retry_dead_letters
 from .errors import TransportUnavailable, UsageError
 from .journal import Journal
 from .redact import masked_output, redact, redact_text
+from .retention import Retention, parse_duration
 from .runtime import Runtime
 from .transports import open_transport, redact_url, resolve_url
 
@@ -122,6 +124,11 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         grace_period=args.grace_period,
         tracer=_tracer(args, "agentbus-worker"),
+        retention=Retention(
+            journal=None
+            if args.journal_retention is None
+            else parse_duration(args.journal_retention)
+        ),
     )
     agents = app.build_agents()
     if not agents:
@@ -139,6 +146,8 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 
 
 async def cmd_runs(args: argparse.Namespace) -> int:
+    if args.action == "prune":
+        return await cmd_runs_prune(args)
     async with Journal.open(args.url) as journal:
         runs = await journal.runs(limit=args.limit)
     if args.json:
@@ -163,6 +172,19 @@ async def cmd_runs(args: argparse.Namespace) -> int:
     print(
         _table(rows, ("RUN", "NAME", "STATUS", "EVENTS", "STARTED", "ENDED", "DURATION", "TOKENS"))
     )
+    return 0
+
+
+async def cmd_runs_prune(args: argparse.Namespace) -> int:
+    if args.older_than is None:
+        raise UsageError("runs prune needs --older-than DURATION (e.g. 30m, 12h, 7d)")
+    age = parse_duration(args.older_than)
+    async with Journal.open(args.url) as journal:
+        pruned = await journal.transport.prune_runs(before=time.time() - age)
+    if args.json:
+        print(json.dumps({"pruned": pruned}, indent=2))
+    else:
+        print(f"pruned {len(pruned)} runs with nothing recorded for {args.older_than}")
     return 0
 
 
@@ -223,12 +245,10 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
             chosen = [d for d in letters if not args.ids or d.id in args.ids]
             print(json.dumps([d.to_dict() for d in chosen], indent=2))
         elif args.action == "retry":
-            letters = await transport.dead_letters(args.topic, count=100_000)
-            chosen = [d for d in letters if not args.ids or d.id in args.ids]
-            for d in chosen:
-                await transport.publish(args.topic, d.payload.encode())
-            n = await transport.remove_dead_letters(args.topic, [d.id for d in chosen])
-            print(f"re-published {n} dead letters to {args.topic!r}")
+            outcome = await retry_dead_letters(transport, args.topic, args.ids or None)
+            for letter_id, why in outcome.skipped.items():
+                print(f"skipped {letter_id}: {why}")
+            print(f"re-published {len(outcome.retried)} dead letters to {args.topic!r}")
         elif args.action == "purge":
             n = await transport.remove_dead_letters(args.topic, args.ids or None)
             print(f"purged {n} dead letters from {args.topic!r}")
@@ -287,10 +307,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-attempts", type=int, default=3, help="tries before dead-lettering")
     p.add_argument("--grace-period", type=float, default=10.0, help="seconds to finish on stop")
+    p.add_argument(
+        "--journal-retention",
+        default=None,
+        metavar="DURATION",
+        help="prune runs with nothing recorded for this long, e.g. 7d (default: keep all)",
+    )
     with_trace(p)
     p.set_defaults(fn=cmd_worker)
 
-    p = with_url(sub.add_parser("runs", help="list recorded runs"))
+    p = with_url(sub.add_parser("runs", help="list recorded runs; `runs prune` deletes old ones"))
+    p.add_argument("action", nargs="?", choices=("prune",), help="prune: delete old runs")
+    p.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        help="with prune: runs with nothing recorded for this long (30m, 12h, 7d, 2w)",
+    )
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_runs)

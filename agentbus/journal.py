@@ -15,6 +15,9 @@ Record kinds (each record is a JSON object with ``kind`` and ``time``):
     ``error``, ``duration_ms``); replay substitutes the recorded responses.
 ``step``
     a coordinator's own progress note (``pattern``, ``step`` and details).
+``dlq_retried``
+    an operator re-published a dead-lettered event: ``by`` (user@host), ``dead_letter_id``,
+    ``topic``, ``event_id``, ``origin_id``, ``reason``, ``agent``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ RECORD_KINDS = frozenset(
         "model_call",
         "tool_call",
         "step",
+        "dlq_retried",
     }
 )
 

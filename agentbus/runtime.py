@@ -35,6 +35,7 @@ from .journal import Journal, record
 from .keys import DEFAULT_PREFIX, Keys, validate_topic
 from .message import Message
 from .redact import redact, redact_text
+from .retention import Maintenance, Retention
 from .runs import Run
 from .signing import Signer
 from .transports import JournalEntry, RunInfo, Transport, open_transport
@@ -64,7 +65,9 @@ class Runtime:
 
     ``signer`` (default: :meth:`Signer.from_env`, i.e. ``$AGENTBUS_SIGNING_KEYS``)
     signs every event published and dead-letters received events whose signature is
-    missing or wrong (``bad signature``). Raises :class:`UsageError` for bad settings.
+    missing or wrong (``bad signature``). ``retention`` (default :class:`Retention()`)
+    sets what the periodic maintenance step removes: acknowledged topic entries, idle
+    consumers, old runs. Raises :class:`UsageError` for bad settings.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class Runtime:
         dedupe_ttl: int = 86_400,
         tracer: Tracer | None = None,
         signer: Signer | None = None,
+        retention: Retention | None = None,
     ) -> None:
         if concurrency < 1 or batch_size < 1 or max_attempts < 1:
             raise UsageError(
@@ -139,6 +143,11 @@ class Runtime:
         self._lease_task: asyncio.Task[None] | None = None
         self._watchdog_task: asyncio.Task[None] | None = None
         self._requests = Requests(self)
+        self.retention = retention or Retention()
+        #: Trims acknowledged entries, removes idle consumers, prunes old runs.
+        self.maintenance = Maintenance(
+            self.transport, self.retention, self._read_groups, self._inbox_read
+        )
         self._started = False
         self._closed = False
         self._stop_requested = asyncio.Event()
@@ -162,6 +171,7 @@ class Runtime:
         self.writer.start()
         self._lease_task = asyncio.create_task(self._leases(), name="agentbus-leases")
         self._watchdog_task = asyncio.create_task(self._watchdog(), name="agentbus-watchdog")
+        self.maintenance.start()
         self._started = True
         self.metrics.start(self)
         for agent in list(self._agents):
@@ -215,6 +225,7 @@ class Runtime:
             if task is not None:
                 task.cancel()
                 await asyncio.wait([task], timeout=1.0)
+        await self.maintenance.aclose()
         for sub in self._subs:
             sub.stop_reading()
         cancelled = 0
@@ -495,6 +506,13 @@ class Runtime:
                     period = min(period, max(sub.shortest_timeout / 10, 0.05))
                 if sub.deadlines:
                     sub.expire(now)
+
+    def _read_groups(self) -> list[tuple[str, str]]:
+        return [(topic, sub.group) for sub in self._subs for topic in sub.topics]
+
+    def _inbox_read(self) -> tuple[str, str] | None:
+        requests = self._requests
+        return None if requests._reader is None else (requests.inbox, requests._last)
 
     @property
     def busy(self) -> bool:

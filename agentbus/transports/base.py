@@ -450,6 +450,44 @@ class Transport(Protocol):
     async def remove_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> int:
         """Delete the given dead letters (all when ``ids`` is ``None``); returns how many."""
 
+    async def retry_dead_letter(
+        self, topic: str, letter_id: str, *, journal: Sequence[JournalEntry] = ()
+    ) -> str | None:
+        """Re-publish the event dead letter ``letter_id`` holds and delete the letter.
+
+        The letter's payload goes back to ``topic`` unchanged (the same bytes as the
+        entry that was dead-lettered), together with ``journal``, atomically. Returns
+        the new entry id, or ``None`` when the letter no longer exists (someone else
+        retried or purged it): nothing is written then.
+        """
+
+    # -- retention ------------------------------------------------------------------------
+    async def trim_acknowledged(self, topic: str, *, consumed: str | None = None) -> int:
+        """Delete the entries of ``topic`` that no consumer group still needs.
+
+        An entry is kept while any group has it pending or has not had it delivered
+        yet; everything older than the oldest such entry, over all groups, is deleted.
+        Consistent with concurrent reads, acks and publishes (nothing a group has not
+        acknowledged is ever deleted). A topic without groups is left alone, unless
+        ``consumed`` gives the entry id up to which its only reader (a reply inbox read
+        without a group) has read. Returns how many entries were deleted.
+        """
+
+    async def remove_idle_consumers(self, topic: str, group: str, *, idle_ms: int) -> list[str]:
+        """Remove the consumers of ``group`` idle longer than ``idle_ms`` with nothing pending.
+
+        A consumer is idle since its last read, claim or lease renewal. One with pending
+        entries is never removed (its entries would be lost to the group); a removed
+        consumer that reads again is simply re-created. Returns the removed names.
+        """
+
+    async def prune_runs(self, *, before: float) -> list[str]:
+        """Delete every run in which nothing was recorded since ``before`` (Unix time).
+
+        A run's last activity is the latest of its start, its end and its last journal
+        record; a pruned run loses its metadata, journal and counters. Returns the ids.
+        """
+
     # -- de-duplication -----------------------------------------------------------------
     async def is_marked(self, key: str) -> bool:
         """Whether a de-duplication marker set through :meth:`ack` exists."""

@@ -49,6 +49,10 @@ def _parse(entry_id: str) -> _Id:
     return int(ms), int(seq or 0)
 
 
+def _succ(entry_id: _Id) -> _Id:
+    return entry_id[0], entry_id[1] + 1
+
+
 @dataclass(slots=True)
 class _Pending:
     consumer: str
@@ -60,7 +64,8 @@ class _Pending:
 class _Group:
     last_id: _Id
     pel: dict[_Id, _Pending] = field(default_factory=dict)
-    consumers: set[str] = field(default_factory=set)
+    #: Consumer name -> when it last read, claimed or renewed a lease (clock ms).
+    consumers: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -238,9 +243,9 @@ class MemoryTransport:
         out: list[Delivery] = []
         for topic in topics:
             stream, grp = self._group(topic, group)
-            grp.consumers.add(consumer)
             if pending:
                 mine = sorted(i for i, p in grp.pel.items() if p.consumer == consumer)[:count]
+                grp.consumers[consumer] = now  # as Redis 7.0: a history read always counts
                 for entry_id in mine:
                     p = grp.pel[entry_id]
                     p.count += 1
@@ -248,6 +253,8 @@ class MemoryTransport:
                     out.append(self._delivery(topic, stream, entry_id, p.count))
                 continue
             for entry_id in stream.after(grp.last_id, count):
+                # Redis 7.0 creates or refreshes a consumer on ">" only when it gets entries.
+                grp.consumers[consumer] = now
                 grp.last_id = entry_id
                 grp.pel[entry_id] = _Pending(consumer, now, 1)
                 out.append(self._delivery(topic, stream, entry_id, 1))
@@ -324,7 +331,6 @@ class MemoryTransport:
     ) -> tuple[str, list[Delivery]]:
         self._check()
         stream, grp = self._group(topic, group)
-        grp.consumers.add(consumer)
         now = self.clock.now_ms()
         start = _parse(cursor)
         candidates = sorted(i for i in grp.pel if i >= start)
@@ -338,6 +344,7 @@ class MemoryTransport:
             if now - p.delivered_ms < min_idle_ms:
                 continue
             p.consumer, p.delivered_ms, p.count = consumer, now, p.count + 1
+            grp.consumers[consumer] = now
             out.append(self._delivery(topic, stream, entry_id, p.count))
         return next_cursor, out
 
@@ -354,6 +361,7 @@ class MemoryTransport:
             p = grp.pel.get(_parse(raw))
             if p is not None:
                 p.consumer, p.delivered_ms = consumer, now
+                grp.consumers[consumer] = now
 
     async def read_tail(
         self, topic: str, after: str, *, count: int, block_ms: int | None
@@ -440,6 +448,65 @@ class MemoryTransport:
         for i in doomed:
             del stream.fields[i]
         return len(doomed)
+
+    async def retry_dead_letter(
+        self, topic: str, letter_id: str, *, journal: Sequence[JournalEntry] = ()
+    ) -> str | None:
+        self._check()
+        dlq = self._dlq.get(topic)
+        key = _parse(letter_id)
+        if dlq is None or key not in dlq.fields:
+            return None
+        payload = str(json.loads(dlq.fields[key]["letter"]).get("payload", "")).encode("utf-8")
+        entry_id = self._append(topic, {EVENT_FIELD: payload})
+        dlq.ids.remove(key)
+        del dlq.fields[key]
+        self._journal_append(journal)
+        self._wake()
+        return entry_id
+
+    # -- retention ----------------------------------------------------------------------------
+    async def trim_acknowledged(self, topic: str, *, consumed: str | None = None) -> int:
+        self._check()
+        stream = self._streams.get(topic)
+        if stream is None:
+            return 0
+        # As on Redis: the lowest id any group still needs (its oldest pending entry,
+        # else the one after its last delivered), or after a groupless reader's position.
+        needs = [min(g.pel) if g.pel else _succ(g.last_id) for g in stream.groups.values()]
+        if not needs:
+            if consumed is None:
+                return 0
+            needs = [_succ(_parse(consumed))]
+        cut = bisect.bisect_left(stream.ids, min(needs))
+        doomed, stream.ids = stream.ids[:cut], stream.ids[cut:]
+        for entry_id in doomed:
+            del stream.fields[entry_id]
+        return len(doomed)
+
+    async def remove_idle_consumers(self, topic: str, group: str, *, idle_ms: int) -> list[str]:
+        self._check()
+        stream = self._streams.get(topic)
+        grp = None if stream is None else stream.groups.get(group)
+        if grp is None:
+            return []
+        now = self.clock.now_ms()
+        busy = {p.consumer for p in grp.pel.values()}
+        removed = sorted(
+            name
+            for name, seen in grp.consumers.items()
+            if name not in busy and now - seen > idle_ms
+        )
+        for name in removed:
+            del grp.consumers[name]
+        return removed
+
+    async def prune_runs(self, *, before: float) -> list[str]:
+        self._check()
+        self._drain()
+        pruned = self._journal.prune(before)
+        self._journal.flush()
+        return pruned
 
     async def is_marked(self, key: str) -> bool:
         self._check()

@@ -29,6 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError,
+    MaxConnectionsError,
     NoPermissionError,
     RedisError,
     ResponseError,
@@ -41,7 +42,13 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
-from ..errors import GroupNotFound, TransportClosed, TransportError, TransportUnavailable
+from ..errors import (
+    GroupNotFound,
+    TransportClosed,
+    TransportError,
+    TransportUnavailable,
+    UsageError,
+)
 from ..keys import DEFAULT_PREFIX, Keys
 from ..redact import url_error
 from .base import (
@@ -54,6 +61,7 @@ from .base import text as _s
 from .redis_admin import LETTER_FIELD, RedisAdmin
 from .redis_journal import PUBLISH_SCRIPT, RedisJournal, publish_args
 from .redis_reads import READ_SCRIPT, unpack_read
+from .redis_retention import RedisRetention
 from .urls import redact_url
 
 __all__ = ["RedisStreamsTransport"]
@@ -77,12 +85,19 @@ class _Publish:
     done: asyncio.Future[list[str]]
 
 
-class RedisStreamsTransport(RedisJournal, RedisAdmin):
+class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention):
     """Topics as Redis streams. ``url`` is ``redis://``, ``rediss://`` or ``unix://``.
 
     ``prefix`` (or ``?prefix=`` in the URL) namespaces every key.
     ``connect_timeout`` bounds how long :meth:`connect` waits for Redis to answer.
+    Each of its two connection pools holds up to ``?max_connections=`` (redis-py's
+    default: 100) connections; a hosted subscription holds one blocking connection.
+
+    Topics are trimmed by :meth:`trim_acknowledged` (the runtime's maintenance step),
+    never capped: ``stream_maxlen`` is refused with :class:`UsageError`.
     """
+
+    _watch_error = WatchError  # for the mixins, which do not import redis-py
 
     def __init__(
         self,
@@ -100,7 +115,15 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin):
         self.url = redact_url(url)
         self.keys = Keys(prefix or url_prefix or DEFAULT_PREFIX)
         self.connect_timeout = connect_timeout
-        self._maxlen = stream_maxlen
+        if stream_maxlen is not None:
+            # A length cap trims entries whether or not they were delivered: it lost
+            # most of a backlog without a word. Retention is trim_acknowledged now.
+            raise UsageError(
+                f"stream_maxlen is no longer supported (got {stream_maxlen!r}): a length cap "
+                "deletes events no consumer has handled. Topics are trimmed automatically "
+                "below what every consumer group has acknowledged (Runtime(retention=...))"
+            )
+        self._maxlen: int | None = None
         no_retry = Retry(NoBackoff(), 0)
         common: dict[str, Any] = {
             "decode_responses": False,
@@ -179,6 +202,15 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin):
             return TransportUnavailable(
                 f"TLS with Redis at {self.url!r} failed: {exc} (check ssl_ca_certs= names the "
                 "CA that signed the server's certificate, and that it matches the host)"
+            )
+        if isinstance(exc, MaxConnectionsError) or str(exc) == "No connection available.":
+            # redis-py's pool is full (MaxConnectionsError; "No connection available." from
+            # a blocking pool): Redis is fine, this process holds too many connections.
+            return TransportUnavailable(
+                f"the connection pool for Redis at {self.url!r} is exhausted: all "
+                f"{self._r.connection_pool.max_connections} connections are in use ({exc}); "
+                "raise max_connections= in the URL (each hosted subscription holds one "
+                "connection for its blocking reads) or host fewer agents per process"
             )
         if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
             return TransportUnavailable(

@@ -176,6 +176,40 @@ class SqliteJournal:
             for i, record in enumerate(_json.loads(body))
         ]
 
+    def prune(self, before: float) -> list[str]:
+        """Delete the runs with nothing recorded since ``before`` (uncommitted until flush).
+
+        A run's last activity is the latest of its start, its end and the time of its
+        last record; journals of runs never saved (e.g. ``orphans``) count by their
+        records alone. Returns the pruned run ids.
+        """
+        candidates = self._db.execute(
+            "SELECT run_id, MAX(started, COALESCE(ended, 0)) FROM runs WHERE started < ? "
+            "UNION ALL SELECT DISTINCT run_id, 0 FROM chunks "
+            "WHERE run_id NOT IN (SELECT run_id FROM runs)",
+            (before,),
+        ).fetchall()
+        doomed = []
+        for run_id, last in candidates:
+            if last >= before:
+                continue
+            newest = self._db.execute(
+                "SELECT body FROM chunks WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
+            ).fetchone()
+            if newest is not None:
+                times = [float(r.get("time", 0.0)) for r in _json.loads(newest[0])]
+                if max(times, default=0.0) >= before:
+                    continue
+            doomed.append(run_id)
+        for start in range(0, len(doomed), 500):  # SQLite caps the parameters per statement
+            part = doomed[start : start + 500]
+            marks = ",".join("?" * len(part))
+            self._db.execute(f"DELETE FROM chunks WHERE run_id IN ({marks})", part)
+            self._db.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", part)
+        if doomed:
+            self._dirty = True
+        return doomed
+
     def close(self) -> None:
         self.flush()
         self._db.close()
