@@ -11,6 +11,7 @@ from typing import Any
 from .errors import UsageError
 from .inspect import build_trace, render_timeline, render_tree
 from .journal import Journal
+from .signing import Signer
 from .transports import redact_url
 
 __all__ = ["register"]
@@ -20,7 +21,8 @@ async def cmd_trace(args: argparse.Namespace) -> int:
     async with Journal.open(args.url) as journal:
         info = await journal.run(args.run)
         records = await journal.records(info.run_id)
-    trace = build_trace(info, records)
+    # With signing keys configured ($AGENTBUS_SIGNING_KEYS), every record is verified.
+    trace = build_trace(info, records, signer=Signer.from_env())
     trace = trace.filtered(agent=args.agent, type_=args.type, topic=args.topic)
     if args.html:
         from .html import render_html
@@ -40,7 +42,13 @@ async def cmd_trace(args: argparse.Namespace) -> int:
 async def cmd_replay(args: argparse.Namespace) -> int:
     from .replay import replay_run
 
-    result = await replay_run(args.run, url=args.url, app=args.app, fork_at=args.fork_at)
+    result = await replay_run(
+        args.run,
+        url=args.url,
+        app=args.app,
+        fork_at=args.fork_at,
+        allow_unverified=args.allow_unverified,
+    )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -51,6 +59,8 @@ async def cmd_replay(args: argparse.Namespace) -> int:
             f"{result.substituted_calls} calls from the recording, {result.live_calls} live, "
             f"{result.seconds:.2f}s"
         )
+        for bad in result.unverified:
+            print(f"⚠ unverified record {bad['seq']} {bad['kind']}: {bad['reason']}")
         print("identical" if result.identical else result.divergence.describe())  # type: ignore[union-attr]
     if result.fork_at is not None:
         return 0
@@ -122,6 +132,11 @@ def register(
         default=None,
         metavar="N",
         help="use recorded model/tool results before event N, live calls from N on",
+    )
+    p.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="replay even if journal records fail signature verification (they are listed)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_replay)

@@ -68,6 +68,7 @@ def _page_data(trace: Trace, records: list[JournalRecord]) -> dict[str, Any]:
         "t0": min(times) if times else trace.run.started,
         "t1": max(times) if times else trace.run.started,
         "steps": trace.steps,
+        "signatures": trace.signatures,
     }
 
 
@@ -135,6 +136,16 @@ document.getElementById("title").textContent = `${run.name} — run ${run.run_id
 const meta = document.getElementById("meta");
 for (const t of [`status ${run.status}`, `${D.events.length} events`, `${D.agents.length} agents`,
                  run.duration == null ? "running" : `${run.duration.toFixed(3)} s`, `${D.tokens} tokens`]) meta.appendChild(h("span", t));
+if (D.signatures) {
+  const bad = D.signatures.unverified;
+  meta.appendChild(h("span", bad.length ? `⚠ ${bad.length} of ${D.signatures.records} records FAIL signature verification` : `signatures: all ${D.signatures.records} records verified`, bad.length ? "bad" : ""));
+  if (bad.length) {
+    const box = h("section"); box.id = "unverified"; box.className = "bad";
+    box.appendChild(h("h2", "Unverified journal records (unsigned, altered, forged or from another run)"));
+    for (const b of bad) box.appendChild(h("div", `⚠ record ${b.seq} ${b.kind} event=${b.event_id}: ${b.reason}`));
+    document.querySelector("main > div").prepend(box);
+  }
+}
 
 const span = Math.max(D.t1 - D.t0, 1e-3);
 const LEFT = 130, WIDTH = 680;
@@ -207,8 +218,8 @@ const x = t => LEFT + (t - D.t0) / span * WIDTH;
   for (const e of D.events) {
     const tr = document.createElement("tr"); tr.dataset.event = e.id;
     const handled = e.deliveries.map(d => `${d.agent}: ${d.outcome}`).join(", ");
-    for (const c of [`#${e.index}`, e.type, e.topic, e.source, handled || "—"]) tr.appendChild(h("td", c));
-    if (e.errors.length) tr.classList.add("bad");
+    for (const c of [(e.unverified.length ? "⚠ " : "") + `#${e.index}`, e.type, e.topic, e.source, handled || "—"]) tr.appendChild(h("td", c));
+    if (e.errors.length || e.unverified.length) tr.classList.add("bad");
     tr.addEventListener("click", () => select(e.id));
     body.appendChild(tr);
   }
@@ -225,6 +236,10 @@ function select(id) {
     const tr = document.createElement("tr"); tr.appendChild(h("th", k)); tr.appendChild(h("td", String(v))); t.appendChild(tr);
   }
   box.appendChild(t);
+  if (e.unverified.length) {
+    box.appendChild(h("h4", "⚠ Unverified records", "bad"));
+    for (const n of e.unverified) box.appendChild(h("div", n, "bad"));
+  }
   box.appendChild(h("h4", "Deliveries"));
   if (!e.deliveries.length) box.appendChild(h("div", "not delivered to any agent (a reply or an unsubscribed topic)", "muted"));
   for (const d of e.deliveries) {
