@@ -198,7 +198,7 @@ class Requests:
                 try:
                     env = Envelope.decode(d.payload or b"")
                     if self.rt.signer is not None:
-                        self.rt.signer.verify(env)  # a forged reply must not answer
+                        self.rt.signer.verify(env, topic=self.inbox)  # nor a forged or copied one
                 except DecodeError as exc:
                     log.warning("ignored a malformed reply %s: %s", d.entry_id, exc)
                     continue

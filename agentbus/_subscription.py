@@ -611,7 +611,9 @@ def _decode_entry(d: Delivery, rt: Runtime) -> Envelope:
         )
     env = Envelope.decode(d.payload)
     if rt.signer is not None:
-        rt.signer.verify(env)  # before anything trusts a single attribute of it
+        # Before anything trusts a single attribute of it; the signed topic must be the
+        # stream it was read from (a captured event copied elsewhere is refused).
+        rt.signer.verify(env, topic=d.topic)
     if env.topic is None:
         env.topic = d.topic
     return env

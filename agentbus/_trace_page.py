@@ -285,6 +285,11 @@ const run = D.run;
 $("title").textContent = `${run.name} — run ${run.run_id}`;
 for (const t of [`status ${run.status}`, `${D.events.length} events`, `${D.steps.length} coordination steps`, `${D.agents.length} agents`,
                  run.duration == null ? "running" : `${run.duration.toFixed(3)} s`, `${D.tokens} tokens`]) $("meta").appendChild(h("span", t));
+// Signature check (trace run with signing keys): a failing record is a forgery or damage.
+if (D.signatures && D.signatures.unverified.length) {
+  const sig = D.signatures, warn = h("div", `⚠ ${sig.unverified.length} of ${sig.records} journal records FAIL signature verification (filter status: flagged)`);
+  warn.id = "unverified"; warn.className = "b flag"; $("meta").appendChild(warn);
+} else if (D.signatures) $("meta").appendChild(h("span", `all ${D.signatures.records} records verified`));
 function options(select, values, label) {
   const parent = label ? select.appendChild(Object.assign(document.createElement("optgroup"), {label})) : select;
   for (const v of values) parent.appendChild(Object.assign(document.createElement("option"), {value: v[0], textContent: v[1]}));

@@ -13,6 +13,7 @@ from .errors import UsageError
 from .inspect import build_trace, render_timeline, render_tree
 from .journal import Journal
 from .redact import redact
+from .signing import Signer
 from .transports import JournalRecord, RunInfo, redact_url
 
 __all__ = ["register"]
@@ -21,8 +22,11 @@ __all__ = ["register"]
 async def cmd_trace(args: argparse.Namespace) -> int:
     async with Journal.open(args.url) as journal:
         info = await journal.run(args.run)
-        records = masked(await journal.records(info.run_id))
-    trace = build_trace(masked_run(info), records)
+        stored = await journal.records(info.run_id)
+    records = masked(stored)
+    # With signing keys configured ($AGENTBUS_SIGNING_KEYS), every record is verified, as
+    # stored: masking changes what the signature covers.
+    trace = build_trace(masked_run(info), records, signer=Signer.from_env(), stored=stored)
     trace = trace.filtered(agent=args.agent, type_=args.type, topic=args.topic)
     if args.html:
         from .html import render_html
@@ -52,7 +56,13 @@ def masked_run(info: RunInfo) -> RunInfo:
 async def cmd_replay(args: argparse.Namespace) -> int:
     from .replay import replay_run
 
-    result = await replay_run(args.run, url=args.url, app=args.app, fork_at=args.fork_at)
+    result = await replay_run(
+        args.run,
+        url=args.url,
+        app=args.app,
+        fork_at=args.fork_at,
+        allow_unverified=args.allow_unverified,
+    )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -63,6 +73,8 @@ async def cmd_replay(args: argparse.Namespace) -> int:
             f"{result.substituted_calls} calls from the recording, {result.live_calls} live, "
             f"{result.seconds:.2f}s"
         )
+        for bad in result.unverified:
+            print(f"⚠ unverified record {bad['seq']} {bad['kind']}: {bad['reason']}")
         if result.divergence is None:
             print("identical")
         else:
@@ -146,6 +158,11 @@ def register(
         default=None,
         metavar="N",
         help="use recorded model/tool results before event N, live calls from N on",
+    )
+    p.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="replay even if journal records fail signature verification (they are listed)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_replay)

@@ -55,7 +55,9 @@ def _page_data(trace: Trace, records: list[JournalRecord]) -> dict[str, Any]:
             "envelope": e.envelope,
             "calls": e.calls,
             "errors": e.errors,
-            "flags": [],
+            # Journal records of this event that fail signature verification (trace
+            # with signing keys): badges, and the "flagged" status filter.
+            "flags": [f"unverified: {note}" for note in e.unverified],
         }
         for e in trace.events
     ]
@@ -88,6 +90,7 @@ def _page_data(trace: Trace, records: list[JournalRecord]) -> dict[str, Any]:
         "t0": min(times) if times else trace.run.started,
         "t1": max(times) if times else trace.run.started,
         "steps": steps,
+        "signatures": trace.signatures,
     }
 
 

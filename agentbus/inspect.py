@@ -3,6 +3,10 @@
 The tree follows ``causationid``: an event's children are the events published while
 it was being handled. Each node carries the delivery outcomes per agent (handled,
 failed, dead-lettered, with durations and attempts), external calls and tokens.
+
+With a signer, every record's signature is checked (:meth:`Signer.verify_record`):
+records that fail (unsigned, altered, forged or moved from another run) are listed in
+``Trace.signatures`` and flagged on the events they describe.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .signing import Signer, unverified_records
 from .transports import JournalRecord, RunInfo
 
 __all__ = ["Delivery", "Trace", "TraceEvent", "build_trace", "render_timeline", "render_tree"]
@@ -46,6 +51,8 @@ class TraceEvent:
     deliveries: dict[str, Delivery] = field(default_factory=dict)
     calls: list[dict[str, Any]] = field(default_factory=list)
     children: list[TraceEvent] = field(default_factory=list)
+    #: "kind: reason" for each record about this event that fails signature verification.
+    unverified: list[str] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
@@ -73,6 +80,7 @@ class TraceEvent:
                 for c in self.calls
             ],
             "tokens": self.tokens,
+            "unverified": self.unverified,
         }
         if payloads:
             out["data"] = self.envelope.get("data")
@@ -93,6 +101,10 @@ class Trace:
     roots: list[TraceEvent]
     steps: list[dict[str, Any]]
     orphan_records: list[dict[str, Any]]
+    #: ``None`` when signatures were not checked (no signer); else ``records`` (how
+    #: many were checked) and ``unverified`` (``seq``, ``kind``, ``event_id``, ``reason``
+    #: of each record that fails).
+    signatures: dict[str, Any] | None = None
 
     @property
     def tokens(self) -> int:
@@ -135,7 +147,7 @@ class Trace:
             and (type_ is None or e.type == type_)
             and (topic is None or e.topic == topic)
         ]
-        return _assemble(self.run, keep, self.steps, self.orphan_records)
+        return _assemble(self.run, keep, self.steps, self.orphan_records, self.signatures)
 
     def to_dict(self, *, payloads: bool = False) -> dict[str, Any]:
         def node(e: TraceEvent) -> dict[str, Any]:
@@ -150,18 +162,37 @@ class Trace:
             "tree": [node(r) for r in self.roots],
             "steps": self.steps,
             "unattached": self.orphan_records,
+            "signatures": self.signatures,
         }
 
 
-def build_trace(run: RunInfo, records: Iterable[JournalRecord]) -> Trace:
-    """Fold a run's journal records into a :class:`Trace`."""
+def build_trace(
+    run: RunInfo,
+    records: Iterable[JournalRecord],
+    *,
+    signer: Signer | None = None,
+    stored: Iterable[JournalRecord] | None = None,
+) -> Trace:
+    """Fold a run's journal records into a :class:`Trace`.
+
+    With ``signer``, records whose signature fails are flagged (see the module doc).
+    ``stored`` are the records as read, when ``records`` were changed for showing
+    (secrets masked): signatures are checked on them, by ``seq``.
+    """
+    records = list(records)
     events: list[TraceEvent] = []
     by_id: dict[str, TraceEvent] = {}
     steps: list[dict[str, Any]] = []
     orphans: list[dict[str, Any]] = []
+    signatures: dict[str, Any] | None = None
+    failed: dict[str, str] = {}
+    if signer is not None:
+        failed = unverified_records(signer, run.run_id, records if stored is None else stored)
+        signatures = {"records": len(records), "unverified": []}
     for rec in records:
         r = rec.record
         kind = r.get("kind")
+        note = _flag(signatures, rec, failed[rec.seq]) if rec.seq in failed else None
         if kind == "published":
             env = r.get("event") or {}
             ev = TraceEvent(
@@ -175,6 +206,8 @@ def build_trace(run: RunInfo, records: Iterable[JournalRecord]) -> Trace:
                 correlation_id=env.get("correlationid"),
                 envelope=env,
             )
+            if note is not None:
+                ev.unverified.append(note)
             events.append(ev)
             by_id[ev.id] = ev
             continue
@@ -182,6 +215,8 @@ def build_trace(run: RunInfo, records: Iterable[JournalRecord]) -> Trace:
             steps.append(r)
             continue
         target = by_id.get(str(r.get("event_id")))
+        if note is not None and target is not None:
+            target.unverified.append(note)
         if kind in ("model_call", "tool_call"):
             if target is not None:
                 target.calls.append(r)
@@ -209,7 +244,19 @@ def build_trace(run: RunInfo, records: Iterable[JournalRecord]) -> Trace:
                 d.error = str(r["error"])
             if kind == "handled":
                 d.error = None
-    return _assemble(run, events, steps, orphans)
+    return _assemble(run, events, steps, orphans, signatures)
+
+
+def _flag(signatures: dict[str, Any] | None, rec: JournalRecord, reason: str) -> str:
+    """List a record that fails verification; the note to show on its event."""
+    r = rec.record
+    event = r.get("event")
+    event_id = event.get("id") if isinstance(event, dict) else r.get("event_id")
+    assert signatures is not None
+    signatures["unverified"].append(
+        {"seq": rec.seq, "kind": rec.kind, "event_id": event_id, "reason": reason}
+    )
+    return f"{rec.kind} record: {reason}"
 
 
 def _assemble(
@@ -217,6 +264,7 @@ def _assemble(
     events: list[TraceEvent],
     steps: list[dict[str, Any]],
     orphans: list[dict[str, Any]],
+    signatures: dict[str, Any] | None = None,
 ) -> Trace:
     ids = {e.id for e in events}
     for e in events:
@@ -226,7 +274,7 @@ def _assemble(
     for e in events:
         parent = index.get(e.causation_id) if e.causation_id in ids else None
         (parent.children if parent is not None else roots).append(e)
-    return Trace(run, events, roots, steps, orphans)
+    return Trace(run, events, roots, steps, orphans, signatures)
 
 
 def render_tree(trace: Trace, *, payloads: bool = False) -> str:
@@ -243,11 +291,15 @@ def render_tree(trace: Trace, *, payloads: bool = False) -> str:
     trace_id = _trace_id(trace)
     if trace_id:
         lines.append(f"trace id {trace_id}")
+    lines.extend(_signature_lines(trace))
 
     def walk(e: TraceEvent, prefix: str, last: bool) -> None:
         branch = "└─ " if last else "├─ "
-        lines.append(f"{prefix}{branch}#{e.index} {e.type} → {e.topic}  from {e.source}")
+        flag = "  ⚠ UNVERIFIED" if e.unverified else ""
+        lines.append(f"{prefix}{branch}#{e.index} {e.type} → {e.topic}  from {e.source}{flag}")
         child_prefix = prefix + ("   " if last else "│  ")
+        for note in e.unverified:
+            lines.append(f"{child_prefix}   ⚠ unverified {note}")
         for d in e.deliveries.values():
             took = "" if d.duration_ms is None else f" {d.duration_ms:.1f}ms"
             tries = f" attempts={d.attempts}" if d.attempts > 1 else ""
@@ -302,13 +354,33 @@ def render_timeline(trace: Trace) -> str:
         return f"run {trace.run.run_id}: no events"
     t0 = trace.events[0].time
     lines = [f"run {trace.run.run_id}  {trace.run.name}  {trace.run.status}"]
+    lines.extend(_signature_lines(trace))
     for e in sorted(trace.events, key=lambda e: (e.time, e.index)):
         outcomes = ", ".join(f"{d.agent}:{d.outcome}" for d in e.deliveries.values()) or "-"
+        flag = "  ⚠ UNVERIFIED" if e.unverified else ""
         lines.append(
             f"+{(e.time - t0) * 1000:9.1f}ms  #{e.index:<4} {e.source:>14} → {e.topic:<24} "
-            f"{e.type:<28} {outcomes}"
+            f"{e.type:<28} {outcomes}{flag}"
         )
     return "\n".join(lines)
+
+
+def _signature_lines(trace: Trace) -> list[str]:
+    sigs = trace.signatures
+    if sigs is None:
+        return []
+    bad = sigs["unverified"]
+    if not bad:
+        return [f"signatures: all {sigs['records']} journal records verified"]
+    lines = [
+        f"⚠ {len(bad)} of {sigs['records']} journal records FAIL signature verification "
+        "(unsigned, altered, forged or from another run):"
+    ]
+    for b in bad[:20]:
+        lines.append(f"  ⚠ record {b['seq']} {b['kind']} event={b['event_id']}: {b['reason']}")
+    if len(bad) > 20:
+        lines.append(f"  … and {len(bad) - 20} more (see --json)")
+    return lines
 
 
 def _trace_id(trace: Trace) -> str | None:

@@ -9,6 +9,12 @@ as a run of its own, linked to its source, in the same store.
 
 Forking does the same up to event ``N`` of the recording; calls made while handling later
 events go to the live model and tools, so a changed prompt, model or code takes effect.
+
+With signing keys (``signer=``, default ``$AGENTBUS_SIGNING_KEYS``) every record of the
+recording is verified first, and a run with records that fail (unsigned, altered, forged
+or moved from another run) is refused with :class:`UnverifiedRecords`: replay would
+re-inject their events and answer live agents with their model and tool results.
+``allow_unverified=True`` replays it anyway and lists them in ``ReplayResult.unverified``.
 """
 
 from __future__ import annotations
@@ -28,13 +34,29 @@ from .envelope import Envelope, new_id
 from .errors import AgentBusError, UsageError
 from .journal import Journal
 from .runtime import Runtime
+from .signing import Signer, unverified_records
 from .transports import JournalEntry, JournalRecord, RunInfo, open_transport, resolve_url
 
-__all__ = ["EXIT_CODES", "ReplayMismatch", "ReplayResult", "replay_run"]
+__all__ = ["EXIT_CODES", "ReplayMismatch", "ReplayResult", "UnverifiedRecords", "replay_run"]
 
 
 class ReplayMismatch(AgentBusError):
     """A call made during replay has no recorded counterpart (live calls are not allowed)."""
+
+
+class UnverifiedRecords(AgentBusError):
+    """The recording has journal records whose signature fails; replay refuses them."""
+
+    def __init__(self, run_id: str, failed: dict[str, str], kinds: dict[str, str]) -> None:
+        seq, reason = next(iter(failed.items()))
+        super().__init__(
+            f"run {run_id} has {len(failed)} journal record(s) that fail signature "
+            f"verification (first: record {seq} {kinds.get(seq, '?')}: {reason}); replay "
+            "would re-inject their events and answers, so it refuses. Check them with "
+            "`agentbus trace`; pass allow_unverified=True (--allow-unverified) to replay anyway"
+        )
+        self.run_id = run_id
+        self.failed = failed
 
 
 class RecordedCallError(AgentBusError):
@@ -198,6 +220,9 @@ class ReplayResult:
     fork_at: int | None = None
     substituted_calls: int = 0
     live_calls: int = 0
+    #: ``seq``, ``kind``, ``reason`` of recorded records that failed verification
+    #: (replayed only with ``allow_unverified=True``).
+    unverified: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
@@ -227,6 +252,7 @@ class ReplayResult:
             "fork_at": self.fork_at,
             "substituted_calls": self.substituted_calls,
             "live_calls": self.live_calls,
+            "unverified": self.unverified,
         }
 
 
@@ -237,15 +263,24 @@ async def replay_run(
     app: str | App | None = None,
     fork_at: int | None = None,
     settle_timeout: float = 60.0,
+    signer: Signer | None = None,
+    allow_unverified: bool = False,
 ) -> ReplayResult:
     """Re-execute (or with ``fork_at``, fork) a recorded run; see the module docstring.
 
-    Raises :class:`UsageError` when the run or its app cannot be found.
+    Raises :class:`UsageError` when the run or its app cannot be found, and
+    :class:`UnverifiedRecords` when records fail signature verification (unless
+    ``allow_unverified``).
     """
     url = resolve_url(url)
+    signer = signer if signer is not None else Signer.from_env()
     async with Journal.open(url) as journal:
         info = await journal.run(run_id)
         records = await journal.records(info.run_id)
+        failed = {} if signer is None else unverified_records(signer, info.run_id, records)
+        kinds = {r.seq: r.kind for r in records if r.seq in failed}
+        if failed and not allow_unverified:
+            raise UnverifiedRecords(info.run_id, failed, kinds)
         the_app = _resolve_app(app, info)
         recorded = [r.record["event"] for r in records if r.kind == "published"]
         if fork_at is not None and not 0 <= fork_at <= len(recorded):
@@ -254,7 +289,16 @@ async def replay_run(
         started = time.perf_counter()
         new_id_ = new_id()
         produced_records = await _execute(
-            url, journal.transport, the_app, info, recorded, tape, new_id_, fork_at, settle_timeout
+            url,
+            journal.transport,
+            the_app,
+            info,
+            recorded,
+            tape,
+            new_id_,
+            fork_at,
+            settle_timeout,
+            signer,
         )
         seconds = time.perf_counter() - started
         tape.annotate(produced_records)
@@ -271,6 +315,9 @@ async def replay_run(
         fork_at=fork_at,
         substituted_calls=tape.substituted,
         live_calls=tape.live,
+        unverified=[
+            {"seq": seq, "kind": kinds[seq], "reason": reason} for seq, reason in failed.items()
+        ],
     )
 
 
@@ -308,11 +355,12 @@ async def _execute(
     run_id: str,
     fork_at: int | None,
     settle_timeout: float,
+    signer: Signer | None,
 ) -> list[JournalRecord]:
     exec_url, options = _isolated_url(url, main)
     transport = open_transport(exec_url, **options)
     try:
-        async with Runtime(transport=transport, block_ms=100) as rt:
+        async with Runtime(transport=transport, block_ms=100, signer=signer) as rt:
             rt.call_substitute = tape.substitute
             rt.add(*app.build_agents())
             await rt.ready()  # the agents' groups exist before the inputs arrive
@@ -323,6 +371,8 @@ async def _execute(
                         continue  # produced by an agent: the replay must produce it itself
                     env = Envelope.from_dict(dict(event))
                     env.id, env.runid, env.traceparent, env.tracestate = new_id(), None, None, None
+                    # Sent now (a signer's max_age judges it by this); compare ignores times.
+                    env.time = Envelope(type=env.type, source=env.source).time
                     inputs.append(rt.publish_envelope(env, str(event.get("topic"))))
                 # Started in recorded order, they are queued (and written) in that order.
                 await asyncio.gather(*inputs)

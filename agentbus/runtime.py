@@ -65,9 +65,11 @@ class Runtime:
 
     ``signer`` (default: :meth:`Signer.from_env`, i.e. ``$AGENTBUS_SIGNING_KEYS``)
     signs every event published and dead-letters received events whose signature is
-    missing or wrong (``bad signature``). ``retention`` (default :class:`Retention()`)
-    sets what the periodic maintenance step removes: acknowledged topic entries, idle
-    consumers, old runs. Raises :class:`UsageError` for bad settings.
+    missing or wrong (``bad signature``), that were signed for another topic (``topic
+    mismatch``) or, with ``Signer(max_age=)``, are too old; it also signs every journal
+    record its transport writes. ``retention`` (default :class:`Retention()`) sets what
+    the periodic maintenance step removes: acknowledged topic entries, idle consumers,
+    old runs. Raises :class:`UsageError` for bad settings.
     """
 
     def __init__(
@@ -128,6 +130,10 @@ class Runtime:
         self.tracer: Tracer = tracer or NullTracer()
         #: Signs what this runtime publishes and verifies what it receives (``None``: off).
         self.signer: Signer | None = signer if signer is not None else Signer.from_env()
+        if self.signer is not None and getattr(self.transport, "journal_signer", None) is None:
+            # Records are signed where the transport serialises them (one place for all
+            # of them). A transport shared by several runtimes signs with the first signer.
+            self.transport.journal_signer = self.signer  # type: ignore[attr-defined]
         self.metrics = Metrics(self.tracer.metrics)
         #: Replaces live model/tool calls (replay installs one); ``None`` calls live.
         #: Called with (kind, name, request, scope, call index); returning ``None``

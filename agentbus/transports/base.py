@@ -16,9 +16,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from .. import _json
+
+if TYPE_CHECKING:
+    from ..signing import Signer
 
 __all__ = [
     "Ack",
@@ -132,13 +135,21 @@ class JournalEntry:
         return body[:-1] + b',"event":' + self.raw_event + b"}"
 
 
-def encode_chunk(entries: Sequence[JournalEntry]) -> bytes:
+def encode_chunk(entries: Sequence[JournalEntry], signer: Signer | None = None) -> bytes:
     """Several records as one JSON array, encoded in one call.
 
     One ``to_json`` call for the whole list instead of one per record. A record's raw
     event goes in as a placeholder string that cannot occur in real data (it carries a
     random per-process nonce), and the encoded events replace the placeholders after.
+
+    With a ``signer`` (a transport's ``journal_signer``, set by a runtime that signs)
+    each record is signed here, the one place every record passes on its way to a store.
     """
+    if signer is not None:
+        entries = [
+            JournalEntry(e.run_id, signer.sign_record(e.run_id, e.record, e.raw_event), e.raw_event)
+            for e in entries
+        ]
     raws = [e.raw_event for e in entries if e.raw_event is not None]
     if not raws:
         return _json.dumps([e.record for e in entries])

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..clock import Clock, SystemClock
 from ..errors import GroupNotFound, TransportClosed
@@ -33,6 +33,9 @@ from .base import (
     TopicInfo,
 )
 from .sqlite_journal import SqliteJournal
+
+if TYPE_CHECKING:
+    from ..signing import Signer
 
 __all__ = ["MemoryTransport"]
 
@@ -87,6 +90,9 @@ class MemoryTransport:
     ``./.agentbus/journal.sqlite3``; ``memory://?journal=PATH`` elsewhere;
     ``memory://?journal=`` (empty) keeps it in memory only.
     """
+
+    #: Signs every journal record written (set by a :class:`~agentbus.Runtime` with a signer).
+    journal_signer: Signer | None = None
 
     def __init__(
         self,
@@ -525,7 +531,7 @@ class MemoryTransport:
     def _drain(self) -> None:
         if self._pending:
             pending, self._pending = self._pending, []
-            self._journal.append(pending)
+            self._journal.append(pending, self.journal_signer)
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None and not self._closed:

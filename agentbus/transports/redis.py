@@ -299,7 +299,7 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention):
         try:
             self._check()
             items = [item for p in batch for item in p.items]
-            keys, args = publish_args(self.keys, self._maxlen, items, journal)
+            keys, args = publish_args(self.keys, self._maxlen, items, journal, self.journal_signer)
             results = (await self._publish_script(keys=keys, args=args)).split(b"\n")
         except Exception as exc:
             error = self._translate(exc) if isinstance(exc, RedisError) else exc

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _json
 from ..keys import Keys
 from .base import EVENT_FIELD, JournalEntry, JournalRecord, RunInfo, encode_chunk, tokens_of
 from .base import text as _s
+
+if TYPE_CHECKING:
+    from ..signing import Signer
 
 __all__ = ["CHUNK_FIELD", "PUBLISH_SCRIPT", "RECORD_FIELD", "RedisJournal", "publish_args"]
 
@@ -75,8 +78,12 @@ def publish_args(
     maxlen: int | None,
     items: Sequence[tuple[str, bytes]],
     journal: Sequence[JournalEntry],
+    signer: Signer | None = None,
 ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of :data:`PUBLISH_SCRIPT` for ``items`` and their journal records."""
+    """KEYS and ARGV of :data:`PUBLISH_SCRIPT` for ``items`` and their journal records.
+
+    ``signer`` signs the records (see :func:`~agentbus.transports.base.encode_chunk`).
+    """
     script_keys = [keys.topic(topic) for topic, _ in items]
     args: list[Any] = [len(script_keys), "" if maxlen is None else maxlen]
     args.extend(payload for _, payload in items)
@@ -99,7 +106,7 @@ def publish_args(
     args.append(len(by_run))
     for run_id, bodies in by_run.items():
         script_keys.append(keys.journal(run_id))
-        args.extend((run_id, len(bodies), encode_chunk(bodies)))
+        args.extend((run_id, len(bodies), encode_chunk(bodies, signer)))
     args.append(len(counters))
     for (run_id, field), amount in counters.items():
         script_keys.append(keys.run(run_id))
@@ -113,6 +120,8 @@ class RedisJournal:
 
     keys: Keys
     _r: Any
+    #: Signs every journal record written (set by a :class:`~agentbus.Runtime` with a signer).
+    journal_signer: Signer | None = None
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
         raise NotImplementedError
@@ -130,7 +139,7 @@ class RedisJournal:
         """
         if not journal:
             return
-        keys, args = publish_args(self.keys, None, (), journal)
+        keys, args = publish_args(self.keys, None, (), journal, self.journal_signer)
         pipe.eval(PUBLISH_SCRIPT, len(keys), *keys, *args)
 
     # -- journal --------------------------------------------------------------------------------

@@ -19,10 +19,13 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _json
 from .base import JournalEntry, JournalRecord, RunInfo, encode_chunk, tokens_of
+
+if TYPE_CHECKING:
+    from ..signing import Signer
 
 __all__ = ["SqliteJournal"]
 
@@ -82,8 +85,11 @@ class SqliteJournal:
         )
         self._db.execute("DROP TABLE records")
 
-    def append(self, entries: Sequence[JournalEntry]) -> None:
-        """Add records (uncommitted until :meth:`flush`): one chunk row per run."""
+    def append(self, entries: Sequence[JournalEntry], signer: Signer | None = None) -> None:
+        """Add records (uncommitted until :meth:`flush`): one chunk row per run.
+
+        ``signer`` signs them (see :func:`~agentbus.transports.base.encode_chunk`).
+        """
         if not entries:
             return
         bodies: dict[str, list[JournalEntry]] = {}
@@ -105,7 +111,7 @@ class SqliteJournal:
             "INSERT INTO chunks (run_id, n, body) VALUES (?, ?, ?)",
             [
                 # UTF-8 bytes as they are: a BLOB, read back by the same JSON parser
-                (run_id, len(run_bodies), encode_chunk(run_bodies))
+                (run_id, len(run_bodies), encode_chunk(run_bodies, signer))
                 for run_id, run_bodies in bodies.items()
             ],
         )
