@@ -263,7 +263,14 @@ _FILTER = RedactingFilter()
 #: The loggers agentbus writes to (agents' own ``agentbus.agent.NAME`` loggers get the
 #: filter when they are made). A logger's filter does not see its children's records, so
 #: each is named here.
-LOGGERS = ("agentbus", "agentbus.runtime", "agentbus.metrics", "agentbus.cli", "agents")
+LOGGERS = (
+    "agentbus",
+    "agentbus.runtime",
+    "agentbus.metrics",
+    "agentbus.cli",
+    "agentbus.retention",
+    "agents",
+)
 
 
 def install_log_redaction(*targets: logging.Logger | logging.Handler) -> None:

@@ -304,6 +304,10 @@ async def replay_run(
         tape.annotate(produced_records)
         produced = [r.record["event"] for r in produced_records if r.kind == "published"]
         divergence = _first(compare_events(recorded, produced), tape.mismatches)
+        if signer is not None and getattr(journal.transport, "journal_signer", None) is None:
+            # The replay's records are annotated above (which recorded call answered
+            # each): signed again as they are stored, so they still verify.
+            journal.transport.journal_signer = signer  # type: ignore[attr-defined]
         await _store(journal, info, produced_records, new_id_, the_app, fork_at, divergence)
     return ReplayResult(
         source_run_id=info.run_id,
