@@ -63,6 +63,12 @@ class Subscription:
         self.handlers = handlers
         self.topics = sorted({topic for topic, _ in handlers})
         self._from_start = from_start
+        #: Who received a delivery, written on each of its records: the consumer, and for
+        #: a broadcast subscription its per-instance group, so a trace shows every
+        #: replica's deliveries apart (a shared group's are one delivery of the agent).
+        self.replica: dict[str, str] = {"consumer": runtime.consumer}
+        if mode == "broadcast":
+            self.replica["group"] = group
         concurrency = agent.concurrency or runtime.concurrency
         self.concurrency = concurrency
         # A runner per topic: handlers stuck on one topic use up that topic's slots only,
@@ -304,7 +310,7 @@ class Subscription:
                         "topic": env.topic,
                         "agent": self.agent_name,
                         "attempt": attempt,
-                        "consumer": rt.consumer,
+                        **self.replica,
                     },
                 )
             )
@@ -403,6 +409,7 @@ class Subscription:
                         "agent": self.agent_name,
                         "attempt": attempt,
                         "duration_ms": round(duration, 3),
+                        **self.replica,
                     },
                 )
                 if journal
@@ -524,6 +531,7 @@ class Subscription:
                 "type": env.type,
                 "topic": env.topic,
                 "agent": self.agent_name,
+                **self.replica,
                 **fields,
             },
         )
@@ -577,6 +585,7 @@ class Subscription:
                     reason=reason,
                     error=error,
                     attempts=attempts,
+                    **self.replica,
                 ),
             )
         ]

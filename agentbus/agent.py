@@ -13,7 +13,10 @@ publishes to the handler's ``output`` topic.
 
 Subscription modes: ``shared`` (default) puts all instances of an agent name in one
 consumer group, so replicas compete for events; ``broadcast`` gives every instance
-its own group, so each sees every event.
+its own group, so each sees every event. A handler that answers or acts belongs in a
+shared one (the logical agent answers once, however many processes host it); broadcast
+is for keeping per-process state, such as a fold of a log — what a broadcast handler
+publishes is published once per process.
 """
 
 from __future__ import annotations

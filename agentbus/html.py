@@ -72,7 +72,7 @@ def _page_data(trace: Trace, records: list[JournalRecord]) -> dict[str, Any]:
             ev["reply_to_agent"] = requesters[ev["correlation_id"]]
     agents: list[str] = []
     for e in trace.events:
-        for name in [e.source, *e.deliveries]:
+        for name in [e.source, *(d.agent for d in e.deliveries.values())]:
             if name not in agents:
                 agents.append(name)
     for st in trace.steps:

@@ -25,7 +25,12 @@ _OUTCOMES = ("handled", "failed", "retried", "dead_lettered", "ignored", "duplic
 
 @dataclass
 class Delivery:
-    """What one agent did with one event."""
+    """What one agent did with one event.
+
+    A shared subscription's delivery is the agent's (one, whichever replica took it);
+    a broadcast one's is a replica's: ``group`` names its per-instance group and
+    ``consumer`` the replica, so every replica's delivery is listed.
+    """
 
     agent: str
     outcome: str = "delivered"
@@ -33,6 +38,7 @@ class Delivery:
     duration_ms: float | None = None
     error: str | None = None
     consumer: str | None = None
+    group: str | None = None
 
 
 @dataclass
@@ -58,6 +64,17 @@ class TraceEvent:
     def tokens(self) -> int:
         return sum(_tokens(c) for c in self.calls)
 
+    def labelled(self) -> list[tuple[str, Delivery]]:
+        """Deliveries with a display name: the agent, or ``agent@consumer`` where several
+        replicas of one agent each received the event (broadcast)."""
+        counts: dict[str, int] = {}
+        for d in self.deliveries.values():
+            counts[d.agent] = counts.get(d.agent, 0) + 1
+        return [
+            (f"{d.agent}@{d.consumer}" if counts[d.agent] > 1 and d.consumer else d.agent, d)
+            for d in self.deliveries.values()
+        ]
+
     @property
     def errors(self) -> list[str]:
         out = [d.error for d in self.deliveries.values() if d.error]
@@ -74,7 +91,7 @@ class TraceEvent:
             "time": self.time,
             "causation_id": self.causation_id,
             "correlation_id": self.correlation_id,
-            "deliveries": [vars(d) for d in self.deliveries.values()],
+            "deliveries": [{**vars(d), "label": label} for label, d in self.labelled()],
             "calls": [
                 {k: v for k, v in c.items() if payloads or k not in ("request", "response")}
                 for c in self.calls
@@ -143,7 +160,11 @@ class Trace:
         keep = [
             e
             for e in self.events
-            if (agent is None or e.source == agent or agent in e.deliveries)
+            if (
+                agent is None
+                or e.source == agent
+                or any(d.agent == agent for d in e.deliveries.values())
+            )
             and (type_ is None or e.type == type_)
             and (topic is None or e.topic == topic)
         ]
@@ -229,9 +250,13 @@ def build_trace(
             orphans.append(r)
             continue
         agent = str(r.get("agent"))
-        d = target.deliveries.setdefault(agent, Delivery(agent))
+        group = r.get("group")  # set for broadcast: one delivery per replica
+        d = target.deliveries.get(group or agent)
+        if d is None:
+            d = target.deliveries[group or agent] = Delivery(agent, group=group)
+        if r.get("consumer"):
+            d.consumer = r["consumer"]  # the last replica that took it (a claim moves it)
         if kind == "delivered":
-            d.consumer = r.get("consumer")
             d.attempts = max(d.attempts, int(r.get("attempt", 1)))
         elif kind in _OUTCOMES:
             if kind != "replied" or d.outcome == "delivered":
@@ -300,11 +325,11 @@ def render_tree(trace: Trace, *, payloads: bool = False) -> str:
         child_prefix = prefix + ("   " if last else "│  ")
         for note in e.unverified:
             lines.append(f"{child_prefix}   ⚠ unverified {note}")
-        for d in e.deliveries.values():
+        for label, d in e.labelled():
             took = "" if d.duration_ms is None else f" {d.duration_ms:.1f}ms"
             tries = f" attempts={d.attempts}" if d.attempts > 1 else ""
             err = f"  ! {d.error}" if d.error else ""
-            lines.append(f"{child_prefix}   · {d.agent}: {d.outcome}{took}{tries}{err}")
+            lines.append(f"{child_prefix}   · {label}: {d.outcome}{took}{tries}{err}")
         for st in steps_by_event.get(e.id, []):
             details = ", ".join(
                 f"{k}={v}"
@@ -356,7 +381,7 @@ def render_timeline(trace: Trace) -> str:
     lines = [f"run {trace.run.run_id}  {trace.run.name}  {trace.run.status}"]
     lines.extend(_signature_lines(trace))
     for e in sorted(trace.events, key=lambda e: (e.time, e.index)):
-        outcomes = ", ".join(f"{d.agent}:{d.outcome}" for d in e.deliveries.values()) or "-"
+        outcomes = ", ".join(f"{label}:{d.outcome}" for label, d in e.labelled()) or "-"
         flag = "  ⚠ UNVERIFIED" if e.unverified else ""
         lines.append(
             f"+{(e.time - t0) * 1000:9.1f}ms  #{e.index:<4} {e.source:>14} → {e.topic:<24} "

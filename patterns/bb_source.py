@@ -12,9 +12,9 @@
         async def contribute(self, board: BoardState, ctx: Context) -> Draft | None:
             return Draft(kind="finding", data={...})
 
-Each instance subscribes (broadcast) to the board's entries, keeping its own fold of
-them, and to its polls; contribution requests arrive on the source's own topic
-(shared, so replicas of one source split them).
+Every replica of a source subscribes (broadcast) to the board's entries, keeping its
+own fold of them. Polls and contribution requests are the logical source's (shared):
+one replica answers each, so a source hosted by N processes answers once, as in one.
 """
 
 from __future__ import annotations
@@ -44,8 +44,10 @@ Verdict = bool | tuple[bool, str]
 reason for the trace, e.g. ``True`` or ``(False, "no findings yet")``."""
 
 
-def _spec(topic: str, method: str, mode: str, kind: type[Message]) -> HandlerSpec:
-    return HandlerSpec(topic, method, mode, (kind,), None, False, None, None)  # type: ignore[arg-type]
+def _spec(
+    topic: str, method: str, mode: str, kind: type[Message], from_start: bool | None = None
+) -> HandlerSpec:
+    return HandlerSpec(topic, method, mode, (kind,), None, False, None, from_start)  # type: ignore[arg-type]
 
 
 class KnowledgeSource(Agent):
@@ -81,8 +83,12 @@ class KnowledgeSource(Agent):
     def handlers(self) -> list[tuple[HandlerSpec, tuple[type[Message], ...]]]:
         """The user's own handlers plus the board's (topics depend on the board name)."""
         mine = [
+            # Folding is every replica's own (broadcast); answering a poll is the logical
+            # source's (shared: one replica answers, once however many processes host
+            # it, from its fold at the version the poll names). Polls start at new
+            # entries: a source that joins must not answer the polls of ended runs.
             _spec(self.topics["entries"], "_on_entry", "broadcast", BoardEntry),
-            _spec(self.topics["poll"], "_on_poll", "broadcast", BoardPoll),
+            _spec(self.topics["poll"], "_on_poll", "shared", BoardPoll, from_start=False),
             _spec(self.topics["source"] + self.name, "_on_contribute", "shared", ContributeRequest),
         ]
         return [*super().handlers(), *((s, s.message_types or ()) for s in mine)]

@@ -13,8 +13,9 @@
         async def perform(self, contract: Contract, ctx: Context) -> dict[str, Any]:
             return {"text": ...}
 
-Each instance watches (broadcast) the market's calls, awards and ledger events; contracts
-arrive on the bidder's own topic (shared, so replicas of one bidder split them).
+Every replica of a bidder folds the market's ledger events (broadcast) into its own
+view; calls for proposals, awards and contracts are the logical bidder's (shared): one
+replica answers each, so a bidder hosted by N processes bids once, as in one process.
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ class Decline:
     """Why not; listed in the task's ``no_bids`` reason."""
 
 
-def _spec(topic: str, method: str, mode: Mode, kind: type[Message]) -> HandlerSpec:
-    return HandlerSpec(topic, method, mode, (kind,), None, False, None, None)
+def _spec(
+    topic: str, method: str, mode: Mode, kind: type[Message], from_start: bool | None = None
+) -> HandlerSpec:
+    return HandlerSpec(topic, method, mode, (kind,), None, False, None, from_start)
 
 
 class Bidder(Agent):
@@ -95,9 +98,15 @@ class Bidder(Agent):
     def handlers(self) -> list[tuple[HandlerSpec, tuple[type[Message], ...]]]:
         """The user's own handlers plus the market's (topics depend on the market name)."""
         mine = [
-            _spec(self.topics["cfp"], "_on_call", "broadcast", CallForProposals),
+            # Answering is the logical bidder's (shared: one replica answers each call,
+            # once however many processes host it); folding the ledger is every
+            # replica's own (broadcast: each keeps its view, so whichever replica
+            # answers prices the bid from the ledger version the call names). Calls
+            # and awards start at new entries: a bidder that joins a market must not
+            # answer the calls of runs that ended before it existed.
+            _spec(self.topics["cfp"], "_on_call", "shared", CallForProposals, from_start=False),
             _spec(self.topics["ledger"], "_on_ledger", "broadcast", LedgerEvent),
-            _spec(self.topics["awards"], "_on_award", "broadcast", AuctionAwarded),
+            _spec(self.topics["awards"], "_on_award", "shared", AuctionAwarded, from_start=False),
             _spec(self.topics["bidder"] + self.name, "_on_contract", "shared", Contract),
         ]
         return [*super().handlers(), *((s, s.message_types or ()) for s in mine)]
@@ -116,7 +125,11 @@ class Bidder(Agent):
         raise NotImplementedError(f"{type(self).__name__} does not implement perform()")
 
     async def notified(self, award: AuctionAwarded, won: bool, ctx: Context) -> None:
-        """Called for every award in the market (``won`` when this bidder won)."""
+        """Called once per award in the market (``won`` when this bidder won).
+
+        Once per logical bidder: with several replicas, one of them is called. State
+        every replica needs belongs in a fold of the ledger (:meth:`ledger_at`).
+        """
 
     async def ledger_at(self, ctx: Context, version: int) -> Ledgers:
         """The market's ledgers at ``version`` as this bidder has watched them.
