@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from .envelope import Envelope, decode_data, new_id
 from .errors import (
-    DecodeError,
     RemoteError,
     RequestTimeout,
     TransportClosed,
@@ -104,7 +103,7 @@ class Requests:
                     env = Envelope.decode(d.payload or b"")
                     if self.rt.signer is not None:
                         self.rt.signer.verify(env)  # a forged reply must not answer
-                except DecodeError as exc:
+                except Exception as exc:  # DecodeError, or whatever a hostile entry raised
                     log.warning("ignored a malformed reply %s: %s", d.entry_id, exc)
                     continue
                 waiter = self._waiters.get(env.correlationid or "")

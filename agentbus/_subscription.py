@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from ._hooks import NullTracer
+from ._json import jsonable
 from ._runner import Runner
+from ._supervise import supervise
 from .agent import Agent, HandlerSpec
 from .context import Context, Scope, reset_scope, set_scope
 from .envelope import Envelope, decode_data
@@ -24,6 +26,7 @@ from .errors import (
     DecodeError,
     GroupNotFound,
     Reject,
+    SignatureError,
     TransportClosed,
     TransportError,
     TransportUnavailable,
@@ -64,6 +67,11 @@ class Subscription:
         self.handlers = handlers
         self.topics = sorted({topic for topic, _ in handlers})
         self._from_start = from_start
+        #: Per topic, the most deliveries any of its handlers allows (checked before decoding).
+        self._limits: dict[str, int] = {}
+        for (topic, _), (spec, _) in handlers.items():
+            allowed = spec.max_attempts or runtime.max_attempts
+            self._limits[topic] = max(allowed, self._limits.get(topic, 0))
         concurrency = agent.concurrency or runtime.concurrency
         self.concurrency = concurrency
         self._runner = Runner(self._dispatch, concurrency)
@@ -74,7 +82,7 @@ class Subscription:
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         await self._create_groups()
-        self._task = asyncio.create_task(self._loop(), name=f"agentbus-read-{self.group}")
+        self._task = supervise(self._loop, f"agentbus-read-{self.group}")
 
     async def _create_groups(self) -> None:
         for topic in self.topics:
@@ -216,10 +224,23 @@ class Subscription:
     # -- dispatch ------------------------------------------------------------------------------
     async def _dispatch(self, d: Delivery) -> None:
         rt = self.rt
+        # Before decoding: an entry that keeps coming back (say its decoding or handling
+        # kills the process) must end here, whatever its content does.
+        limit = self._limits.get(d.topic, rt.max_attempts)
+        if d.delivery_count > limit:
+            await self._dead_letter(
+                d,
+                _try_decode(d, rt),  # only to file the record under its run
+                "max attempts exceeded",
+                f"delivered {d.delivery_count} times (max_attempts={limit}); "
+                "it was never handled to the end",
+                d.delivery_count,
+            )
+            return
         try:
             env = _decode_entry(d, rt)
-        except DecodeError as exc:
-            await self._dead_letter(d, None, exc.reason, str(exc), d.delivery_count)
+        except Exception as exc:  # any failure to decode or verify: this entry alone
+            await self._dead_letter(d, None, *_failure("undecodable event", exc), d.delivery_count)
             return
         match = self.handlers.get((d.topic, env.type))
         if match is None:
@@ -236,15 +257,9 @@ class Subscription:
         spec, cls = match
         try:
             message = cls.model_validate(env.data if env.data is not None else {})
-        except ValidationError:
-            try:
-                decode_data(env, cls)  # to word the reason
-            except DecodeError as exc:
-                await self._dead_letter(d, env, exc.reason, str(exc), d.delivery_count)
-                return
-            raise
-        except DecodeError as exc:
-            await self._dead_letter(d, env, exc.reason, str(exc), d.delivery_count)
+        except Exception as exc:  # invalid, or a validator that raised something else
+            failure = _failure("invalid payload", _worded(env, cls, exc))
+            await self._dead_letter(d, env, *failure, d.delivery_count)
             return
         dedupe_key = rt.transport_keys.dedup(self.agent_name, env.id) if spec.dedupe else None
         if dedupe_key is not None and await rt.transport.is_marked(dedupe_key):
@@ -438,7 +453,7 @@ class Subscription:
             source=self.agent_name,
             data={
                 "error_type": type(exc).__name__,
-                "message": str(exc),
+                "message": jsonable(str(exc)),
                 "agent": self.agent_name,
                 "event_id": env.id,
             },
@@ -446,7 +461,7 @@ class Subscription:
         )
         try:
             await self.rt.publish_envelope(error, env.replyto)
-        except TransportError as exc2:
+        except Exception as exc2:  # never keeps the event from its dead letter
             log.warning("could not send the error reply for %s: %s", env.id, exc2)
 
     def _entry(self, env: Envelope, kind: str, **fields: Any) -> JournalEntry:
@@ -468,6 +483,9 @@ class Subscription:
         self, d: Delivery, env: Envelope | None, reason: str, error: str, attempts: int
     ) -> None:
         rt = self.rt
+        # Text from hostile input or a handler's exception may not even be Unicode: a
+        # dead letter must always be writable.
+        error = jsonable(error)
         payload = (
             d.payload.decode("utf-8", "replace")
             if d.payload is not None
@@ -520,6 +538,44 @@ class Subscription:
                 log.warning("dead-lettering %s failed: %s; retrying", d.entry_id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            except Exception as exc:  # not the store's fault: something here cannot be written
+                if not journal:
+                    log.error("dead-lettering %s failed: %s; it stays pending", d.entry_id, exc)
+                    return
+                log.error("dead-lettering %s with its records failed: %s", d.entry_id, exc)
+                for entry in journal:  # the writer sets aside a record it cannot write
+                    rt.writer.journal(entry)
+                journal = []
+
+
+def _failure(reason: str, exc: Exception) -> tuple[str, str]:
+    """The dead-letter reason and error for ``exc``: a DecodeError words its own."""
+    if isinstance(exc, DecodeError):
+        return exc.reason, str(exc)
+    return reason, redact_text(f"{type(exc).__name__}: {exc}")[:_MAX_ERROR_CHARS]
+
+
+#: An error text longer than this is cut in dead letters and the journal.
+_MAX_ERROR_CHARS = 2000
+
+
+def _worded(env: Envelope, cls: type[Message], exc: Exception) -> Exception:
+    """A validation error as the DecodeError that words it (field by field)."""
+    if isinstance(exc, ValidationError):
+        try:
+            decode_data(env, cls)
+        except DecodeError as worded:
+            return worded
+        except Exception:
+            pass
+    return exc
+
+
+def _try_decode(d: Delivery, rt: Runtime) -> Envelope | None:
+    try:
+        return _decode_entry(d, rt)
+    except Exception:
+        return None
 
 
 def _decode_entry(d: Delivery, rt: Runtime) -> Envelope:
@@ -533,7 +589,14 @@ def _decode_entry(d: Delivery, rt: Runtime) -> Envelope:
         )
     env = Envelope.decode(d.payload)
     if rt.signer is not None:
-        rt.signer.verify(env)  # before anything trusts a single attribute of it
+        try:
+            rt.signer.verify(env)  # before anything trusts a single attribute of it
+        except DecodeError:
+            raise
+        except Exception as exc:  # whatever verifying it raised, it is not verified
+            raise SignatureError(
+                "bad signature", f"verifying it failed: {type(exc).__name__}: {exc}"
+            ) from exc
     if env.topic is None:
         env.topic = d.topic
     return env

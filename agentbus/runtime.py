@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from ._hooks import Metrics, NullTracer, Tracer
 from ._requests import Requests
 from ._subscription import Subscription
+from ._supervise import supervise
 from ._writer import Writer
 from .agent import Agent
 from .context import CallKind, Context, Scope, current_scope
@@ -150,7 +151,7 @@ class Runtime:
             return
         await self.transport.connect()
         self.writer.start()
-        self._lease_task = asyncio.create_task(self._leases(), name="agentbus-leases")
+        self._lease_task = supervise(self._leases, "agentbus-leases")
         self._started = True
         self.metrics.start(self)
         for agent in list(self._agents):
