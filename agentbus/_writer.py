@@ -7,6 +7,11 @@ together next time. Under load that gives large batches, at idle it adds no dela
 Journal records that must precede an event a handler publishes (its ``delivered``
 record) are taken by that publish's own pipeline (:meth:`take_journal`), so a run's
 log reads in causal order.
+
+When a batch fails: for the store's sake (a ``TransportError``), it is retried, but
+its acks are first tried alone, because a store out of memory refuses records yet
+takes acks, and an unacked handled event would be run again; for any other reason,
+the batch is written piece by piece and only what still fails is set aside.
 """
 
 from __future__ import annotations
