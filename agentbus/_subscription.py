@@ -13,20 +13,17 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
+from ._decoding import decode_entry, failure, try_decode, worded
 from ._hooks import NullTracer
 from ._json import jsonable
 from ._runner import Runner
 from ._supervise import supervise
 from .agent import Agent, HandlerSpec
 from .context import Context, Scope, reset_scope, set_scope
-from .envelope import Envelope, decode_data
+from .envelope import Envelope
 from .errors import (
-    DecodeError,
     GroupNotFound,
     Reject,
-    SignatureError,
     TransportClosed,
     TransportError,
     TransportUnavailable,
@@ -230,7 +227,7 @@ class Subscription:
         if d.delivery_count > limit:
             await self._dead_letter(
                 d,
-                _try_decode(d, rt),  # only to file the record under its run
+                try_decode(d, rt),  # only to file the record under its run
                 "max attempts exceeded",
                 f"delivered {d.delivery_count} times (max_attempts={limit}); "
                 "it was never handled to the end",
@@ -238,9 +235,9 @@ class Subscription:
             )
             return
         try:
-            env = _decode_entry(d, rt)
+            env = decode_entry(d, rt)
         except Exception as exc:  # any failure to decode or verify: this entry alone
-            await self._dead_letter(d, None, *_failure("undecodable event", exc), d.delivery_count)
+            await self._dead_letter(d, None, *failure("undecodable event", exc), d.delivery_count)
             return
         match = self.handlers.get((d.topic, env.type))
         if match is None:
@@ -258,8 +255,8 @@ class Subscription:
         try:
             message = cls.model_validate(env.data if env.data is not None else {})
         except Exception as exc:  # invalid, or a validator that raised something else
-            failure = _failure("invalid payload", _worded(env, cls, exc))
-            await self._dead_letter(d, env, *failure, d.delivery_count)
+            why = failure("invalid payload", worded(env, cls, exc))
+            await self._dead_letter(d, env, *why, d.delivery_count)
             return
         dedupe_key = rt.transport_keys.dedup(self.agent_name, env.id) if spec.dedupe else None
         if dedupe_key is not None and await rt.transport.is_marked(dedupe_key):
@@ -546,57 +543,3 @@ class Subscription:
                 for entry in journal:  # the writer sets aside a record it cannot write
                     rt.writer.journal(entry)
                 journal = []
-
-
-def _failure(reason: str, exc: Exception) -> tuple[str, str]:
-    """The dead-letter reason and error for ``exc``: a DecodeError words its own."""
-    if isinstance(exc, DecodeError):
-        return exc.reason, str(exc)
-    return reason, redact_text(f"{type(exc).__name__}: {exc}")[:_MAX_ERROR_CHARS]
-
-
-#: An error text longer than this is cut in dead letters and the journal.
-_MAX_ERROR_CHARS = 2000
-
-
-def _worded(env: Envelope, cls: type[Message], exc: Exception) -> Exception:
-    """A validation error as the DecodeError that words it (field by field)."""
-    if isinstance(exc, ValidationError):
-        try:
-            decode_data(env, cls)
-        except DecodeError as worded:
-            return worded
-        except Exception:
-            pass
-    return exc
-
-
-def _try_decode(d: Delivery, rt: Runtime) -> Envelope | None:
-    try:
-        return _decode_entry(d, rt)
-    except Exception:
-        return None
-
-
-def _decode_entry(d: Delivery, rt: Runtime) -> Envelope:
-    if d.payload is None:
-        fields = ", ".join(sorted(d.fields)) or "none"
-        raise DecodeError("not an agentbus event", f"the entry has no 'e' field (fields: {fields})")
-    if len(d.payload) > rt.max_event_bytes:
-        raise DecodeError(
-            "event too large",
-            f"{len(d.payload)} bytes; the limit is {rt.max_event_bytes} (Runtime(max_event_bytes=))",
-        )
-    env = Envelope.decode(d.payload)
-    if rt.signer is not None:
-        try:
-            rt.signer.verify(env)  # before anything trusts a single attribute of it
-        except DecodeError:
-            raise
-        except Exception as exc:  # whatever verifying it raised, it is not verified
-            raise SignatureError(
-                "bad signature", f"verifying it failed: {type(exc).__name__}: {exc}"
-            ) from exc
-    if env.topic is None:
-        env.topic = d.topic
-    return env
