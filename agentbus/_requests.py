@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from .envelope import Envelope, decode_data, new_id
 from .errors import (
-    DecodeError,
     RemoteError,
     RequestTimeout,
     TransportClosed,
@@ -199,7 +198,7 @@ class Requests:
                     env = Envelope.decode(d.payload or b"")
                     if self.rt.signer is not None:
                         self.rt.signer.verify(env, topic=self.inbox)  # nor a forged or copied one
-                except DecodeError as exc:
+                except Exception as exc:  # DecodeError, or whatever a hostile entry raised
                     log.warning("ignored a malformed reply %s: %s", d.entry_id, exc)
                     continue
                 waiter = self._waiters.get(env.correlationid or "")

@@ -13,15 +13,15 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
+from ._decoding import decode_entry, failure, try_decode, worded
 from ._hooks import NullTracer
+from ._json import jsonable
 from ._runner import Runner
+from ._supervise import supervise
 from .agent import Agent, HandlerSpec
 from .context import Context, Scope, reset_scope, set_scope
-from .envelope import Envelope, decode_data
+from .envelope import Envelope
 from .errors import (
-    DecodeError,
     GroupNotFound,
     HandlerTimeout,
     Reject,
@@ -69,6 +69,11 @@ class Subscription:
         self.replica: dict[str, str] = {"consumer": runtime.consumer}
         if mode == "broadcast":
             self.replica["group"] = group
+        #: Per topic, the most deliveries any of its handlers allows (checked before decoding).
+        self._limits: dict[str, int] = {}
+        for (topic, _), (spec, _) in handlers.items():
+            allowed = spec.max_attempts or runtime.max_attempts
+            self._limits[topic] = max(allowed, self._limits.get(topic, 0))
         concurrency = agent.concurrency or runtime.concurrency
         self.concurrency = concurrency
         # A runner per topic: handlers stuck on one topic use up that topic's slots only,
@@ -94,7 +99,7 @@ class Subscription:
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         await self._create_groups()
-        self._task = asyncio.create_task(self._loop(), name=f"agentbus-read-{self.group}")
+        self._task = supervise(self._loop, f"agentbus-read-{self.group}")
 
     async def _create_groups(self) -> None:
         for topic in self.topics:
@@ -252,10 +257,23 @@ class Subscription:
     # -- dispatch ------------------------------------------------------------------------------
     async def _dispatch(self, d: Delivery) -> None:
         rt = self.rt
+        # Before decoding: an entry that keeps coming back (say its decoding or handling
+        # kills the process) must end here, whatever its content does.
+        most = self._limits.get(d.topic, rt.max_attempts)
+        if d.delivery_count > most:
+            await self._dead_letter(
+                d,
+                try_decode(d, rt),  # only to file the record under its run
+                "max attempts exceeded",
+                f"delivered {d.delivery_count} times (max_attempts={most}); "
+                "it was never handled to the end",
+                d.delivery_count,
+            )
+            return
         try:
-            env = _decode_entry(d, rt)
-        except DecodeError as exc:
-            await self._dead_letter(d, None, exc.reason, str(exc), d.delivery_count)
+            env = decode_entry(d, rt)
+        except Exception as exc:  # any failure to decode or verify: this entry alone
+            await self._dead_letter(d, None, *failure("undecodable event", exc), d.delivery_count)
             return
         match = self.handlers.get((d.topic, env.type))
         if match is None:
@@ -272,15 +290,9 @@ class Subscription:
         spec, cls = match
         try:
             message = cls.model_validate(env.data if env.data is not None else {})
-        except ValidationError:
-            try:
-                decode_data(env, cls)  # to word the reason
-            except DecodeError as exc:
-                await self._dead_letter(d, env, exc.reason, str(exc), d.delivery_count)
-                return
-            raise
-        except DecodeError as exc:
-            await self._dead_letter(d, env, exc.reason, str(exc), d.delivery_count)
+        except Exception as exc:  # invalid, or a validator that raised something else
+            why = failure("invalid payload", worded(env, cls, exc))
+            await self._dead_letter(d, env, *why, d.delivery_count)
             return
         dedupe_key = rt.transport_keys.dedup(self.agent_name, env.id) if spec.dedupe else None
         if dedupe_key is not None and await self._is_marked(dedupe_key):
@@ -508,8 +520,8 @@ class Subscription:
             type=ERROR_TYPE,
             source=self.agent_name,
             data={
-                "error_type": error_type,
-                "message": redact_text(message),
+                "error_type": jsonable(error_type),
+                "message": redact_text(jsonable(message)),
                 "agent": self.agent_name,
                 "event_id": env.id,
             },
@@ -517,7 +529,7 @@ class Subscription:
         )
         try:
             await self.rt.publish_envelope(error, env.replyto)
-        except TransportError as exc2:
+        except Exception as exc2:  # never keeps the event from its dead letter
             log.warning("could not send the error reply for %s: %s", env.id, exc2)
 
     def _entry(self, env: Envelope, kind: str, **fields: Any) -> JournalEntry:
@@ -551,6 +563,9 @@ class Subscription:
         learns that its request was dead-lettered and why, instead of waiting its timeout.
         """
         rt = self.rt
+        # Text from hostile input or a handler's exception may not even be Unicode: a
+        # dead letter must always be writable.
+        error = jsonable(error)
         if env is not None and env.replyto:
             error_type, message = reply or ("DeadLettered", f"dead-lettered as {reason!r}: {error}")
             await self._reply_error(env, error_type, message)
@@ -607,22 +622,11 @@ class Subscription:
                 log.warning("dead-lettering %s failed: %s; retrying", d.entry_id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-
-
-def _decode_entry(d: Delivery, rt: Runtime) -> Envelope:
-    if d.payload is None:
-        fields = ", ".join(sorted(d.fields)) or "none"
-        raise DecodeError("not an agentbus event", f"the entry has no 'e' field (fields: {fields})")
-    if len(d.payload) > rt.max_event_bytes:
-        raise DecodeError(
-            "event too large",
-            f"{len(d.payload)} bytes; the limit is {rt.max_event_bytes} (Runtime(max_event_bytes=))",
-        )
-    env = Envelope.decode(d.payload)
-    if rt.signer is not None:
-        # Before anything trusts a single attribute of it; the signed topic must be the
-        # stream it was read from (a captured event copied elsewhere is refused).
-        rt.signer.verify(env, topic=d.topic)
-    if env.topic is None:
-        env.topic = d.topic
-    return env
+            except Exception as exc:  # not the store's fault: something here cannot be written
+                if not journal:
+                    log.error("dead-lettering %s failed: %s; it stays pending", d.entry_id, exc)
+                    return
+                log.error("dead-lettering %s with its records failed: %s", d.entry_id, exc)
+                for entry in journal:  # the writer sets aside a record it cannot write
+                    rt.writer.journal(entry)
+                journal = []

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -263,21 +263,61 @@ class Envelope:
         """Parse JSON bytes. Raises :class:`DecodeError` for invalid UTF-8, JSON or attributes."""
         try:
             obj = _json.loads(raw)
-        except ValueError:
-            obj = _strict_parse(raw)  # again with the standard library, for a precise reason
+        except ValueError as exc:
+            _strict_parse(raw, exc)  # again with the standard library, for a precise reason
         return cls._from_own_dict(obj)
 
 
-def _strict_parse(raw: bytes | str) -> Any:
-    """Parse with :mod:`json`, turning its errors into :class:`DecodeError`."""
+def _strict_parse(raw: bytes | str, refused: ValueError) -> NoReturn:
+    """Say why the fast parser ``refused`` ``raw``: always raises :class:`DecodeError`.
+
+    :mod:`json` words most errors better. What it accepts the fast parser does not stays
+    refused all the same: strings with lone surrogates (not Unicode, so such an event
+    could not be re-encoded, journaled or signed) and nesting past the fast parser's
+    depth limit (which its encoder shares). A number too long to convert is refused by
+    both, with a ``ValueError`` that is not a ``JSONDecodeError``.
+    """
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as exc:
         raise DecodeError("invalid UTF-8", str(exc)) from exc
     try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise DecodeError("invalid JSON", str(exc)) from exc
+    surrogate = _lone_surrogate(obj)
+    if surrogate is not None:
+        raise DecodeError(
+            "invalid JSON",
+            f"a string holds the lone surrogate {surrogate!r}, which is not Unicode "
+            "(\\u escapes must encode characters; surrogates come only in pairs)",
+        ) from refused
+    detail = str(refused)
+    if "recursion limit" in detail:
+        detail += f" (JSON may nest at most {_MAX_DEPTH} levels deep)"
+    raise DecodeError("invalid JSON", detail) from refused
+
+
+#: How deep JSON may nest: the fast parser's limit (pydantic-core's encoder has one too).
+_MAX_DEPTH = 200
+
+
+def _lone_surrogate(obj: Any) -> str | None:
+    """The first lone surrogate in any string (key or value) of ``obj``, if there is one."""
+    stack = [obj]
+    while stack:  # not recursive: ``obj`` may nest as deep as json.loads allows
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return value[exc.start : exc.end]
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return None
 
 
 def decode_data(envelope: Envelope, expected: type[Message] | None = None) -> Message:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from ._hooks import Metrics, NullTracer, Tracer
 from ._requests import Requests
 from ._subscription import Subscription
+from ._supervise import supervise
 from ._writer import Writer
 from .agent import Agent
 from .context import CallKind, Context, Scope, current_scope
@@ -175,8 +176,8 @@ class Runtime:
             return
         await self.transport.connect()
         self.writer.start()
-        self._lease_task = asyncio.create_task(self._leases(), name="agentbus-leases")
-        self._watchdog_task = asyncio.create_task(self._watchdog(), name="agentbus-watchdog")
+        self._lease_task = supervise(self._leases, "agentbus-leases")
+        self._watchdog_task = supervise(self._watchdog, "agentbus-watchdog")
         self.maintenance.start()
         self._started = True
         self.metrics.start(self)

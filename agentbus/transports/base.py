@@ -13,6 +13,7 @@ be reached. Cancelling a blocking read leaves the transport usable.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ __all__ = [
     "Transport",
 ]
 
+
+log = logging.getLogger("agentbus.runtime")
 
 #: The stream field that carries the encoded envelope.
 EVENT_FIELD = "e"
@@ -144,12 +147,45 @@ def encode_chunk(entries: Sequence[JournalEntry], signer: Signer | None = None) 
 
     With a ``signer`` (a transport's ``journal_signer``, set by a runtime that signs)
     each record is signed here, the one place every record passes on its way to a store.
+
+    Never fails because of a record's content: a record that cannot be encoded (a lone
+    surrogate, an object that is not JSON) is written with those values replaced by
+    text (:func:`agentbus._json.jsonable`) and a warning logged, so one bad record
+    neither blocks the others nor the acks written with them.
     """
     if signer is not None:
-        entries = [
-            JournalEntry(e.run_id, signer.sign_record(e.run_id, e.record, e.raw_event), e.raw_event)
-            for e in entries
-        ]
+        entries = [_signed(e, signer) for e in entries]
+    try:
+        return _encode_chunk(entries)
+    except Exception:  # PydanticSerializationError, ValueError: find the record(s)
+        return _encode_chunk([_encodable(e) for e in entries])
+
+
+def _signed(entry: JournalEntry, signer: Signer) -> JournalEntry:
+    try:
+        record = signer.sign_record(entry.run_id, entry.record, entry.raw_event)
+    except Exception:  # it cannot be encoded: sign what will be stored instead
+        entry = _encodable(entry)
+        record = signer.sign_record(entry.run_id, entry.record, entry.raw_event)
+    return JournalEntry(entry.run_id, record, entry.raw_event)
+
+
+def _encodable(entry: JournalEntry) -> JournalEntry:
+    try:
+        _json.dumps(entry.record)
+        return entry
+    except Exception as exc:
+        log.warning(
+            "a %r record of run %r cannot be encoded as JSON (%s); "
+            "recording it with the offending values as text",
+            _json.jsonable(entry.record.get("kind")),
+            _json.jsonable(entry.run_id),
+            exc,
+        )
+        return JournalEntry(entry.run_id, _json.jsonable(entry.record), entry.raw_event)
+
+
+def _encode_chunk(entries: Sequence[JournalEntry]) -> bytes:
     raws = [e.raw_event for e in entries if e.raw_event is not None]
     if not raws:
         return _json.dumps([e.record for e in entries])

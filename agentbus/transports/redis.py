@@ -31,6 +31,7 @@ from redis.exceptions import (
     AuthenticationError,
     MaxConnectionsError,
     NoPermissionError,
+    OutOfMemoryError,
     RedisError,
     ResponseError,
     WatchError,
@@ -192,6 +193,8 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention):
     def _translate(self, exc: RedisError) -> TransportError:
         if isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP"):
             return GroupNotFound(str(exc))
+        if isinstance(exc, OutOfMemoryError):
+            return self._out_of_memory(str(exc))
         if isinstance(exc, AuthenticationError | NoPermissionError):
             # The server's message never contains the password; the URL is redacted.
             return TransportUnavailable(
@@ -218,6 +221,16 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention):
                 "(is redis-server running? check the URL, port and TLS settings)"
             )
         return TransportError(f"Redis at {self.url!r} failed: {exc}")
+
+    def _out_of_memory(self, error: str) -> TransportUnavailable:
+        # Retryable: nothing of the refused write was stored (a MULTI is refused whole,
+        # a script before its first write), and Redis takes writes again once memory
+        # is freed. Acks and reads still work meanwhile.
+        return TransportUnavailable(
+            f"Redis at {self.url!r} is out of memory and refused a write ({error}); "
+            "retry later: it takes writes again once memory is freed (trim or delete "
+            "streams, raise maxmemory, or set a maxmemory-policy that evicts)"
+        )
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run one command, translating redis-py errors."""
@@ -317,6 +330,9 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention):
             if p.done.done():
                 continue
             for r in mine:
+                if r.startswith("!OOM"):
+                    p.done.set_exception(self._out_of_memory(r[1:]))
+                    break
                 if r.startswith("!"):
                     p.done.set_exception(
                         TransportError(f"Redis at {self.url!r} refused a publish: {r[1:]}")
@@ -454,8 +470,10 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention):
             if ids is None:
                 ids = grouped[a[:2]] = []
             ids.append(a.entry_id)
-        # MULTI/EXEC only when there is more than one command to keep together.
-        atomic = len(grouped) + len(mark) + (1 if journal else 0) > 1
+        # MULTI/EXEC only when there is more than one command to keep together: acks
+        # alone need none, and Redis out of memory refuses any MULTI but still takes
+        # XACKs, which is how the writer acks while journal writes are refused.
+        atomic = bool(mark or journal) and len(grouped) + len(mark) + (1 if journal else 0) > 1
 
         async def run() -> None:
             async with self._r.pipeline(transaction=atomic) as pipe:

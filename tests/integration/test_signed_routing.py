@@ -128,8 +128,10 @@ async def test_a_lone_surrogate_with_a_signature_is_dead_lettered(
         await rt.ready()
         await rt.transport.add_raw("signed.other", {"e": payload})
         [letter] = await _dead(rt, "signed.other", 1)
-        assert letter.reason == "bad signature"
-        assert "cannot be checked" in letter.error
+        # Refused while parsing, before any signature is looked at (a lone surrogate is
+        # not text); either way dead-lettered with a reason, never a crash.
+        assert letter.reason == "invalid JSON"
+        assert "surrogate" in letter.error
         # Acked with the dead letter: nothing left pending for the group.
         topics = {t.topic: t for t in await rt.transport.topics()}
         assert [g.pending for g in topics["signed.other"].groups] == [0]

@@ -1,11 +1,14 @@
 """Hostile input (property-based): whatever lands in a topic, the runtime stays up and
 dead-letters what it cannot handle with the precise reason.
 
-Garbage entries, invalid UTF-8 or JSON, non-objects, missing or mistyped CloudEvents
-attributes, unknown types, invalid payloads and oversized events are injected raw into
-a topic, followed by one valid event. Each bad entry must end in the dead-letter stream
-with the reason an independent oracle predicts, and the valid one must be handled.
-The Redis variant (tests/integration/test_hostile_input_redis.py) reuses this scenario.
+Garbage entries, arbitrary bytes, invalid UTF-8 or JSON, lone surrogate escapes,
+numbers too long to convert, nesting past the parser's depth limit, non-objects,
+missing or mistyped CloudEvents attributes, extra attributes, unknown types, invalid
+payloads and oversized events are injected raw into a topic, followed by one valid
+event. Each bad entry must end in the dead-letter stream with the reason an
+independent oracle predicts, and the valid one must be handled. The Redis variant
+(tests/integration/test_hostile_input_redis.py) reuses this scenario, and the Redis
+fuzz run (tests/integration/test_poison_fuzz_redis.py) these strategies.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from agentbus import Agent, Context, Envelope, MemoryTransport, Message, Runtime
 from agentbus.testing import wait_for
 
 TOPIC = "hostile.orders"
-MAX_BYTES = 4096
+MAX_BYTES = 16 * 1024
+#: JSON nested deeper than this is refused (the fast parser's limit is 200 levels).
+MAX_DEPTH = 200
 
 
 class Order(Message, type="hostile.Order"):
@@ -79,7 +84,9 @@ def oracle(payload: bytes) -> str:
         return "invalid UTF-8"
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a number past 4300 digits is a ValueError too
+        return "invalid JSON"
+    if _depth(obj) > MAX_DEPTH or _has_surrogate(obj):
         return "invalid JSON"
     if not isinstance(obj, dict):
         return "not a CloudEvent"
@@ -102,6 +109,30 @@ def oracle(payload: bytes) -> str:
         and not isinstance(data.get("qty"), bool)
     )
     return "handled" if valid else "invalid payload"
+
+
+def _walk(obj: Any) -> list[tuple[Any, int]]:
+    """Every value in ``obj`` (keys too) with its container depth."""
+    out, stack = [], [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        out.append((value, depth))
+        if isinstance(value, dict):
+            stack.extend((k, depth + 1) for k in value)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return out
+
+
+def _depth(obj: Any) -> int:
+    return max(d + isinstance(v, dict | list) for v, d in _walk(obj))
+
+
+def _has_surrogate(obj: Any) -> bool:
+    return any(
+        isinstance(v, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in v) for v, _ in _walk(obj)
+    )
 
 
 json_values = st.recursive(
@@ -143,8 +174,82 @@ bad_payloads = json_values.map(
 oversized = st.integers(min_value=MAX_BYTES, max_value=3 * MAX_BYTES).map(
     lambda n: json.dumps(_event(subject="x" * n)).encode()
 )
+arbitrary_bytes = st.binary(max_size=200)
+# One surrogate code point among characters that are none (text() draws no surrogates),
+# so it stays lone; json.dumps writes it as a \\udXXX escape.
+_lone = st.builds(
+    lambda a, c, b: a + chr(c) + b,
+    st.text(max_size=6),
+    st.integers(0xD800, 0xDFFF),
+    st.text(max_size=6),
+)
+_SURROGATE_PLACES = ("id", "source", "type", "topic", "runid", "subject", "sig", "sku", "key")
+
+
+def _with_surrogate(place: str, value: str) -> bytes:
+    if place == "sku":
+        return json.dumps(_event(data={"sku": value, "qty": 1})).encode()
+    if place == "key":
+        return json.dumps(_event(data={"sku": "ok", "qty": 1, value: 1})).encode()
+    return json.dumps(_event(**{place: value})).encode()
+
+
+lone_surrogates = st.builds(_with_surrogate, st.sampled_from(_SURROGATE_PLACES), _lone)
+
+
+def _spliced(place: str, text: str) -> bytes:
+    """An event with ``text`` (raw JSON, which json.dumps cannot make) at ``place``."""
+    if place == "qty":
+        obj = _event(data={"sku": "ok", "qty": "@@"})
+    elif place == "ext":
+        obj = _event(weird="@@")
+    else:
+        obj = _event(data={"sku": "ok", "qty": 1, "extra": ["@@"]})
+    return json.dumps(obj).replace('"@@"', text).encode()
+
+
+huge_numbers = st.builds(
+    lambda digits, sign, place: _spliced(place, sign + "7" * digits),
+    st.integers(4301, 9000),
+    st.sampled_from(["", "-"]),
+    st.sampled_from(["qty", "ext", "nested"]),
+)
+deep_nesting = st.builds(
+    lambda n, kind, place: _spliced(
+        place, "[" * n + "]" * n if kind == "[" else '{"a":' * n + "1" + "}" * n
+    ),
+    st.integers(MAX_DEPTH + 10, 2500),
+    st.sampled_from(["[", "{"]),
+    st.sampled_from(["qty", "ext", "nested"]),
+)
+wrong_data_types = json_values.filter(lambda v: not isinstance(v, dict)).map(
+    lambda v: json.dumps(_event(data=v)).encode()
+)
+_extension_names = st.text("abcdefghxyz0123456789", min_size=1, max_size=8).filter(
+    lambda n: n not in _event() and n not in ("time", "subject", "runid", "replyto")
+)
+extra_attributes = st.builds(
+    lambda extras, broken: json.dumps({**_event(**broken), **extras}).encode(),
+    st.dictionaries(_extension_names, json_values, min_size=1, max_size=4),
+    st.sampled_from(
+        [{"type": "zz.Nope"}, {"data": {"sku": 1, "qty": "x"}}, {"id": _DROP}, {"specversion": "9"}]
+    ),
+)
 payloads = st.one_of(
-    bad_utf8, bad_json, non_objects, missing, mistyped, unknown_types, bad_payloads, oversized
+    bad_utf8,
+    bad_json,
+    non_objects,
+    missing,
+    mistyped,
+    unknown_types,
+    bad_payloads,
+    oversized,
+    arbitrary_bytes,
+    lone_surrogates,
+    huge_numbers,
+    deep_nesting,
+    wrong_data_types,
+    extra_attributes,
 )
 hostile_cases = garbage_entries | payloads.map(lambda p: Case({"e": p}, oracle(p))).filter(
     lambda c: c.reason != "handled"
@@ -208,3 +313,10 @@ def test_the_oracle_agrees_on_known_cases() -> None:
     assert oracle(json.dumps(_event(data={"sku": 1, "qty": 1})).encode()) == "invalid payload"
     assert oracle(json.dumps(_event()).encode()) == "handled"
     assert oracle(json.dumps(_event(subject="x" * MAX_BYTES)).encode()) == "event too large"
+    assert oracle(_with_surrogate("id", "01SURR\ud800")) == "invalid JSON"
+    assert oracle(_with_surrogate("sku", "\ud83d\ude00")) == "handled"  # a pair is a character
+    assert oracle(_spliced("qty", "7" * 5000)) == "invalid JSON"
+    assert oracle(_spliced("qty", "7" * 4300)) == "handled"
+    assert oracle(_spliced("nested", "[" * 300 + "]" * 300)) == "invalid JSON"
+    assert oracle(_spliced("nested", "[" * 100 + "]" * 100)) == "handled"
+    assert oracle(json.dumps(_event(data=[1])).encode()) == "invalid payload"

@@ -1,0 +1,82 @@
+"""Decoding a delivery, and wording why it failed, for the read loop.
+
+Every failure here ends one entry in the dead-letter stream and nothing else: whatever
+decoding or verifying raised, a ``DecodeError`` with its own reason or any other
+exception (a signer that chokes on a non-ASCII signature, a validator raising what
+pydantic does not wrap).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from .envelope import Envelope, decode_data
+from .errors import DecodeError, SignatureError
+from .message import Message
+from .redact import redact_text
+from .transports import Delivery
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+__all__ = ["decode_entry", "failure", "try_decode", "worded"]
+
+#: An error text longer than this is cut in dead letters and the journal.
+_MAX_ERROR_CHARS = 2000
+
+
+def failure(reason: str, exc: Exception) -> tuple[str, str]:
+    """The dead-letter reason and error for ``exc``: a DecodeError words its own."""
+    if isinstance(exc, DecodeError):
+        return exc.reason, str(exc)
+    return reason, redact_text(f"{type(exc).__name__}: {exc}")[:_MAX_ERROR_CHARS]
+
+
+def worded(env: Envelope, cls: type[Message], exc: Exception) -> Exception:
+    """A validation error as the DecodeError that words it (field by field)."""
+    if isinstance(exc, ValidationError):
+        try:
+            decode_data(env, cls)
+        except DecodeError as precise:
+            return precise
+        except Exception:
+            pass
+    return exc
+
+
+def try_decode(d: Delivery, rt: Runtime) -> Envelope | None:
+    """``d`` decoded and verified, or ``None`` when that fails (for filing a record)."""
+    try:
+        return decode_entry(d, rt)
+    except Exception:
+        return None
+
+
+def decode_entry(d: Delivery, rt: Runtime) -> Envelope:
+    """``d``'s envelope, size-checked, parsed and verified. Raises ``DecodeError``, or
+    ``SignatureError`` whatever verifying raised; anything else parsing raised passes."""
+    if d.payload is None:
+        fields = ", ".join(sorted(d.fields)) or "none"
+        raise DecodeError("not an agentbus event", f"the entry has no 'e' field (fields: {fields})")
+    if len(d.payload) > rt.max_event_bytes:
+        raise DecodeError(
+            "event too large",
+            f"{len(d.payload)} bytes; the limit is {rt.max_event_bytes} (Runtime(max_event_bytes=))",
+        )
+    env = Envelope.decode(d.payload)
+    if rt.signer is not None:
+        try:
+            # Before anything trusts a single attribute of it; the signed topic must be
+            # the stream it was read from (a captured event copied elsewhere is refused).
+            rt.signer.verify(env, topic=d.topic)
+        except DecodeError:
+            raise
+        except Exception as exc:  # whatever verifying it raised, it is not verified
+            raise SignatureError(
+                "bad signature", f"verifying it failed: {type(exc).__name__}: {exc}"
+            ) from exc
+    if env.topic is None:
+        env.topic = d.topic
+    return env
