@@ -39,6 +39,7 @@ from .runs import Run
 from .runtime import Runtime
 from .signing import Signer
 from .transports import (
+    DeadConsumer,
     DeadLetter,
     JournalRecord,
     MemoryTransport,
@@ -76,6 +77,7 @@ __all__ = [
     "CallKind",
     "Clock",
     "Context",
+    "DeadConsumer",
     "DeadLetter",
     "DecodeError",
     "Envelope",

@@ -62,6 +62,7 @@ class Requests:
     def _ensure_reader(self) -> None:
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._read(), name="agentbus-inbox")
+            self.rt.maintenance.owned_changed()  # so it is pruned if this process dies
 
     async def request(
         self,

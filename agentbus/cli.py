@@ -124,11 +124,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         grace_period=args.grace_period,
         tracer=_tracer(args, "agentbus-worker"),
-        retention=Retention(
-            journal=None
-            if args.journal_retention is None
-            else parse_duration(args.journal_retention)
-        ),
+        retention=_worker_retention(args),
     )
     agents = app.build_agents()
     if not agents:
@@ -143,6 +139,16 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         await rt.aclose()
     print(f"worker {rt.consumer} stopped", flush=True)
     return 0
+
+
+def _worker_retention(args: argparse.Namespace) -> Retention:
+    dead_after = parse_duration(args.dead_after)
+    return Retention(
+        interval=parse_duration(args.maintenance_interval),
+        journal=None if args.journal_retention is None else parse_duration(args.journal_retention),
+        dead_consumers=dead_after,
+        heartbeat=min(Retention().heartbeat, dead_after / 4),
+    )
 
 
 async def cmd_runs(args: argparse.Namespace) -> int:
@@ -189,6 +195,36 @@ async def cmd_runs_prune(args: argparse.Namespace) -> int:
 
 
 _IN_PROCESS = "the embedded memory:// transport keeps topics inside the process that ran them"
+
+
+async def cmd_prune(args: argparse.Namespace) -> int:
+    age = parse_duration(args.older_than)
+    url = _shared_url(
+        args.url, "prune", "on the embedded memory:// no other process has workers to prune"
+    )
+    transport = open_transport(url)
+    try:
+        await transport.connect()
+        dead = await transport.prune_dead_consumers(idle_ms=int(age * 1000), dry_run=args.dry_run)
+    finally:
+        await transport.aclose()
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "dead": [d.to_dict() for d in dead]}, indent=2))
+        return 0
+    if dead:
+        rows = [
+            (
+                d.consumer,
+                f"{d.idle:.0f}s",
+                ", ".join(f"{t}/{g}" for t, g in d.groups) or "-",
+                d.inbox or "-",
+            )
+            for d in dead
+        ]
+        print(_table(rows, ("CONSUMER", "NOT SEEN FOR", "BROADCAST GROUPS", "INBOX")))
+    verb = "would prune" if args.dry_run else "pruned"
+    print(f"{verb} {len(dead)} workers not seen for {args.older_than}")
+    return 0
 
 
 async def cmd_topics(args: argparse.Namespace) -> int:
@@ -313,6 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="prune runs with nothing recorded for this long, e.g. 7d (default: keep all)",
     )
+    p.add_argument(
+        "--dead-after",
+        default="10m",
+        metavar="DURATION",
+        help="delete broadcast groups and reply inboxes of workers not seen for this long",
+    )
+    p.add_argument(
+        "--maintenance-interval",
+        default="60s",
+        metavar="DURATION",
+        help="how often to trim topics and prune (default: 60s)",
+    )
     with_trace(p)
     p.set_defaults(fn=cmd_worker)
 
@@ -326,6 +374,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_runs)
+
+    p = with_url(
+        sub.add_parser(
+            "prune", help="delete broadcast groups and reply inboxes of workers that died"
+        )
+    )
+    p.add_argument(
+        "--older-than",
+        default="10m",
+        metavar="DURATION",
+        help="workers not seen for this long (default: 10m)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list them, delete nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_prune)
 
     p = with_url(sub.add_parser("topics", help="topics with groups, pending, lag and dead letters"))
     p.add_argument("--json", action="store_true")

@@ -58,6 +58,14 @@ class Keys:
         """The sorted set indexing runs by start time."""
         return f"{self.prefix}runs"
 
+    def presence(self, consumer: str) -> str:
+        """The hash in which runtime ``consumer`` announces itself and what it owns."""
+        return f"{self.prefix}presence:{consumer}"
+
+    def presences(self) -> str:
+        """The set of consumers with a presence record (written on start and stop only)."""
+        return f"{self.prefix}presences"
+
     def dedup(self, agent: str, event_id: str) -> str:
         """The marker that ``agent`` has handled ``event_id``."""
         return f"{self.prefix}dedup:{agent}:{event_id}"

@@ -3,9 +3,14 @@
 Every runtime runs a maintenance step every :attr:`Retention.interval` seconds for the
 topics it reads: it trims the entries every consumer group has acknowledged, removes
 consumers of its groups idle past :attr:`Retention.idle_consumers` with nothing
-pending, trims its own reply inbox below what it has read and, when
+pending, trims its own reply inbox below what it has read, deletes the broadcast groups
+and reply inboxes of runtimes not seen for :attr:`Retention.dead_consumers` and, when
 :attr:`Retention.journal` is set, prunes runs with no activity for that long. Each step
 is safe to run from many processes at once (see :mod:`agentbus.transports.base`).
+
+Independently of that step, a runtime that owns broadcast groups or a reply inbox
+announces itself every :attr:`Retention.heartbeat` seconds, so that others can tell it
+is alive.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .errors import TransportClosed, TransportError, UsageError
-from .transports import Transport
+from .transports import DeadConsumer, Transport
 
 __all__ = ["MaintenanceReport", "Retention", "parse_duration"]
 
@@ -50,20 +55,32 @@ class Retention:
     ``trim``: delete topic entries every consumer group has acknowledged.
     ``idle_consumers``: remove consumers idle this many seconds with nothing pending
     (``None`` keeps them). ``journal``: prune runs with nothing recorded for this many
-    seconds (``None``, the default, keeps every run). Raises :class:`UsageError` for
-    a value that is not positive.
+    seconds (``None``, the default, keeps every run). ``dead_consumers``: delete the
+    broadcast groups and reply inboxes of runtimes not seen for this many seconds
+    (``None``: this runtime prunes none; others may). ``heartbeat``: how often this
+    runtime says it is alive; others wait at least three of these before calling it
+    dead. Raises :class:`UsageError` for a value that is not positive, or a
+    ``dead_consumers`` shorter than three heartbeats.
     """
 
     interval: float | None = 60.0
     trim: bool = True
     idle_consumers: float | None = 3600.0
     journal: float | None = None
+    dead_consumers: float | None = 600.0
+    heartbeat: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("interval", "idle_consumers", "journal"):
+        for name in ("interval", "idle_consumers", "journal", "dead_consumers", "heartbeat"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise UsageError(f"Retention.{name} must be positive or None, got {value!r}")
+        if self.dead_consumers is not None and self.dead_consumers < 3 * self.heartbeat:
+            raise UsageError(
+                f"Retention.dead_consumers must be at least three heartbeats "
+                f"({3 * self.heartbeat:g}s with heartbeat={self.heartbeat!r}), "
+                f"got {self.dead_consumers!r}"
+            )
 
 
 @dataclass(slots=True)
@@ -73,13 +90,15 @@ class MaintenanceReport:
     trimmed: dict[str, int] = field(default_factory=dict)
     consumers: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
+    dead: list[DeadConsumer] = field(default_factory=list)
 
 
 class Maintenance:
     """A runtime's periodic maintenance task (see the module docstring).
 
     ``groups`` returns the (topic, group) pairs the runtime reads; ``inbox`` its reply
-    inbox and the entry id read up to, or ``None`` when it has none.
+    inbox and the entry id read up to, or ``None`` when it has none. ``consumer`` and
+    ``owned`` (its broadcast groups and its inbox) are what it announces as its presence.
     """
 
     def __init__(
@@ -88,24 +107,51 @@ class Maintenance:
         retention: Retention,
         groups: Callable[[], Sequence[tuple[str, str]]],
         inbox: Callable[[], tuple[str, str] | None],
+        consumer: str = "",
+        owned: Callable[[], tuple[Sequence[tuple[str, str]], str | None]] | None = None,
     ) -> None:
         self.transport = transport
         self.retention = retention
         self._groups = groups
         self._inbox = inbox
+        self._consumer = consumer
+        self._owned = owned
         self._task: asyncio.Task[None] | None = None
+        self._presence: Presence | None = None
 
     def start(self) -> None:
         if self.retention.interval is not None and self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._loop(self.retention.interval), name="agentbus-maintenance"
             )
+        if self._owned is not None and self._presence is None:
+            self._presence = Presence(
+                self.transport, self._consumer, self._owned, self.retention.heartbeat
+            )
+            self._presence.start()
+
+    def owned_changed(self) -> None:
+        """Announce the runtime's broadcast groups and inbox now, not at the next beat."""
+        if self._presence is not None:
+            self._presence.changed.set()
 
     async def aclose(self) -> None:
+        """Stop the maintenance and heartbeat tasks (the presence record stays)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=1.0)
             self._task = None
+        if self._presence is not None:
+            await self._presence.aclose()
+
+    async def withdraw(self) -> None:
+        """Remove the runtime's presence record (after a clean stop removed what it owned)."""
+        if self._presence is not None and self._presence.announced:
+            try:
+                await self.transport.withdraw(self._consumer)
+            except TransportError as exc:  # left for the others to prune
+                log.debug("could not withdraw the presence of %s: %s", self._consumer, exc)
+            self._presence = None
 
     async def _loop(self, interval: float) -> None:
         while True:
@@ -140,8 +186,86 @@ class Maintenance:
                 report.trimmed[topic] = await self.transport.trim_acknowledged(
                     topic, consumed=consumed
                 )
+        if r.dead_consumers is not None:
+            report.dead = await self.transport.prune_dead_consumers(
+                idle_ms=int(r.dead_consumers * 1000)
+            )
+            for d in report.dead:
+                log.info(
+                    "pruned runtime %s, not seen for %.0fs: broadcast groups %s, inbox %s",
+                    d.consumer,
+                    d.idle,
+                    [g for _, g in d.groups],
+                    d.inbox,
+                )
         if r.journal is not None:
             report.runs = await self.transport.prune_runs(before=time.time() - r.journal)
             if report.runs:
                 log.info("pruned %d runs idle for over %gs", len(report.runs), r.journal)
         return report
+
+
+class Presence:
+    """Announces a runtime and what it owns; refreshes that every ``every`` seconds.
+
+    Announces again when what it owns changes (:attr:`changed`) or when its record is
+    gone (pruned while the runtime was paused longer than the threshold: its groups are
+    re-created by its reads, and announced again here).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        consumer: str,
+        owned: Callable[[], tuple[Sequence[tuple[str, str]], str | None]],
+        every: float,
+    ) -> None:
+        self.transport = transport
+        self.consumer = consumer
+        self._owned = owned
+        self.every = every
+        self.changed = asyncio.Event()
+        self.announced: tuple[tuple[tuple[str, str], ...], str | None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="agentbus-presence")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=1.0)
+            self._task = None
+
+    async def beat(self) -> None:
+        """Announce or refresh now. Raises ``TransportError``."""
+        groups, inbox = self._owned()
+        current = (tuple(sorted(set(groups))), inbox)
+        if not current[0] and current[1] is None and self.announced is None:
+            return  # owns nothing another process would have to clean up
+        if current == self.announced and await self.transport.heartbeat(self.consumer):
+            return
+        await self.transport.announce(
+            self.consumer,
+            groups=current[0],
+            inbox=inbox,
+            every_ms=int(self.every * 1000),
+        )
+        self.announced = current
+
+    async def _loop(self) -> None:
+        while True:
+            self.changed.clear()
+            try:
+                await self.beat()
+            except TransportClosed:
+                return
+            except TransportError as exc:  # Redis away: the next beat tries again
+                log.warning("announcing runtime %s failed: %s", self.consumer, exc)
+            except Exception:
+                log.exception("announcing runtime %s failed", self.consumer)
+            try:
+                async with asyncio.timeout(self.every):
+                    await self.changed.wait()
+            except TimeoutError:
+                pass

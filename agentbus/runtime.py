@@ -153,7 +153,12 @@ class Runtime:
         self.retention = retention or Retention()
         #: Trims acknowledged entries, removes idle consumers, prunes old runs.
         self.maintenance = Maintenance(
-            self.transport, self.retention, self._read_groups, self._inbox_read
+            self.transport,
+            self.retention,
+            self._read_groups,
+            self._inbox_read,
+            consumer=self.consumer,
+            owned=self._owned,
         )
         self._started = False
         self._closed = False
@@ -215,6 +220,8 @@ class Runtime:
             sub = Subscription(self, agent, group, mode, handlers, from_start[mode])
             await sub.start()
             self._subs.append(sub)
+            if mode == "broadcast":
+                self.maintenance.owned_changed()  # so it is pruned if this process dies
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop reading, let in-flight handlers finish within ``grace`` seconds.
@@ -256,6 +263,7 @@ class Runtime:
                     except Exception as exc:
                         log.debug("could not remove broadcast group %s: %s", sub.group, exc)
         self._subs.clear()
+        await self.maintenance.withdraw()
 
     async def aclose(self) -> None:
         """Stop (with the grace period) and close the transport if we opened it."""
@@ -520,6 +528,11 @@ class Runtime:
     def _inbox_read(self) -> tuple[str, str] | None:
         requests = self._requests
         return None if requests._reader is None else (requests.inbox, requests._last)
+
+    def _owned(self) -> tuple[list[tuple[str, str]], str | None]:
+        """What another process must delete if this one dies: broadcast groups, inbox."""
+        groups = [(t, s.group) for s in self._subs if s.mode == "broadcast" for t in s.topics]
+        return groups, None if self._requests._reader is None else self._requests.inbox
 
     @property
     def busy(self) -> bool:

@@ -22,6 +22,7 @@ from patterns.market import (
     Auctioneer,
     Bidder,
     Contract,
+    ContractFailed,
     Decline,
     Ledger,
     MarketOutcome,
@@ -71,7 +72,8 @@ class Freelancer(Bidder):
     async def perform(self, contract: Contract, ctx: Context) -> dict[str, Any]:
         task = contract.task
         if task.effort > self.max_task:
-            raise RuntimeError(f"{self.name} dropped {task.id}: {task.effort:g} days is too big")
+            # An expected outcome, reported to the auctioneer: not an error to retry.
+            raise ContractFailed(f"{self.name} dropped {task.id}: {task.effort:g} days is too big")
         return {
             "deliverable": f"{task.description} ({task.skill}, {task.effort:g} days)",
             "summary": f"{self.name} delivered {task.id} for {contract.price:g}",

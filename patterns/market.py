@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 
 from agentbus import Agent, Context, HandlerSpec, Message, Reject, Run, UsageError
 
-from .market_bidder import Bidder, Decline, Quote
+from .market_bidder import Bidder, ContractFailed, Decline, Quote
 from .market_ledger import Ledger, LedgerEvent, Ledgers, ledger_topic, rebuild_ledgers
 from .market_messages import (
     Attempt,
@@ -63,6 +63,7 @@ __all__ = [
     "Bidder",
     "CallForProposals",
     "Contract",
+    "ContractFailed",
     "ContractResult",
     "Decline",
     "Ledger",

@@ -37,7 +37,15 @@ from .market_messages import (
     market_topics,
 )
 
-__all__ = ["Bidder", "Decline", "Quote"]
+__all__ = ["Bidder", "ContractFailed", "Decline", "Quote"]
+
+
+class ContractFailed(Exception):
+    """Raised by :meth:`Bidder.perform` to give up a contract, as an expected outcome.
+
+    The auctioneer gets the reason in its :class:`ContractResult` at once (no retries, no
+    dead letter, logged at INFO) and re-auctions the task without this bidder.
+    """
 
 
 @dataclass(frozen=True)
@@ -120,7 +128,9 @@ class Bidder(Agent):
         """Do the work of a won contract and return its result (JSON-ready).
 
         Raising fails the contract: the auctioneer re-auctions the task without this
-        bidder.
+        bidder. Raise :class:`ContractFailed` when that is an expected outcome (the
+        work is beyond this bidder); any other exception is an error: it is retried,
+        then dead-lettered.
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement perform()")
 
@@ -169,7 +179,16 @@ class Bidder(Agent):
         await self.notified(award, award.winner == self.name, ctx)
 
     async def _on_contract(self, contract: Contract, ctx: Context) -> ContractResult:
-        result = await self.perform(contract, ctx)
+        try:
+            result = await self.perform(contract, ctx)
+        except ContractFailed as exc:
+            ctx.logger.info("%s gave up %s: %s", self.name, contract.auction_id, exc)
+            return ContractResult(
+                market=self.market,
+                auction_id=contract.auction_id,
+                bidder=self.name,
+                failed=str(exc) or "gave up",
+            )
         summary = str(result.get("summary", "")) if isinstance(result, dict) else ""
         return ContractResult(
             market=self.market,

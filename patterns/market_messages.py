@@ -114,13 +114,15 @@ class Contract(Message, type="market.Contract"):
 
 
 class ContractResult(Message, type="market.ContractResult"):
-    """The winner's reply: what it produced."""
+    """The winner's reply: what it produced, or why it gave the contract up."""
 
     market: str
     auction_id: str
     bidder: str
     result: dict[str, Any] = Field(default_factory=dict)
     summary: str = ""
+    failed: str = ""
+    """Why the winner gave up the contract (``ContractFailed``); empty when it delivered."""
 
 
 class Attempt(_Model):

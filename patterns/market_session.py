@@ -200,7 +200,7 @@ class MarketSession:
                 timeout=au.contract_timeout,
                 expect=ContractResult,
             )
-            return result
+            return f"gave up: {result.failed}" if result.failed else result
         except RequestTimeout:
             return f"timed out after {au.contract_timeout:g}s"
         except RemoteError as exc:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 from ..errors import UsageError
 from .base import (
     Ack,
+    DeadConsumer,
     DeadLetter,
     Delivery,
     EntryState,
@@ -30,6 +31,7 @@ from .urls import redact_url
 __all__ = [
     "DEFAULT_JOURNAL_PATH",
     "Ack",
+    "DeadConsumer",
     "DeadLetter",
     "Delivery",
     "EntryState",

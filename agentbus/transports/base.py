@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Ack",
+    "DeadConsumer",
     "DeadLetter",
     "Delivery",
     "GroupInfo",
@@ -366,6 +367,29 @@ class EntryState:
     deliveries: int = 0
 
 
+@dataclass(slots=True)
+class DeadConsumer:
+    """A runtime that stopped announcing itself, with what it left behind.
+
+    ``consumer``: its consumer name; ``idle``: seconds since it was last seen;
+    ``groups``: its broadcast groups as ``(topic, group)``; ``inbox``: its reply inbox
+    topic (``None`` when it had none). See :meth:`Transport.prune_dead_consumers`.
+    """
+
+    consumer: str
+    idle: float
+    groups: list[tuple[str, str]] = field(default_factory=list)
+    inbox: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "consumer": self.consumer,
+            "idle": round(self.idle, 3),
+            "groups": [{"topic": t, "group": g} for t, g in self.groups],
+            "inbox": self.inbox,
+        }
+
+
 @runtime_checkable
 class Transport(Protocol):
     """A message store with consumer groups and a journal. See the module docstring."""
@@ -533,6 +557,42 @@ class Transport(Protocol):
 
         A run's last activity is the latest of its start, its end and its last journal
         record; a pruned run loses its metadata, journal and counters. Returns the ids.
+        """
+
+    # -- presence: what a runtime owns, pruned when it stops announcing itself ------------
+    async def announce(
+        self,
+        consumer: str,
+        *,
+        groups: Sequence[tuple[str, str]],
+        inbox: str | None,
+        every_ms: int,
+    ) -> None:
+        """Record that runtime ``consumer`` is alive now and owns the broadcast ``groups``
+        (``(topic, group)``) and the reply ``inbox``, and will say so every ``every_ms``.
+
+        Replaces what it announced before. Its own record, not a key shared by all
+        runtimes, is what a heartbeat touches.
+        """
+
+    async def heartbeat(self, consumer: str) -> bool:
+        """Record that ``consumer`` is alive now; ``False`` when it has no record (never
+        announced, or pruned as dead): the caller announces itself again then."""
+
+    async def withdraw(self, consumer: str) -> None:
+        """Forget ``consumer`` (on a clean stop, after it removed what it owned)."""
+
+    async def prune_dead_consumers(
+        self, *, idle_ms: int, dry_run: bool = False
+    ) -> list[DeadConsumer]:
+        """Delete what runtimes not seen for ``idle_ms`` owned: their broadcast groups
+        (with their pending lists) and reply inboxes, then their records.
+
+        A runtime counts as dead only when it has not been seen for ``idle_ms`` and for
+        three of its own announcement periods, whichever is longer, so a short
+        ``idle_ms`` cannot remove a live runtime's groups. The check and the deletion are
+        one step: a heartbeat in between keeps everything. ``dry_run`` lists them and
+        deletes nothing. Returns the dead runtimes, oldest first.
         """
 
     # -- de-duplication -----------------------------------------------------------------

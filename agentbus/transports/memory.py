@@ -23,6 +23,7 @@ from ..keys import DEFAULT_PREFIX, Keys
 from .base import (
     EVENT_FIELD,
     Ack,
+    DeadConsumer,
     DeadLetter,
     Delivery,
     EntryState,
@@ -71,6 +72,14 @@ class _Group:
     consumers: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _Presence:
+    seen_ms: int
+    every_ms: int
+    groups: list[tuple[str, str]]
+    inbox: str | None
+
+
 @dataclass
 class _Stream:
     ids: list[_Id] = field(default_factory=list)
@@ -109,6 +118,7 @@ class MemoryTransport:
         self._dlq: dict[str, _Stream] = {}
         self._pending: list[JournalEntry] = []
         self._marks: dict[str, float] = {}
+        self._presence: dict[str, _Presence] = {}
         self._journal_path = journal_path
         self._sqlite: SqliteJournal | None = None  # opened on first use (see _journal)
         self._changed = asyncio.Event()
@@ -513,6 +523,53 @@ class MemoryTransport:
         pruned = self._journal.prune(before)
         self._journal.flush()
         return pruned
+
+    # -- presence ---------------------------------------------------------------------------
+    async def announce(
+        self,
+        consumer: str,
+        *,
+        groups: Sequence[tuple[str, str]],
+        inbox: str | None,
+        every_ms: int,
+    ) -> None:
+        self._check()
+        self._presence[consumer] = _Presence(
+            self.clock.now_ms(), int(every_ms), [(t, g) for t, g in groups], inbox
+        )
+
+    async def heartbeat(self, consumer: str) -> bool:
+        self._check()
+        record = self._presence.get(consumer)
+        if record is None:
+            return False
+        record.seen_ms = self.clock.now_ms()
+        return True
+
+    async def withdraw(self, consumer: str) -> None:
+        self._check()
+        self._presence.pop(consumer, None)
+
+    async def prune_dead_consumers(
+        self, *, idle_ms: int, dry_run: bool = False
+    ) -> list[DeadConsumer]:
+        self._check()
+        now = self.clock.now_ms()
+        dead = []
+        for name, p in sorted(self._presence.items(), key=lambda kv: kv[1].seen_ms):
+            idle = now - p.seen_ms
+            if idle > max(idle_ms, 3 * p.every_ms):
+                dead.append(DeadConsumer(name, idle / 1000, list(p.groups), p.inbox))
+        if not dry_run:
+            for d in dead:
+                for topic, group in d.groups:
+                    stream = self._streams.get(topic)
+                    if stream is not None:
+                        stream.groups.pop(group, None)
+                if d.inbox is not None:
+                    self._streams.pop(d.inbox, None)
+                del self._presence[d.consumer]
+        return dead
 
     async def is_marked(self, key: str) -> bool:
         self._check()

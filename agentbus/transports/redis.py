@@ -61,6 +61,7 @@ from .base import (
 from .base import text as _s
 from .redis_admin import LETTER_FIELD, RedisAdmin
 from .redis_journal import PUBLISH_SCRIPT, RedisJournal, publish_args
+from .redis_presence import RedisPresence
 from .redis_reads import READ_SCRIPT, unpack_read
 from .redis_retention import RedisRetention
 from .urls import redact_url
@@ -86,7 +87,7 @@ class _Publish:
     done: asyncio.Future[list[str]]
 
 
-class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention):
+class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPresence):
     """Topics as Redis streams. ``url`` is ``redis://``, ``rediss://`` or ``unix://``.
 
     ``prefix`` (or ``?prefix=`` in the URL) namespaces every key.

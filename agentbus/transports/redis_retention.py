@@ -16,6 +16,7 @@ runs as a unit: no command interleaves, so each decision is taken on the state i
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -106,6 +107,23 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return 1
 """
 
+# KEYS: a run's hash, its journal stream. ARGV[1]: the cutoff in ms. For a journal whose
+# run was never saved (``orphans``, records written after their run was pruned): deletes
+# it when its newest entry is older than the cutoff; returns 1 then. A saved run is left
+# to PRUNE_RUN_SCRIPT (its start and end count too).
+PRUNE_UNSAVED_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 0 then
+  return 0
+end
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if newest[1] then
+  local ms = string.match(newest[1][1], '^(%d+)-')
+  if tonumber(ms) >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
 # KEYS: the topic, its dead-letter stream. ARGV: the payload, the letter id. Publishes,
 # then deletes the letter: a publish that fails (out of memory) stops the script before
 # the letter is touched, so a letter is never lost on the way back.
@@ -116,6 +134,15 @@ return id
 """
 
 _PAGE = 500
+#: The run that records what concerns events without a run id (``_subscription``).
+ORPHAN_RUN = "orphans"
+#: Seconds between scans for other journals of runs never saved (see ``prune_runs``).
+UNSAVED_SCAN_EVERY = 3600.0
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a SCAN pattern (a prefix may hold ``*?[]``)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 class RedisRetention:
@@ -125,6 +152,8 @@ class RedisRetention:
     _r: Any
     #: redis-py's WatchError, set by the transport (the one module importing redis-py).
     _watch_error: type[Exception]
+    #: When ``prune_runs`` last scanned for journals of runs never saved (monotonic).
+    _unsaved_scanned: float | None = None
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
         raise NotImplementedError
@@ -166,7 +195,7 @@ class RedisRetention:
         while True:
             ids = await self._idempotent(page)
             if not ids:
-                return pruned
+                break
 
             async def decide(batch: list[str] = ids) -> list[Any]:
                 async with self._r.pipeline(transaction=False) as pipe:
@@ -196,7 +225,53 @@ class RedisRetention:
                 await self._idempotent(unindex)
                 pruned.extend(gone)
             if len(ids) < _PAGE:
-                return pruned
+                break
+        # Journals of runs never saved are in no index. The orphans journal is checked
+        # on every call; the others (records written after their run was pruned) need a
+        # scan of the key space (~28 us per journal), done at most once an hour here.
+        now = time.monotonic()
+        scan = self._unsaved_scanned is None or now - self._unsaved_scanned > UNSAVED_SCAN_EVERY
+        pruned.extend(await self._prune_unsaved(cutoff_ms, scan=scan))
+        if scan:
+            self._unsaved_scanned = now
+        return pruned
+
+    async def _prune_unsaved(self, cutoff_ms: int, *, scan: bool) -> list[str]:
+        """Prune journals with no run record older than ``cutoff_ms``: the orphans
+        journal, and with ``scan`` every other one found by a scan of the keys."""
+        marker = self.keys.journal("")
+
+        async def find() -> list[str]:
+            found = self._r.scan_iter(match=_glob_escape(marker) + "*", count=_PAGE)
+            return [_s(key).removeprefix(marker) async for key in found]
+
+        run_ids = sorted({ORPHAN_RUN, *(await self._idempotent(find) if scan else ())})
+        pruned: list[str] = []
+        for start in range(0, len(run_ids), _PAGE):
+            batch = run_ids[start : start + _PAGE]
+
+            async def decide(batch: list[str] = batch) -> list[Any]:
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for run_id in batch:
+                        pipe.eval(
+                            PRUNE_UNSAVED_SCRIPT,
+                            2,
+                            self.keys.run(run_id),
+                            self.keys.journal(run_id),
+                            cutoff_ms,
+                        )
+                    return list(await pipe.execute())
+
+            verdicts = await self._idempotent(decide)
+            gone = [run_id for run_id, hit in zip(batch, verdicts, strict=True) if hit]
+            if gone:
+
+                async def uncount(gone: list[str] = gone) -> None:
+                    await self._r.hdel(self.keys.journal_counts(), *gone)
+
+                await self._idempotent(uncount)
+                pruned.extend(gone)
+        return pruned
 
     async def retry_dead_letter(
         self, topic: str, letter_id: str, *, journal: Sequence[JournalEntry] = ()

@@ -38,7 +38,9 @@ def test_a_worker_without_a_url_refuses_with_a_one_line_hint(tmp_path: Path) -> 
     assert "hosting" not in done.stdout
 
 
-@pytest.mark.parametrize("command", [["topics"], ["dlq", "list", "some.topic"]])
+@pytest.mark.parametrize(
+    "command", [["topics"], ["dlq", "list", "some.topic"], ["prune", "--dry-run"]]
+)
 def test_topics_and_dlq_on_the_embedded_transport_say_they_need_redis(
     tmp_path: Path, command: list[str]
 ) -> None:

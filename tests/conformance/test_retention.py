@@ -244,3 +244,29 @@ async def test_embedded_journal_prunes_records_of_runs_never_saved() -> None:
     assert await t.read_journal("orphans") == []
     assert [r.kind for r in await t.read_journal("fresh-orphans")] == ["ignored"]
     await t.aclose()
+
+
+async def test_journals_of_runs_never_saved_are_pruned_by_their_last_record(
+    transport: Transport,
+) -> None:
+    # ``orphans`` collects records of events without a run; like the journal of a run
+    # written to after it was pruned ("late"), it is in no runs index.
+    await transport.write_journal([note("orphans", "delivered"), note("late", "handled")])
+    await transport.save_run(RunInfo("saved", "saved", "completed", time.time() - 3600))
+    await asyncio.sleep(0.05)  # the journal's clock (Redis ids are in ms) must move on
+    cutoff = time.time()
+    await asyncio.sleep(0.05)
+    await transport.write_journal([note("fresh", "delivered")])
+
+    assert sorted(await transport.prune_runs(before=cutoff)) == ["late", "orphans", "saved"]
+
+    assert await transport.read_journal("orphans") == []
+    assert await transport.read_journal("late") == []
+    assert [r.kind for r in await transport.read_journal("fresh")] == ["delivered"]
+    # The orphans journal is checked on every prune, keeping what is recent.
+    await transport.write_journal([note("orphans", "delivered")])
+    assert await transport.prune_runs(before=cutoff) == []
+    assert [r.kind for r in await transport.read_journal("orphans")] == ["delivered"]
+    await asyncio.sleep(0.05)
+    assert "orphans" in await transport.prune_runs(before=time.time())
+    assert await transport.read_journal("orphans") == []
