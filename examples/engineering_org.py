@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentbus import Agent, App, Context, Run
-from agents.model import ChatMessage, ChatModel, ChatRequest, model_from_env
+from agents import ChatMessage, ChatModel, ChatRequest, model_from_env
 from patterns.hierarchical import Delegation, Escalation, Hierarchy, Node, Team
 from patterns.orchestrator_worker import (
     Job,

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agentbus import App, Context, Message, Run
-from agents.model import ChatMessage, ChatModel, ChatRequest, ChatResponse, model_from_env
+from agents import ChatMessage, ChatModel, ChatRequest, ChatResponse, model_from_env
 from patterns.blackboard import (
     BlackboardController,
     BoardState,

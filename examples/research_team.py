@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from agentbus import App, Context, Run
-from agents.model import ChatMessage, ChatModel, ChatRequest, model_from_env
+from agents import ChatMessage, ChatModel, ChatRequest, model_from_env
 from agents.tools import tool
 from patterns.orchestrator_worker import (
     Job,
