@@ -24,10 +24,11 @@ from patterns.market import (
     Contract,
     Decline,
     Ledger,
+    MarketJob,
     MarketOutcome,
     MarketTask,
     Quote,
-    auction,
+    market_topics,
 )
 
 MARKET = "studio"
@@ -134,4 +135,8 @@ app = App(
 
 @app.main
 async def main(run: Run) -> AuctionReport:
-    return report(await auction(run, MARKET, TASKS, timeout=120))
+    job = MarketJob(tasks=TASKS)
+    outcome = await run.request(
+        market_topics(MARKET)["jobs"], job, expect=MarketOutcome, timeout=120
+    )
+    return report(outcome)

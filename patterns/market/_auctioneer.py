@@ -1,86 +1,18 @@
-"""Market-based coordination: contract-net auctions with event-sourced ledgers.
-
-::
-
-    auctioneer = Auctioneer("studio", bidders=["alice", "bob"], strategy="lowest_cost")
-    app = App("task-auction", [auctioneer, Alice, Bob])
-
-    @app.main
-    async def main(run: Run) -> MarketOutcome:
-        return await auction(run, "studio", [MarketTask(id="t1", skill="design", effort=2)])
-
-For each task the auctioneer broadcasts a :class:`CallForProposals`, collects a
-:class:`Bid` (or decline) from every registered bidder until all answered or
-``bid_timeout`` passed, and awards by a strategy (``lowest_cost``, ``best_score``,
-``second_price`` or your function; ties by bidder name). It announces the award
-(:class:`AuctionAwarded`, winner and losers), records it in the winner's ledger, and
-once every task of the wave is awarded sends each winner its :class:`Contract` and
-collects the results. A winner that fails or times out is recorded as failed and the
-task is auctioned again without it (up to ``max_attempts`` auctions per task). A task
-nobody bids on ends as ``no_bids``. Every step is noted (``pattern="market"``).
-"""
+"""The auctioneer: calls, bids, awards, contracts, re-auctions and ledgers of a market."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 
-from agentbus import Agent, Context, HandlerSpec, Message, Reject, Run, UsageError
+from agentbus import Agent, Context, Reject, Run, UsageError
 
-from .market_bidder import Bidder, Decline, Quote
-from .market_ledger import Ledger, LedgerEvent, Ledgers, ledger_topic, rebuild_ledgers
-from .market_messages import (
-    Attempt,
-    AuctionAwarded,
-    AuctionResult,
-    Bid,
-    CallForProposals,
-    Contract,
-    ContractResult,
-    MarketJob,
-    MarketOutcome,
-    MarketTask,
-    market_topics,
-)
-from .market_session import BidBox, MarketSession
-from .market_strategies import (
-    STRATEGIES,
-    Award,
-    Strategy,
-    best_score,
-    lowest_cost,
-    resolve,
-    second_price,
-)
+from ._ledger import rebuild_ledgers
+from ._messages import Bid, MarketJob, MarketOutcome, MarketTask, market_topics
+from ._session import AuctioneerSettings, BidBox, MarketSession
+from ._strategies import Strategy, resolve
 
-__all__ = [
-    "STRATEGIES",
-    "Attempt",
-    "AuctionAwarded",
-    "AuctionResult",
-    "Auctioneer",
-    "Award",
-    "Bid",
-    "Bidder",
-    "CallForProposals",
-    "Contract",
-    "ContractResult",
-    "Decline",
-    "Ledger",
-    "LedgerEvent",
-    "Ledgers",
-    "MarketJob",
-    "MarketOutcome",
-    "MarketTask",
-    "Quote",
-    "Strategy",
-    "auction",
-    "best_score",
-    "ledger_topic",
-    "lowest_cost",
-    "market_topics",
-    "rebuild_ledgers",
-    "second_price",
-]
+__all__ = ["Auctioneer", "auction"]
 
 
 class Auctioneer(Agent):
@@ -120,23 +52,33 @@ class Auctioneer(Agent):
         self.topics = market_topics(market)
         self.boxes: dict[tuple[str, str], BidBox] = {}
         self._running: set[str] = set()
+        # A job is delivered once (max_attempts=1): contracts of a job that failed half-way
+        # may have been performed already, so it is dead-lettered, not re-run. Bids are
+        # broadcast: every replica sees every bid and keeps those of the auctions it runs.
+        self.bind(self.topics["jobs"], self._on_job, message=MarketJob, max_attempts=1)
+        self.bind(self.topics["bids"], self._on_bid, message=Bid, mode="broadcast")
 
-    def handlers(self) -> list[tuple[HandlerSpec, tuple[type[Message], ...]]]:
-        """Jobs (shared) and bids (broadcast: every replica sees every bid and keeps
-        those of the auctions it is running).
+    @property
+    def topic(self) -> str:
+        """Where the auctioneer takes :class:`MarketJob` requests (the market's job topic)."""
+        return self.topics["jobs"]
 
-        A job is delivered once (``max_attempts=1``): contracts of a job that failed
-        half-way may have been performed already, so it is dead-lettered, not re-run.
-        """
-        specs = [
-            HandlerSpec(self.topics["jobs"], "_on_job", "shared", (MarketJob,), None, False, 1, None),
-            HandlerSpec(self.topics["bids"], "_on_bid", "broadcast", (Bid,), None, False, None, None),
-        ]  # fmt: skip
-        return [*super().handlers(), *((s, s.message_types or ()) for s in specs)]
+    def settings(self) -> AuctioneerSettings:
+        """This auctioneer's configuration, frozen, as a job uses it."""
+        return AuctioneerSettings(
+            market=self.market,
+            bidders=self.bidders,
+            strategy_name=self.strategy_name,
+            strategy=self.strategy,
+            bid_timeout=self.bid_timeout,
+            contract_timeout=self.contract_timeout,
+            max_attempts=self.max_attempts,
+            topics=dict(self.topics),
+        )
 
     def strategy_for(self, task: MarketTask) -> tuple[str, Strategy]:
         """The strategy for ``task`` (its own, else the auctioneer's)."""
-        return resolve(task.strategy) if task.strategy else (self.strategy_name, self.strategy)
+        return self.settings().strategy_for(task)
 
     async def _on_bid(self, bid: Bid, ctx: Context) -> None:
         box = self.boxes.get((ctx.run_id or "", bid.auction_id))
@@ -147,7 +89,7 @@ class Auctioneer(Agent):
             box.done.set()
 
     async def _on_job(self, job: MarketJob, ctx: Context) -> MarketOutcome:
-        if job.market != self.market:
+        if job.market not in ("", self.market):
             raise Reject(f"auctioneer of market {self.market!r} got a job for {job.market!r}")
         ids = [t.id for t in job.tasks]
         if len(set(ids)) != len(ids):
@@ -163,7 +105,7 @@ class Auctioneer(Agent):
             # Ledgers are the fold of the run's ledger events: a later job in the same run
             # continues from them.
             ledgers = await rebuild_ledgers(ctx.runtime.journal, run_id, self.market)
-            return await MarketSession(self, ctx, ledgers).run(job.tasks)
+            return await MarketSession(self.settings(), self.boxes, ctx, ledgers).run(job.tasks)
         finally:
             self._running.discard(run_id)
 
@@ -171,29 +113,20 @@ class Auctioneer(Agent):
 async def auction(
     run: Run, market: str, tasks: Sequence[MarketTask], *, timeout: float = 300.0
 ) -> MarketOutcome:
-    """Ask the auctioneer of ``market`` to auction ``tasks`` within ``run``.
+    """Deprecated: ``await run.request(auctioneer.topic, MarketJob(tasks=...), expect=MarketOutcome)``.
 
-    Raises :class:`~agentbus.RequestTimeout` after ``timeout`` seconds and
+    Every pattern is started the same way, with a request of its job message to its
+    coordinator's ``topic``; this helper does that for ``market`` and warns. Raises :class:`~agentbus.RequestTimeout` after ``timeout`` seconds and
     :class:`~agentbus.RemoteError` when the auctioneer failed.
     """
+    warnings.warn(
+        "patterns.market.auction() is deprecated: use "
+        "run.request(auctioneer.topic, MarketJob(tasks=...), expect=MarketOutcome)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     job = MarketJob(market=market, tasks=list(tasks))
     outcome: MarketOutcome = await run.request(
         market_topics(market)["jobs"], job, timeout=timeout, expect=MarketOutcome
     )
     return outcome
-
-
-def __getattr__(name: str) -> object:
-    # 0.1.0 called MarketTask ``Task``, the name orchestrator-worker's tasks also have;
-    # code written against it keeps importing for one release, with a warning.
-    if name == "Task":
-        import warnings
-
-        warnings.warn(
-            "patterns.market.Task is deprecated: use patterns.market.MarketTask "
-            "(patterns.orchestrator_worker.Task is a different type)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return MarketTask
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,8 +23,9 @@ from patterns.blackboard import (
     BoardState,
     Draft,
     KnowledgeSource,
+    SolveBoard,
     Verdict,
-    solve,
+    board_topics,
 )
 from patterns.market import (
     AuctionAwarded,
@@ -32,10 +33,11 @@ from patterns.market import (
     Bidder,
     Decline,
     Ledger,
+    MarketJob,
     MarketOutcome,
+    MarketTask,
     Quote,
-    Task,
-    auction,
+    market_topics,
 )
 
 MakeRuntime = Callable[..., Runtime]
@@ -81,7 +83,7 @@ class Worker(Bidder):
         self.skills, self.rate = skills, rate
         self.awards: list[tuple[str, bool]] = []
 
-    async def quote(self, task: Task, ledger: Ledger, ctx: Context) -> Quote | Decline:
+    async def quote(self, task: MarketTask, ledger: Ledger, ctx: Context) -> Quote | Decline:
         if task.skill not in self.skills:
             return Decline(f"no {task.skill}")
         return Quote(cost=self.rate * task.effort * (1 + 0.5 * ledger.active))
@@ -143,7 +145,12 @@ async def _solve(a: Runtime, b: Runtime | None) -> tuple[BoardOutcome, str, Runt
         if rt is not None:
             await rt.start()
     async with a.run("board") as run:
-        outcome = await solve(run, BOARD, problem={"goal": 3}, timeout=30)
+        outcome = await run.request(
+            board_topics(BOARD)["control"],
+            SolveBoard(problem={"goal": 3}),
+            expect=BoardOutcome,
+            timeout=30,
+        )
     for rt in (a, b):
         if rt is not None:
             await rt.idle()
@@ -188,12 +195,19 @@ async def test_knowledge_sources_answer_each_poll_once_however_many_replicas(
     assert trace.filtered(agent="ticker").events  # filtering by agent still finds them
 
 
-async def _auction(a: Runtime, b: Runtime | None, tasks: list[Task]) -> tuple[MarketOutcome, str]:
+async def _auction(
+    a: Runtime, b: Runtime | None, tasks: list[MarketTask]
+) -> tuple[MarketOutcome, str]:
     for rt in (a, b):
         if rt is not None:
             await rt.start()
     async with a.run("market") as run:
-        outcome = await auction(run, MARKET, tasks, timeout=30)
+        outcome = await run.request(
+            market_topics(MARKET)["jobs"],
+            MarketJob(tasks=list(tasks)),
+            expect=MarketOutcome,
+            timeout=30,
+        )
     for rt in (a, b):
         if rt is not None:
             await rt.idle()
@@ -208,9 +222,9 @@ async def test_bidders_bid_once_and_are_notified_once_however_many_replicas(
     make_runtime: MakeRuntime,
 ) -> None:
     tasks = [
-        Task(id="t1", skill="code", effort=2),
-        Task(id="t2", skill="code", effort=2),
-        Task(id="t3", skill="design", effort=1),
+        MarketTask(id="t1", skill="code", effort=2),
+        MarketTask(id="t2", skill="code", effort=2),
+        MarketTask(id="t3", skill="design", effort=1),
     ]
     rt1 = make_runtime(_auctioneer(), *team())
     single, single_run = await _auction(rt1, None, tasks)
