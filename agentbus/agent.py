@@ -42,6 +42,7 @@ Mode = Literal["shared", "broadcast"]
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 _SPEC_ATTR = "__agentbus_handler__"
+_BINDINGS_ATTR = "_agentbus_bindings"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,36 @@ def handle(
 
     Raises :class:`UsageError` for a bad topic, mode, timeout or non-async function.
     """
+    _check_options(topic, mode, output, max_attempts, timeout)
+    explicit = (message,) if isinstance(message, type) else message
+
+    def decorate(fn: F) -> F:
+        if not inspect.iscoroutinefunction(fn):
+            raise UsageError(f"handler {fn.__qualname__} must be an 'async def' function")
+        specs: list[HandlerSpec] = list(getattr(fn, _SPEC_ATTR, ()))
+        specs.append(
+            HandlerSpec(
+                topic=topic,
+                method=fn.__name__,
+                mode=mode,
+                message_types=explicit,
+                output=output,
+                dedupe=dedupe,
+                max_attempts=max_attempts,
+                from_start=from_start,
+                timeout=timeout,
+            )
+        )
+        setattr(fn, _SPEC_ATTR, tuple(specs))
+        return fn  # type: ignore[return-value]  # mypy narrows F by the iscoroutinefunction check
+
+    return decorate
+
+
+def _check_options(
+    topic: str, mode: str, output: str | None, max_attempts: int | None, timeout: float | None
+) -> None:
+    """The checks :func:`handle` and :meth:`Agent.bind` share; raises :class:`UsageError`."""
     validate_topic(topic)
     if mode not in ("shared", "broadcast"):
         raise UsageError(f"mode must be 'shared' or 'broadcast', got {mode!r}")
@@ -93,29 +124,6 @@ def handle(
         raise UsageError(f"max_attempts must be at least 1, got {max_attempts!r}")
     if timeout is not None and not timeout > 0:
         raise UsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    explicit = (message,) if isinstance(message, type) else message
-
-    def decorate(fn: F) -> F:
-        if not inspect.iscoroutinefunction(fn):
-            raise UsageError(f"handler {fn.__qualname__} must be an 'async def' function")
-        specs: list[HandlerSpec] = list(getattr(fn, _SPEC_ATTR, ()))
-        specs.append(
-            HandlerSpec(
-                topic,
-                fn.__name__,
-                mode,
-                explicit,
-                output,
-                dedupe,
-                max_attempts,
-                from_start,
-                timeout,
-            )
-        )
-        setattr(fn, _SPEC_ATTR, tuple(specs))
-        return fn  # type: ignore[return-value]  # mypy narrows F by the iscoroutinefunction check
-
-    return decorate
 
 
 def _snake(name: str) -> str:
@@ -130,6 +138,16 @@ class Agent:
     overrides it per instance. ``concurrency`` bounds how many of this agent's
     events of one topic are handled at once in one runtime (default: the runtime's);
     each topic has its own slots, so handlers stuck on one cannot starve the others.
+
+    A handler whose topic is known only per instance is bound in ``__init__`` with
+    :meth:`bind`, which takes the options of :func:`handle`::
+
+        class Desk(Agent, name="desk"):
+            def __init__(self, *, topic: str) -> None:
+                super().__init__()
+                self.bind(topic, self.on_question, max_attempts=2)
+
+            async def on_question(self, q: Question, ctx: Context) -> Answer: ...
     """
 
     agent_name: ClassVar[str] = ""
@@ -171,7 +189,59 @@ class Agent:
                 seen.add(attr)
                 for spec in specs:
                     out.append((spec, spec.message_types or _message_types(fn)))
+        out.extend(self.__dict__.get(_BINDINGS_ATTR, ()))
         return out
+
+    def bind(
+        self,
+        topic: str,
+        method: Callable[..., Awaitable[Any]],
+        *,
+        message: type[Message] | tuple[type[Message], ...] | None = None,
+        mode: Mode = "shared",
+        output: str | None = None,
+        dedupe: bool = False,
+        max_attempts: int | None = None,
+        from_start: bool | None = None,
+        timeout: float | None = None,
+    ) -> HandlerSpec:
+        """Bind ``method`` (a handler of this instance) to ``topic``, chosen at run time.
+
+        The instance form of :func:`handle`, with the same options: call it in
+        ``__init__`` when the topic depends on the instance (a board's name, a
+        configured job topic), e.g. ``self.bind(self.topic, self.on_job)``.
+        :meth:`handlers` returns these bindings after the ``@handle`` ones, so subclasses
+        need not override it. ``message`` overrides the type taken from the method's
+        annotation. Returns the :class:`HandlerSpec`.
+
+        Raises :class:`UsageError` for a bad topic, mode, output, ``max_attempts`` or
+        ``timeout``, for a method that is not an ``async def`` method of this agent, or
+        when the message type cannot be resolved.
+        """
+        _check_options(topic, mode, output, max_attempts, timeout)
+        fn = getattr(method, "__func__", None)
+        if getattr(method, "__self__", None) is not self or fn is None:
+            raise UsageError(
+                f"bind() takes a method of this agent ({self.name!r}), such as "
+                f"self.on_job, got {method!r}"
+            )
+        if not inspect.iscoroutinefunction(fn):
+            raise UsageError(f"handler {fn.__qualname__} must be an 'async def' function")
+        explicit = (message,) if isinstance(message, type) else message
+        types_ = explicit or _message_types(fn)
+        spec = HandlerSpec(
+            topic=topic,
+            method=fn.__name__,
+            mode=mode,
+            message_types=explicit,
+            output=output,
+            dedupe=dedupe,
+            max_attempts=max_attempts,
+            from_start=from_start,
+            timeout=timeout,
+        )
+        self.__dict__.setdefault(_BINDINGS_ATTR, []).append((spec, types_))
+        return spec
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"

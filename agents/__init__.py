@@ -4,6 +4,8 @@ Model clients implement :class:`ChatModel`: :class:`OpenAIChatModel` for OpenAI 
 OpenAI-compatible server, :class:`OfflineModel` for deterministic runs without a model;
 :class:`LLMAgent` runs a tool-call loop with memory and structured output;
 :func:`model_from_env` picks one from the environment. Functions become tools with :func:`tool`.
+Every model call an agent makes goes through :func:`call_model`, which journals it (and on
+replay returns the recorded answer).
 
 Importing this package needs neither Redis nor a network, and the OpenAI SDK is only loaded
 when :class:`OpenAIChatModel` is first used.
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from agents.call import call_model
+from agents.env import model_from_env
 from agents.errors import (
     ModelAuthError,
     ModelError,
@@ -32,7 +36,6 @@ from agents.model import (
     ToolCall,
     ToolSpec,
     Usage,
-    model_from_env,
 )
 from agents.offline import OFFLINE_LABEL, OfflineModel
 from agents.tools import Tool, tool, tool_result_to_text
@@ -66,6 +69,7 @@ __all__ = [
     "ToolCall",
     "ToolSpec",
     "Usage",
+    "call_model",
     "model_from_env",
     "tool",
     "tool_result_to_text",

@@ -21,10 +21,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from agentbus import Agent, Context, HandlerSpec, Message, UsageError
+from agentbus import Agent, Context, Message, Mode, UsageError
 
+from .call import call_model
+from .env import model_from_env
 from .errors import ModelError
-from .model import ChatMessage, ChatModel, ChatRequest, ChatResponse, Usage, model_from_env
+from .model import ChatMessage, ChatModel, ChatRequest, Usage
 from .tools import Tool, tool_result_to_text
 
 __all__ = ["LLMAgent", "LLMResult", "Memory", "Prompt", "Reply", "StepLimitExceeded"]
@@ -131,7 +133,7 @@ class LLMAgent(Agent):
         memory: Memory | None = None,
         temperature: float | None = None,
         topic: str | None = None,
-        mode: str = "shared",
+        mode: Mode = "shared",
         output_topic: str | None = None,
     ) -> None:
         super().__init__(name=name)
@@ -150,25 +152,8 @@ class LLMAgent(Agent):
         self.memory = memory or Memory()
         self.temperature = temperature
         self.topic = topic
-        self._mode = mode
-        self._output_topic = output_topic
-
-    def handlers(self) -> list[tuple[HandlerSpec, tuple[type[Message], ...]]]:
-        """Subclass handlers, plus the :class:`Prompt` handler when a ``topic`` was given."""
-        out = super().handlers()
-        if self.topic is not None:
-            spec = HandlerSpec(
-                topic=self.topic,
-                method="answer_prompt",
-                mode=self._mode,  # type: ignore[arg-type]
-                message_types=(Prompt,),
-                output=self._output_topic,
-                dedupe=False,
-                max_attempts=None,
-                from_start=None,
-            )
-            out.append((spec, (Prompt,)))
-        return out
+        if topic is not None:
+            self.bind(topic, self.answer_prompt, mode=mode, output=output_topic)
 
     async def answer_prompt(self, prompt: Prompt, ctx: Context) -> Reply:
         """The handler behind ``topic``: answer a :class:`Prompt` with a :class:`Reply`."""
@@ -214,7 +199,7 @@ class LLMAgent(Agent):
                 response_schema_name=(schema_type.__name__ if schema_type else "response"),
                 temperature=self.temperature,
             )
-            response = await self._complete(ctx, request)
+            response = await call_model(ctx, self.model, request)
             usage = Usage(
                 input_tokens=usage.input_tokens + response.usage.input_tokens,
                 output_tokens=usage.output_tokens + response.usage.output_tokens,
@@ -243,17 +228,6 @@ class LLMAgent(Agent):
             f"agent {self.name!r} reached max_steps={self.max_steps} without a final answer "
             f"(the model kept calling tools: {sorted(self.tools)!r})"
         )
-
-    async def _complete(self, ctx: Context, request: ChatRequest) -> ChatResponse:
-        async def live() -> dict[str, Any]:
-            response = await self.model.complete(request)
-            return response.model_dump(mode="json")
-
-        payload = request.model_dump(mode="json", exclude_none=True)
-        payload["model"] = request.model or self.model.name
-        payload["provider"] = self.model.provider
-        raw = await ctx.invoke("model", self.model.name, payload, live)
-        return ChatResponse.model_validate(raw)
 
     async def _call_tool(
         self, ctx: Context, name: str, call_id: str, arguments: dict[str, Any]

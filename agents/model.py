@@ -5,22 +5,18 @@ whatever the provider: every type here round-trips through ``model_dump(mode="js
 ``model_validate``, which is how a recorded response is substituted on replay.
 
 Implementations: :class:`agents.openai_model.OpenAIChatModel` (any OpenAI-compatible server) and
-:class:`agents.offline.OfflineModel` (deterministic, no network). :func:`model_from_env` picks one.
+:class:`agents.offline.OfflineModel` (deterministic, no network); :func:`agents.env.model_from_env`
+picks one. This module imports neither, so both can import it.
 """
 
 from __future__ import annotations
 
-import os
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, Self, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agents.errors import ModelResponseError
-
-if TYPE_CHECKING:
-    from agents.offline import OfflineModel
-    from agents.openai_model import OpenAIChatModel
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -32,7 +28,6 @@ __all__ = [
     "ToolCall",
     "ToolSpec",
     "Usage",
-    "model_from_env",
 ]
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -238,31 +233,3 @@ class ChatModel(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
-
-
-def model_from_env() -> OpenAIChatModel | OfflineModel:
-    """Build the model client the environment asks for.
-
-    An :class:`~agents.openai_model.OpenAIChatModel` when ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``
-    or ``AGENTBUS_MODEL_URL`` is set (``AGENTBUS_MODEL_URL`` wins over ``OPENAI_BASE_URL``);
-    otherwise, or when ``AGENTBUS_MODEL`` is ``offline``, an
-    :class:`~agents.offline.OfflineModel`. The model name comes from ``AGENTBUS_MODEL``, else
-    ``OPENAI_MODEL``, else :data:`DEFAULT_MODEL`.
-
-    Raises :class:`agentbus.errors.UsageError` when the configuration is invalid.
-    """
-    # Imported here, not at the top: both modules import this one, and the OpenAI client
-    # loads the SDK (most of a second), which an offline run should not pay for.
-    from agents.offline import OfflineModel
-
-    env = os.environ
-    name = env.get("AGENTBUS_MODEL") or env.get("OPENAI_MODEL") or DEFAULT_MODEL
-    if name in ("offline", OfflineModel.name):
-        return OfflineModel()
-    base_url = env.get("AGENTBUS_MODEL_URL") or env.get("OPENAI_BASE_URL")
-    api_key = env.get("OPENAI_API_KEY")
-    if not (base_url or api_key):
-        return OfflineModel()
-    from agents.openai_model import OpenAIChatModel
-
-    return OpenAIChatModel(name, base_url=base_url, api_key=api_key)

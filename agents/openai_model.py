@@ -1,7 +1,9 @@
 """A :class:`~agents.model.ChatModel` for OpenAI and OpenAI-compatible servers.
 
-This is the only module that imports ``openai`` or ``httpx``: every exception they raise is
-translated here into an :mod:`agents.errors` exception, chained with ``from exc``.
+Only this module and its two private helpers (``_openai_request``: the protocol mapping,
+``_openai_retry``: what is retried and for how long) import ``openai`` or ``httpx``; every
+exception they raise is translated here into an :mod:`agents.errors` exception, chained with
+``from exc``.
 
 Retries are ours, not the SDK's (it runs with ``max_retries=0``), so that the policy is the same
 whatever SDK version is installed and the attempt count can be recorded in the journal.
@@ -9,30 +11,17 @@ whatever SDK version is installed and the attempt count can be recorded in the j
 
 from __future__ import annotations
 
-import copy
-import email.utils
 import json
-import math
 import os
 import time
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import openai
-from openai.types.chat import (
-    ChatCompletion,
-    ChatCompletionAssistantMessageParam,
-    ChatCompletionFunctionToolParam,
-    ChatCompletionMessageFunctionToolCall,
-    ChatCompletionMessageFunctionToolCallParam,
-    ChatCompletionMessageParam,
-    ChatCompletionToolMessageParam,
-)
-from openai.types.shared_params import FunctionDefinition, ResponseFormatJSONSchema
+from openai.types.chat import ChatCompletion, ChatCompletionMessageFunctionToolCall
+from openai.types.shared_params import ResponseFormatJSONSchema
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -54,6 +43,9 @@ from agents.errors import (
 )
 from agents.model import DEFAULT_MODEL, ChatMessage, ChatRequest, ChatResponse, ToolCall, Usage
 
+from ._openai_request import message_param, strict_schema, tool_param
+from ._openai_retry import RETRY_AFTER_STATUSES, is_transient, retry_after
+
 __all__ = ["OpenAIChatModel"]
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -61,9 +53,6 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 # Local servers (llama.cpp, vLLM, Ollama) ignore the key but the SDK insists on one; this is the
 # conventional placeholder, so a request log makes plain that no real key was configured.
 _NO_KEY = "sk-no-key-required"
-
-# Statuses whose Retry-After header we honour: the two where servers send it meaningfully.
-_RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
 class OpenAIChatModel:
@@ -183,17 +172,15 @@ class OpenAIChatModel:
         if self._closed:
             raise UsageError(f"{self!r} is closed; create a new model client")
         model = request.model or self.name
-        messages = [_message_param(message) for message in request.messages]
-        tools = [
-            _tool_param(spec.name, spec.description, spec.parameters) for spec in request.tools
-        ]
+        messages = [message_param(message) for message in request.messages]
+        tools = [tool_param(spec.name, spec.description, spec.parameters) for spec in request.tools]
         response_format: ResponseFormatJSONSchema | openai.Omit = openai.omit
         if request.response_schema is not None:
             response_format = {
                 "type": "json_schema",
                 "json_schema": {
                     "name": request.response_schema_name,
-                    "schema": _strict_schema(request.response_schema),
+                    "schema": strict_schema(request.response_schema),
                     "strict": True,
                 },
             }
@@ -206,7 +193,7 @@ class OpenAIChatModel:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts),
             wait=self._wait,
-            retry=retry_if_exception(_is_transient),
+            retry=retry_if_exception(is_transient),
             reraise=True,
         )
         attempts = 0
@@ -236,10 +223,10 @@ class OpenAIChatModel:
     def _wait(self, state: RetryCallState) -> float:
         """Seconds to wait before the next attempt: the server's Retry-After, else backoff."""
         exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, openai.APIStatusError) and exc.status_code in _RETRY_AFTER_STATUSES:
-            retry_after = _retry_after(exc.response.headers)
-            if retry_after is not None:
-                return min(retry_after, self.backoff_max)
+        if isinstance(exc, openai.APIStatusError) and exc.status_code in RETRY_AFTER_STATUSES:
+            asked = retry_after(exc.response.headers)
+            if asked is not None:
+                return min(asked, self.backoff_max)
         return float(self._backoff(state))
 
     def _translate(self, exc: openai.OpenAIError, model: str, attempts: int) -> ModelError:
@@ -265,7 +252,7 @@ class OpenAIChatModel:
                 return ModelRateLimited(
                     model,
                     attempts=attempts,
-                    retry_after=_retry_after(exc.response.headers),
+                    retry_after=retry_after(exc.response.headers),
                     detail=detail,
                 )
             if status >= 500:
@@ -376,151 +363,6 @@ def _check_json(content: str | None, model: str, finish_reason: str | None) -> N
         raise ModelResponseError(
             model, f"structured output is not valid JSON{cut}: {_clip(content)!r}"
         ) from exc
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Worth another attempt: connection trouble, timeouts, 429 and 5xx."""
-    if isinstance(exc, openai.APIConnectionError):  # APITimeoutError is one too
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code == 429 or exc.status_code >= 500
-    return False
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds the server asks us to wait, from Retry-After(-Ms); ``None`` when absent or bad.
-
-    Retry-After is delta-seconds or an HTTP date (RFC 9110 §10.2.3); OpenAI also sends the
-    non-standard ``retry-after-ms`` and fractional seconds, which are accepted.
-    """
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            seconds = float(raw_ms) / 1000.0
-        except ValueError:
-            pass
-        else:
-            return max(seconds, 0.0) if math.isfinite(seconds) else None
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
-
-
-def _message_param(message: ChatMessage) -> ChatCompletionMessageParam:
-    content = message.content or ""
-    if message.role == "system":
-        return {"role": "system", "content": content}
-    if message.role == "user":
-        if message.name:
-            return {"role": "user", "content": content, "name": message.name}
-        return {"role": "user", "content": content}
-    if message.role == "tool":
-        tool: ChatCompletionToolMessageParam = {
-            "role": "tool",
-            "content": content,
-            "tool_call_id": message.tool_call_id or "",
-        }
-        return tool
-    assistant: ChatCompletionAssistantMessageParam = {
-        "role": "assistant",
-        "content": message.content,
-    }
-    if message.tool_calls:
-        assistant["tool_calls"] = [_tool_call_param(call) for call in message.tool_calls]
-    return assistant
-
-
-def _tool_call_param(call: ToolCall) -> ChatCompletionMessageFunctionToolCallParam:
-    return {
-        "id": call.id,
-        "type": "function",
-        "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
-    }
-
-
-def _tool_param(
-    name: str, description: str, parameters: dict[str, Any]
-) -> ChatCompletionFunctionToolParam:
-    function: FunctionDefinition = {"name": name, "parameters": parameters}
-    if description:
-        function["description"] = description
-    return {"type": "function", "function": function}
-
-
-def _strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``schema`` that OpenAI's strict structured-output mode accepts.
-
-    Strict mode wants every object closed (``additionalProperties: false``), every property
-    required, and no ``$ref`` beside other keywords; pydantic's schemas are none of these. Making
-    a defaulted field required only means the model always fills it in, and the answer still
-    validates against the original model. Idempotent.
-    """
-    root = copy.deepcopy(schema)
-    return _make_strict(root, root, depth=0)
-
-
-def _make_strict(node: dict[str, Any], root: dict[str, Any], depth: int) -> dict[str, Any]:
-    if depth > 64:  # a self-referencing $ref chain; leave the rest alone
-        return node
-    for key in ("$defs", "definitions"):
-        defs = node.get(key)
-        if isinstance(defs, dict):
-            for name, sub in defs.items():
-                if isinstance(sub, dict):
-                    defs[name] = _make_strict(sub, root, depth + 1)
-    if node.get("type") == "object" and "additionalProperties" not in node:
-        node["additionalProperties"] = False
-    properties = node.get("properties")
-    if isinstance(properties, dict):
-        node["required"] = list(properties)
-        for name, sub in properties.items():
-            if isinstance(sub, dict):
-                properties[name] = _make_strict(sub, root, depth + 1)
-    items = node.get("items")
-    if isinstance(items, dict):
-        node["items"] = _make_strict(items, root, depth + 1)
-    for key in ("anyOf", "oneOf"):
-        variants = node.get(key)
-        if isinstance(variants, list):
-            node[key] = [
-                _make_strict(v, root, depth + 1) if isinstance(v, dict) else v for v in variants
-            ]
-    all_of = node.get("allOf")
-    if isinstance(all_of, list) and len(all_of) == 1 and isinstance(all_of[0], dict):
-        node.pop("allOf")
-        node.update({**_make_strict(all_of[0], root, depth + 1), **node})
-    if "default" in node and node["default"] is None:
-        node.pop("default")
-    ref = node.get("$ref")
-    if isinstance(ref, str) and len(node) > 1:
-        target = _resolve_ref(root, ref)
-        if target is not None:
-            node.pop("$ref")
-            # The node's own keywords (a description, say) win over the referenced ones.
-            return _make_strict({**copy.deepcopy(target), **node}, root, depth + 1)
-    return node
-
-
-def _resolve_ref(root: dict[str, Any], ref: str) -> dict[str, Any] | None:
-    if not ref.startswith("#/"):
-        return None
-    node: Any = root
-    for part in ref[2:].split("/"):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node if isinstance(node, dict) else None
 
 
 def _strip_userinfo(url: str) -> str:

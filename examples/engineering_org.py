@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentbus import Agent, App, Context, Run
-from agents.model import ChatMessage, ChatModel, ChatRequest, model_from_env
+from agents import ChatMessage, ChatModel, ChatRequest, call_model, model_from_env
 from patterns.hierarchical import Delegation, Escalation, Hierarchy, Node, Team
 from patterns.orchestrator_worker import (
     Job,
@@ -43,7 +43,6 @@ from patterns.orchestrator_worker import (
     TaskFailure,
     TaskResult,
     Worker,
-    ask_model,
 )
 
 FEATURE = Job(
@@ -185,7 +184,7 @@ class Engineer(Worker):
                     ChatMessage.user(task.text),
                 ]
             )
-            response = await ask_model(ctx, self.model, request)
+            response = await call_model(ctx, self.model, request)
             drafted = [s.strip("-*• ").strip() for s in response.text.splitlines() if s.strip()]
             steps = [*drafted[:3], DONE[self.discipline]]
         await ctx.note("engineer.planned", item=task.title, estimate_days=estimate)
@@ -277,7 +276,7 @@ class PlanWriter:
                 ChatMessage.user(plan.text),
             ]
         )
-        response = await ask_model(ctx, self.model, request)
+        response = await call_model(ctx, self.model, request)
         text = f"Summary (model {response.model}): {response.text}\n\n{plan.text}"
         return Summary(
             text=text, data=plan.data, produced_by=f"{plan.produced_by} + model:{response.model}"

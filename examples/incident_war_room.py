@@ -26,16 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from agentbus import App, Context, Message, Run
-from agents.model import ChatMessage, ChatModel, ChatRequest, ChatResponse, model_from_env
+from agents import ChatMessage, ChatModel, ChatRequest, ChatResponse, model_from_env
 from patterns.blackboard import (
     BlackboardController,
+    BoardOutcome,
     BoardState,
     Chooser,
     Draft,
     KnowledgeSource,
+    SolveBoard,
     Verdict,
+    board_topics,
     model_chooser,
-    solve,
 )
 
 BOARD = "incident"
@@ -388,7 +390,12 @@ app = App(
 @app.main
 async def main(run: Run) -> WarRoomReport:
     incident = json.loads((DATA / "incident.json").read_text())
-    outcome = await solve(run, BOARD, problem=incident, timeout=120)
+    outcome = await run.request(
+        board_topics(BOARD)["control"],
+        SolveBoard(problem=incident),
+        expect=BoardOutcome,
+        timeout=120,
+    )
     board = outcome.state()
     cause, fix = board.latest("root_cause"), board.latest("fix")
     return WarRoomReport(

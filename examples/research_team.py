@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from agentbus import App, Context, Run
-from agents.model import ChatMessage, ChatModel, ChatRequest, model_from_env
+from agents import ChatMessage, ChatModel, ChatRequest, call_model, model_from_env
 from agents.tools import tool
 from patterns.orchestrator_worker import (
     Job,
@@ -45,7 +45,6 @@ from patterns.orchestrator_worker import (
     TaskFailure,
     TaskResult,
     Worker,
-    ask_model,
 )
 
 CORPUS = Path(__file__).parent / "data" / "research"
@@ -295,7 +294,7 @@ class Researcher(Worker, name="researcher"):
                 ChatMessage.user(f"Question: {task.text}\n\nNotes:\n{notes}"),
             ]
         )
-        response = await ask_model(ctx, self.model, request)
+        response = await call_model(ctx, self.model, request)
         return TaskResult(text=response.text, data={**data, "by": f"model:{response.model}"})
 
     async def on_stop(self) -> None:

@@ -25,10 +25,11 @@ from patterns.market import (
     ContractFailed,
     Decline,
     Ledger,
+    MarketJob,
     MarketOutcome,
     MarketTask,
     Quote,
-    auction,
+    market_topics,
 )
 
 MARKET = "studio"
@@ -136,4 +137,8 @@ app = App(
 
 @app.main
 async def main(run: Run) -> AuctionReport:
-    return report(await auction(run, MARKET, TASKS, timeout=120))
+    job = MarketJob(tasks=TASKS)
+    outcome = await run.request(
+        market_topics(MARKET)["jobs"], job, expect=MarketOutcome, timeout=120
+    )
+    return report(outcome)

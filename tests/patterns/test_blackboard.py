@@ -25,11 +25,12 @@ from patterns.blackboard import (
     Draft,
     Eligibility,
     KnowledgeSource,
+    SolveBoard,
     Verdict,
+    board_topics,
     by_priority,
     model_chooser,
     rebuild_board,
-    solve,
 )
 
 BOARD = "t"
@@ -49,7 +50,12 @@ async def run_board(
 ) -> tuple[BoardOutcome, Runtime, str]:
     async with hosting(url, controller, *sources) as rt:
         async with rt.run("board") as run:
-            outcome = await solve(run, controller.board, problem={"goal": 3}, timeout=timeout)
+            outcome = await run.request(
+                board_topics(controller.board)["control"],
+                SolveBoard(problem={"goal": 3}),
+                expect=BoardOutcome,
+                timeout=timeout,
+            )
         await rt.idle()
         steps = [r.record for r in await rt.journal.records(run.run_id) if r.kind == "step"]
         rebuilt = await rebuild_board(rt.journal, run.run_id, controller.board)
@@ -246,8 +252,18 @@ async def test_a_source_that_missed_entries_catches_up_from_the_journal(url_for:
 async def test_a_second_solve_resumes_the_board_from_the_journal(url_for: str) -> None:
     ctl = controller(["ticker", "closer"])
     async with hosting(url_for, ctl, Ticker(), Closer()) as rt, rt.run("board") as run:
-        first = await solve(run, BOARD, problem={"goal": 3}, timeout=30)
-        again = await solve(run, BOARD, problem={"goal": 3}, timeout=30)
+        first = await run.request(
+            board_topics(BOARD)["control"],
+            SolveBoard(problem={"goal": 3}),
+            expect=BoardOutcome,
+            timeout=30,
+        )
+        again = await run.request(
+            board_topics(BOARD)["control"],
+            SolveBoard(problem={"goal": 3}),
+            expect=BoardOutcome,
+            timeout=30,
+        )
     assert first.ending == again.ending == "goal"
     assert again.rounds == first.rounds
     assert again.history == []
@@ -278,7 +294,12 @@ async def test_model_chooser_picks_an_eligible_source_through_the_journal() -> N
     ctl = controller(["alpha", "beta"], max_rounds=1, chooser=model_chooser(OfflineModel()))
     async with hosting("memory://?journal=", ctl, Alpha(), Beta()) as rt:
         async with rt.run("board") as run:
-            outcome = await solve(run, BOARD, problem={"goal": 3}, timeout=30)
+            outcome = await run.request(
+                board_topics(BOARD)["control"],
+                SolveBoard(problem={"goal": 3}),
+                expect=BoardOutcome,
+                timeout=30,
+            )
         await rt.idle()
         calls = [r.record for r in await rt.journal.records(run.run_id) if r.kind == "model_call"]
     assert outcome.history[0].chosen in {"alpha", "beta"}

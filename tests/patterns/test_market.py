@@ -24,17 +24,19 @@ from patterns.market import (
     Ledger,
     LedgerEvent,
     Ledgers,
+    MarketJob,
     MarketOutcome,
     MarketTask,
     Quote,
-    auction,
     best_score,
     lowest_cost,
+    market_topics,
     rebuild_ledgers,
     second_price,
 )
 
 MARKET = "m"
+JOBS = market_topics(MARKET)["jobs"]
 
 
 class Worker(Bidder):
@@ -89,7 +91,9 @@ async def run_market(
 ) -> tuple[MarketOutcome, str]:
     async with hosting(url, auctioneer, *bidders) as rt:
         async with rt.run("market") as run:
-            outcome = await auction(run, MARKET, tasks, timeout=30)
+            outcome = await run.request(
+                JOBS, MarketJob(tasks=list(tasks)), expect=MarketOutcome, timeout=30
+            )
         await rt.idle()
         steps = [r.record for r in await rt.journal.records(run.run_id) if r.kind == "step"]
         rebuilt = await rebuild_ledgers(rt.journal, run.run_id, MARKET)
@@ -237,7 +241,8 @@ async def test_a_bidder_that_crashes_while_pricing_declines_at_once(url_for: str
     bidders = [Worker("ann", {"code": 1}, rate=3), Broken("bad", {"code": 1}, rate=1)]
     async with hosting(url_for, ctl, *bidders) as rt, rt.run("market") as run:
         # Would take a minute if the auction waited for its deadline.
-        outcome = await auction(run, MARKET, [MarketTask(id="t1", skill="code")], timeout=20)
+        job = MarketJob(tasks=[MarketTask(id="t1", skill="code")])
+        outcome = await run.request(JOBS, job, expect=MarketOutcome, timeout=20)
     attempt = outcome.results[0].attempts[0]
     assert outcome.results[0].winner == "ann"
     assert [b.note for b in attempt.bids if b.bidder == "bad"] == [
@@ -258,8 +263,16 @@ async def test_a_second_job_in_the_run_continues_the_ledgers(url_for: str) -> No
     bidders = [Worker("ann", {"code": 1}, rate=1, capacity=3), Worker("ben", {"code": 1}, rate=5)]
     ctl = auctioneer(["ann", "ben"])
     async with hosting(url_for, ctl, *bidders) as rt, rt.run("market") as run:
-        first = await auction(run, MARKET, [MarketTask(id="a", skill="code", effort=2)])
-        second = await auction(run, MARKET, [MarketTask(id="b", skill="code", effort=2)])
+        first = await run.request(
+            JOBS,
+            MarketJob(tasks=[MarketTask(id="a", skill="code", effort=2)]),
+            expect=MarketOutcome,
+        )
+        second = await run.request(
+            JOBS,
+            MarketJob(tasks=[MarketTask(id="b", skill="code", effort=2)]),
+            expect=MarketOutcome,
+        )
     assert first.results[0].winner == "ann"
     assert second.results[0].winner == "ben"  # ann's 2 of 3 days are spent
     assert second.ledgers["ann"].spent == 2

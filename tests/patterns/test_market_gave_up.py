@@ -16,9 +16,10 @@ from patterns.market import (
     ContractFailed,
     Decline,
     Ledger,
+    MarketJob,
+    MarketOutcome,
     MarketTask,
     Quote,
-    auction,
 )
 
 MARKET = "gu"
@@ -47,11 +48,13 @@ async def test_a_winner_giving_up_is_reauctioned_without_retry_or_dead_letter(
 ) -> None:
     cheap, dear = Worker("cheap", rate=1, gives_up=True), Worker("dear", rate=5)
     rt = Runtime(url_for, retry_backoff=(0.01, 0.02), grace_period=0.3)
-    rt.add(Auctioneer(MARKET, ["cheap", "dear"], bid_timeout=5, contract_timeout=5), cheap, dear)
+    auctioneer = Auctioneer(MARKET, ["cheap", "dear"], bid_timeout=5, contract_timeout=5)
+    rt.add(auctioneer, cheap, dear)
     with caplog.at_level(logging.INFO):
         async with rt:
             async with rt.run("gave-up") as run:
-                outcome = await auction(run, MARKET, [MarketTask(id="t1", skill="x")], timeout=30)
+                job = MarketJob(tasks=[MarketTask(id="t1", skill="x")])
+                outcome = await run.request(auctioneer.topic, job, expect=MarketOutcome, timeout=30)
             dead = await rt.transport.dead_letters(f"market.{MARKET}.bidder.cheap")
 
     (result,) = outcome.results

@@ -468,7 +468,7 @@ async def test_structured_output_is_validated_against_the_workers_output_model(
 
 
 def test_a_worker_returning_something_else_names_what_it_may_return() -> None:
-    from patterns.ow_worker import as_result
+    from patterns.orchestrator_worker._worker import as_result
 
     with pytest.raises(TypeError, match=r"returned 'int'; a worker returns a TaskResult"):
         as_result(Task(title="t"), 42, "w")  # type: ignore[arg-type]

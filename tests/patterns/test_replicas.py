@@ -23,8 +23,9 @@ from patterns.blackboard import (
     BoardState,
     Draft,
     KnowledgeSource,
+    SolveBoard,
     Verdict,
-    solve,
+    board_topics,
 )
 from patterns.market import (
     AuctionAwarded,
@@ -32,10 +33,11 @@ from patterns.market import (
     Bidder,
     Decline,
     Ledger,
+    MarketJob,
     MarketOutcome,
     MarketTask,
     Quote,
-    auction,
+    market_topics,
 )
 
 MakeRuntime = Callable[..., Runtime]
@@ -143,7 +145,12 @@ async def _solve(a: Runtime, b: Runtime | None) -> tuple[BoardOutcome, str, Runt
         if rt is not None:
             await rt.start()
     async with a.run("board") as run:
-        outcome = await solve(run, BOARD, problem={"goal": 3}, timeout=30)
+        outcome = await run.request(
+            board_topics(BOARD)["control"],
+            SolveBoard(problem={"goal": 3}),
+            expect=BoardOutcome,
+            timeout=30,
+        )
     for rt in (a, b):
         if rt is not None:
             await rt.idle()
@@ -195,7 +202,12 @@ async def _auction(
         if rt is not None:
             await rt.start()
     async with a.run("market") as run:
-        outcome = await auction(run, MARKET, tasks, timeout=30)
+        outcome = await run.request(
+            market_topics(MARKET)["jobs"],
+            MarketJob(tasks=list(tasks)),
+            expect=MarketOutcome,
+            timeout=30,
+        )
     for rt in (a, b):
         if rt is not None:
             await rt.idle()

@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from agentbus import Context, UsageError
 
-from .ow_messages import Job, JobFailed, Summary, Task, TaskFailure, TaskResult
+from ._messages import Job, JobFailed, Summary, Task, TaskFailure, TaskResult
 
 __all__ = [
     "AggregateFn",

@@ -9,13 +9,14 @@ Keeping every decision in job order is what makes a run repeat exactly.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentbus import Context, RemoteError, RequestTimeout, UsageError
 
-from .market_ledger import LedgerEvent, Ledgers
-from .market_messages import (
+from ._ledger import LedgerEvent, Ledgers
+from ._messages import (
     Attempt,
     AuctionAwarded,
     AuctionResult,
@@ -26,12 +27,27 @@ from .market_messages import (
     MarketOutcome,
     MarketTask,
 )
-from .market_strategies import Award
+from ._strategies import Award, Strategy, resolve
 
-if TYPE_CHECKING:
-    from .market import Auctioneer
+__all__ = ["AuctioneerSettings", "BidBox", "MarketSession"]
 
-__all__ = ["BidBox", "MarketSession"]
+
+@dataclass(frozen=True)
+class AuctioneerSettings:
+    """What a job needs of its auctioneer: the market, its bidders, strategy and limits."""
+
+    market: str
+    bidders: tuple[str, ...]
+    strategy_name: str
+    strategy: Strategy
+    bid_timeout: float
+    contract_timeout: float
+    max_attempts: int
+    topics: Mapping[str, str]
+
+    def strategy_for(self, task: MarketTask) -> tuple[str, Strategy]:
+        """The strategy for ``task`` (its own, else the auctioneer's)."""
+        return resolve(task.strategy) if task.strategy else (self.strategy_name, self.strategy)
 
 
 @dataclass
@@ -51,10 +67,21 @@ class _Awarded:
 
 
 class MarketSession:
-    """The state of one job: ledgers, attempts and exclusions per task."""
+    """The state of one job: ledgers, attempts and exclusions per task.
 
-    def __init__(self, auctioneer: Auctioneer, ctx: Context, ledgers: Ledgers) -> None:
-        self.au = auctioneer
+    ``boxes`` is the auctioneer's registry of open auctions, which its broadcast bid
+    handler fills; the session opens and closes its own auctions there.
+    """
+
+    def __init__(
+        self,
+        settings: AuctioneerSettings,
+        boxes: dict[tuple[str, str], BidBox],
+        ctx: Context,
+        ledgers: Ledgers,
+    ) -> None:
+        self.au = settings
+        self.boxes = boxes
         self.ctx = ctx
         self.ledgers = ledgers
         self.attempts: dict[str, list[Attempt]] = {}
@@ -115,7 +142,7 @@ class MarketSession:
         excluded = self.excluded.setdefault(task.id, [])
         auction_id = f"{task.id}-a{len(tries) + 1}"  # deterministic, so replays call alike
         box = BidBox(frozenset(au.bidders))
-        au.boxes[(run_id, auction_id)] = box
+        self.boxes[(run_id, auction_id)] = box
         try:
             call = CallForProposals(
                 market=au.market,
@@ -131,7 +158,7 @@ class MarketSession:
             except TimeoutError:
                 pass  # the deadline: award among the bids we have
         finally:
-            del au.boxes[(run_id, auction_id)]
+            del self.boxes[(run_id, auction_id)]
         bids = [box.bids[name] for name in sorted(box.bids)]
         silent = sorted(box.expected - box.bids.keys())
         offers = [

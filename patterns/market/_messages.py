@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentbus import Message
 
-from .market_ledger import Ledger, ledger_topic
+from ._ledger import Ledger, ledger_topic
 
 __all__ = [
     "Attempt",
@@ -59,10 +59,16 @@ class MarketTask(_Model):
 
 
 class MarketJob(Message, type="market.Job"):
-    """Ask a market's auctioneer to auction ``tasks`` (in this order) and collect results."""
+    """Ask a market's auctioneer to auction ``tasks`` (in this order) and collect results.
 
-    market: str
+    Send it as a request to the auctioneer's ``topic``; the answer is a
+    :class:`MarketOutcome`.
+    """
+
+    market: str = ""
+    """The market's name; empty means the market of the auctioneer it is sent to."""
     tasks: list[MarketTask]
+    """The tasks, auctioned in this order."""
 
 
 class CallForProposals(Message, type="market.CallForProposals"):

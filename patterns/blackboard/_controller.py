@@ -1,83 +1,17 @@
-"""Blackboard: knowledge sources build a solution on a shared, event-sourced board.
-
-::
-
-    controller = BlackboardController(
-        "incident", sources=["log-analyst", "fixer"], goal=lambda b: b.has("fix")
-    )
-    app = App("war-room", [controller, LogAnalyst, Fixer])
-
-    @app.main
-    async def main(run: Run) -> BoardOutcome:
-        return await solve(run, "incident", problem={"alert": "..."})
-
-Each round the controller broadcasts a :class:`BoardPoll` ("the board is at version
-N"); every registered source answers with an :class:`Eligibility`. When all have
-answered (or ``poll_timeout`` passed) it picks one eligible source (by priority, ties by
-name, or by a model), requests its :class:`Contribution`, and appends the drafted
-entries to the board's topic if the contribution was made for the current version;
-otherwise it rejects the write as a conflict. The board ends when ``goal(board)`` holds
-(``goal``), when no source is eligible (``quiescent``) or after ``max_rounds``
-(``round_limit``). Every step is noted in the run's journal (``pattern="blackboard"``).
-"""
+"""The blackboard controller: polls sources, picks one per round, guards writes, ends."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Iterable
 
-from agentbus import Agent, Context, HandlerSpec, Message, Reject, Run, UsageError
+from agentbus import Agent, Context, Reject, Run, UsageError
 
-from .bb_board import (
-    BoardClosed,
-    BoardEntry,
-    BoardOutcome,
-    BoardPoll,
-    BoardState,
-    ContributeRequest,
-    Contribution,
-    Draft,
-    Eligibility,
-    Ending,
-    RoundRecord,
-    SolveBoard,
-    board_topics,
-    rebuild_board,
-)
-from .bb_choosers import Chooser, by_priority, model_chooser, ranked
-from .bb_session import BoardSession, Poll
-from .bb_source import KnowledgeSource, Verdict
-from .bb_view import SequencedView, StaleView
+from ._board import BoardOutcome, Draft, Eligibility, SolveBoard, board_topics
+from ._choosers import Chooser, by_priority
+from ._session import BoardSession, BoardSettings, Goal, Poll
 
-__all__ = [
-    "BlackboardController",
-    "BoardClosed",
-    "BoardEntry",
-    "BoardOutcome",
-    "BoardPoll",
-    "BoardState",
-    "Chooser",
-    "ContributeRequest",
-    "Contribution",
-    "Draft",
-    "Eligibility",
-    "Ending",
-    "Goal",
-    "KnowledgeSource",
-    "RoundRecord",
-    "SequencedView",
-    "SolveBoard",
-    "StaleView",
-    "Verdict",
-    "board_topics",
-    "by_priority",
-    "model_chooser",
-    "ranked",
-    "rebuild_board",
-    "solve",
-]
-
-#: The goal predicate: is the board solved?
-Goal = Callable[[BoardState], bool]
+__all__ = ["BlackboardController", "solve"]
 
 
 class BlackboardController(Agent):
@@ -121,19 +55,31 @@ class BlackboardController(Agent):
         self.topics = board_topics(board)
         self.polls: dict[tuple[str, str], Poll] = {}
         self._solving: set[str] = set()
+        # Solve requests are shared (one replica solves each) and may be delivered again: a
+        # solve that failed or whose controller died resumes the board from the journal.
+        # Eligibility replies are broadcast: every replica sees every reply and keeps those
+        # of the polls it is waiting for.
+        self.bind(self.topics["control"], self._on_solve, message=SolveBoard)
+        self.bind(self.topics["replies"], self._on_reply, message=Eligibility, mode="broadcast")
 
-    def handlers(self) -> list[tuple[HandlerSpec, tuple[type[Message], ...]]]:
-        """Solve requests (shared) and eligibility replies (broadcast: every replica
-        sees every reply and keeps those of the polls it is waiting for).
+    @property
+    def topic(self) -> str:
+        """Where the controller takes :class:`SolveBoard` requests (the board's control topic)."""
+        return self.topics["control"]
 
-        A solve that failed or whose controller died is delivered again (up to the
-        runtime's ``max_attempts``) and resumes the board from the journal.
-        """
-        specs = [
-            HandlerSpec(self.topics["control"], "_on_solve", "shared", (SolveBoard,), None, False, None, None),
-            HandlerSpec(self.topics["replies"], "_on_reply", "broadcast", (Eligibility,), None, False, None, None),
-        ]  # fmt: skip
-        return [*super().handlers(), *((s, s.message_types or ()) for s in specs)]
+    def settings(self) -> BoardSettings:
+        """This controller's configuration, frozen, as a solve uses it."""
+        return BoardSettings(
+            board=self.board,
+            sources=self.sources,
+            goal=self.goal,
+            chooser=self.chooser,
+            max_rounds=self.max_rounds,
+            poll_timeout=self.poll_timeout,
+            contribute_timeout=self.contribute_timeout,
+            max_source_failures=self.max_source_failures,
+            topics=dict(self.topics),
+        )
 
     async def _on_reply(self, reply: Eligibility, ctx: Context) -> None:
         poll = self.polls.get((ctx.run_id or "", reply.poll_id))
@@ -144,7 +90,7 @@ class BlackboardController(Agent):
             poll.done.set()
 
     async def _on_solve(self, task: SolveBoard, ctx: Context) -> BoardOutcome:
-        if task.board != self.board:
+        if task.board not in ("", self.board):
             raise Reject(f"controller of board {self.board!r} got a task for {task.board!r}")
         run_id = ctx.run_id or ""
         if run_id in self._solving:
@@ -152,7 +98,7 @@ class BlackboardController(Agent):
             raise Reject(f"board {self.board!r} is already being solved in run {run_id!r}")
         self._solving.add(run_id)
         try:
-            return await BoardSession(self, ctx).solve(task)
+            return await BoardSession(self.settings(), self.polls, ctx).solve(task)
         finally:
             self._solving.discard(run_id)
 
@@ -165,11 +111,19 @@ async def solve(
     seed: Iterable[Draft] = (),
     timeout: float = 300.0,
 ) -> BoardOutcome:
-    """Ask the controller of ``board`` to solve ``problem`` within ``run``.
+    """Deprecated: ``await run.request(controller.topic, SolveBoard(problem=...), expect=BoardOutcome)``.
 
+    Every pattern is started the same way, with a request of its job message to its
+    coordinator's ``topic``; this helper does that for ``board`` and warns.
     Raises :class:`RequestTimeout` after ``timeout`` seconds and :class:`RemoteError`
     when the controller failed.
     """
+    warnings.warn(
+        "patterns.blackboard.solve() is deprecated: use "
+        "run.request(controller.topic, SolveBoard(problem=...), expect=BoardOutcome)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     task = SolveBoard(board=board, problem=dict(problem or {}), seed=list(seed))
     outcome: BoardOutcome = await run.request(
         board_topics(board)["control"], task, timeout=timeout, expect=BoardOutcome

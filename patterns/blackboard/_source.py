@@ -22,9 +22,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agentbus import Agent, Context, HandlerSpec, Message, UsageError
+from agentbus import Agent, Context, UsageError
 
-from .bb_board import (
+from ..common import SequencedView
+from ._board import (
     BoardEntry,
     BoardPoll,
     BoardState,
@@ -34,7 +35,6 @@ from .bb_board import (
     Eligibility,
     board_topics,
 )
-from .bb_view import SequencedView
 
 __all__ = ["KnowledgeSource", "Verdict"]
 
@@ -42,12 +42,6 @@ __all__ = ["KnowledgeSource", "Verdict"]
 Verdict = bool | tuple[bool, str]
 """What :meth:`KnowledgeSource.can_contribute` returns: eligible or not, optionally with a
 reason for the trace, e.g. ``True`` or ``(False, "no findings yet")``."""
-
-
-def _spec(
-    topic: str, method: str, mode: str, kind: type[Message], from_start: bool | None = None
-) -> HandlerSpec:
-    return HandlerSpec(topic, method, mode, (kind,), None, False, None, from_start)  # type: ignore[arg-type]
 
 
 class KnowledgeSource(Agent):
@@ -79,19 +73,14 @@ class KnowledgeSource(Agent):
         self.view: SequencedView[BoardEntry] = SequencedView(
             BoardEntry, self.topics["entries"], lambda e: e.version
         )
-
-    def handlers(self) -> list[tuple[HandlerSpec, tuple[type[Message], ...]]]:
-        """The user's own handlers plus the board's (topics depend on the board name)."""
-        mine = [
-            # Folding is every replica's own (broadcast); answering a poll is the logical
-            # source's (shared: one replica answers, once however many processes host
-            # it, from its fold at the version the poll names). Polls start at new
-            # entries: a source that joins must not answer the polls of ended runs.
-            _spec(self.topics["entries"], "_on_entry", "broadcast", BoardEntry),
-            _spec(self.topics["poll"], "_on_poll", "shared", BoardPoll, from_start=False),
-            _spec(self.topics["source"] + self.name, "_on_contribute", "shared", ContributeRequest),
-        ]
-        return [*super().handlers(), *((s, s.message_types or ()) for s in mine)]
+        # Folding is every replica's own (broadcast); answering a poll is the logical
+        # source's (shared: one replica answers, once however many processes host it, from
+        # its fold at the version the poll names). Polls start at new entries: a source
+        # that joins must not answer the polls of ended runs.
+        topics = self.topics
+        self.bind(topics["entries"], self._on_entry, message=BoardEntry, mode="broadcast")
+        self.bind(topics["poll"], self._on_poll, message=BoardPoll, from_start=False)
+        self.bind(topics["source"] + self.name, self._on_contribute, message=ContributeRequest)
 
     # -- what subclasses implement -------------------------------------------------------------
     async def can_contribute(self, board: BoardState, ctx: Context) -> Verdict:
@@ -128,7 +117,7 @@ class KnowledgeSource(Agent):
     async def board_at(self, ctx: Context, version: int) -> BoardState:
         """The board at ``version`` as this source has watched it.
 
-        Raises :class:`~patterns.bb_view.StaleView` when its entries cannot be gathered.
+        Raises :class:`~patterns.blackboard.StaleView` when its entries cannot be gathered.
         """
         entries = await self.view.upto(ctx, version, timeout=self.sync_timeout)
         return BoardState.fold(self.board, entries)

@@ -69,11 +69,18 @@ class BoardEntry(Message, type="blackboard.Entry"):
 
 
 class SolveBoard(Message, type="blackboard.Solve"):
-    """Ask a board's controller to work on ``problem`` (written as the first entry)."""
+    """Ask a board's controller to work on ``problem`` (written as the first entry).
 
-    board: str
+    Send it as a request to the controller's ``topic``; the answer is a
+    :class:`BoardOutcome`. ``seed`` entries are written after the problem.
+    """
+
+    board: str = ""
+    """The board's name; empty means the board of the controller it is sent to."""
     problem: dict[str, Any] = Field(default_factory=dict)
+    """What to solve; written as the board's first entry (kind ``problem``)."""
     seed: list[Draft] = Field(default_factory=list)
+    """Entries to write after the problem, before the first round."""
 
 
 class BoardPoll(Message, type="blackboard.Poll"):

@@ -1,26 +1,26 @@
 """Coordinator steps backed by a language model: planning, routing and aggregation.
 
-Every model call goes through ``ctx.invoke("model", ...)``, so it is journaled with its
-request and response and replaced by the recorded response on replay. The model is any
-:class:`agents.ChatModel` (``agents.model_from_env()`` picks a real one when configured and
-the deterministic offline one otherwise).
+Every model call goes through :func:`agents.call_model`, so it is journaled with its
+request and response (in the one shape every agent's model call has) and replaced by the
+recorded response on replay. The model is any :class:`agents.ChatModel`
+(``agents.model_from_env()`` picks a real one when configured and the deterministic offline
+one otherwise).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from pydantic import BaseModel, Field
 
 from agentbus import Context, UsageError
-from agents.model import ChatMessage, ChatModel, ChatRequest, ChatResponse
+from agents import ChatMessage, ChatModel, ChatRequest, ChatResponse, call_model
 
-from .ow_messages import Job, Summary, Task, TaskFailure, TaskResult
-from .ow_steps import Child, Delegation
+from ._messages import Job, Summary, Task, TaskFailure, TaskResult
+from ._steps import Child, Delegation
 
-__all__ = ["ModelAggregator", "ModelPlanner", "ModelRouter", "ask_model", "model_label"]
+__all__ = ["ModelAggregator", "ModelPlanner", "ModelRouter", "model_label"]
 
 PLAN_INSTRUCTIONS = (
     "You are the planner of a team. Split the job into independent tasks that workers can "
@@ -38,20 +38,6 @@ AGGREGATE_INSTRUCTIONS = (
     "job. Keep facts and sources from the results; do not invent new ones. Mention tasks "
     "that failed."
 )
-
-
-async def ask_model(ctx: Context, model: ChatModel, request: ChatRequest) -> ChatResponse:
-    """Send ``request`` to ``model`` through the journaled, replayable seam.
-
-    Raises whatever the model raises (an :class:`agents.ModelError`), after journaling it.
-    """
-
-    async def call() -> dict[str, Any]:
-        response = await model.complete(request)
-        return response.model_dump(mode="json")
-
-    raw = await ctx.invoke("model", model.name, request.model_dump(mode="json"), call)
-    return ChatResponse.model_validate(raw)
 
 
 def model_label(response: ChatResponse) -> str:
@@ -96,7 +82,7 @@ class ModelPlanner:
             response_schema=_Plan.model_json_schema(),
             response_schema_name="plan",
         )
-        response = await ask_model(ctx, self.model, request)
+        response = await call_model(ctx, self.model, request)
         plan = response.parse_as(_Plan)
         return [
             Task(title=t.title, text=t.text, key=t.key or None)
@@ -126,7 +112,7 @@ class ModelAggregator:
         request = ChatRequest(
             messages=[ChatMessage.system(self.instructions), ChatMessage.user("\n".join(parts))]
         )
-        response = await ask_model(ctx, self.model, request)
+        response = await call_model(ctx, self.model, request)
         return Summary(text=response.text, produced_by=model_label(response))
 
 
@@ -163,7 +149,7 @@ class ModelRouter:
             response_schema=schema,
             response_schema_name="routing",
         )
-        response = await ask_model(ctx, self.model, request)
+        response = await call_model(ctx, self.model, request)
         parsed = response.parse_as(_Routing)
         return [
             Delegation(child=d.child, goal=d.goal, data=dict(job.data)) for d in parsed.delegations

@@ -13,9 +13,9 @@ from typing import Any, TypeAlias
 
 from pydantic import BaseModel, ValidationError
 
-from agentbus import Agent, Context, HandlerSpec, Message, UsageError, handle
+from agentbus import Agent, Context, UsageError
 
-from .ow_messages import Task, TaskResult
+from ..common import Task, TaskResult
 
 __all__ = ["WorkFn", "WorkOutput", "Worker", "worker"]
 
@@ -54,7 +54,6 @@ class Worker(Agent, name="worker"):
         max_attempts: int = 1,
         output: type[BaseModel] | None = None,
     ) -> None:
-        handle(topic)  # validates the topic name now, at configuration time
         if max_attempts < 1:
             raise UsageError(f"max_attempts must be at least 1, got {max_attempts!r}")
         if output is not None and not (isinstance(output, type) and issubclass(output, BaseModel)):
@@ -63,13 +62,7 @@ class Worker(Agent, name="worker"):
         self.topic = topic
         self.max_attempts = max_attempts
         self.output = output
-
-    def handlers(self) -> list[tuple[HandlerSpec, tuple[type[Message], ...]]]:
-        """The task handler on this worker's topic, plus any declared with ``@handle``."""
-        spec = HandlerSpec(
-            self.topic, "on_task", "shared", (Task,), None, False, self.max_attempts, None
-        )
-        return [*super().handlers(), (spec, (Task,))]
+        self.bind(topic, self.on_task, message=Task, max_attempts=max_attempts)
 
     async def on_task(self, task: Task, ctx: Context) -> TaskResult:
         """Do one task and wrap the output as its :class:`TaskResult`."""

@@ -1,89 +1,31 @@
-"""Orchestrator-worker: plan a job into tasks, farm them out to competing workers, merge.
-
-::
-
-    team = Orchestrator(
-        name="research-lead", topic="research.jobs", work_topic="research.tasks",
-        plan=split_question,                 # plan(job) -> [Task], or ModelPlanner(model)
-        aggregate=write_report,              # (job, results, failures) -> Summary, or ModelAggregator
-        task_timeout=20, max_attempts=3, max_in_flight=4, failure_policy="best_effort",
-    )
-    researcher = worker(answer, topic="research.tasks", name="researcher")
-    result = await run.request("research.jobs", Job(id="q1", goal="..."), expect=JobResult)
-
-The orchestrator handles each :class:`Job` request on its topic: it plans the tasks, sends
-each as a request to the work topic (workers of one name compete in one consumer group),
-waits for each reply by correlation, re-dispatches a task whose worker failed or did not
-answer within ``task_timeout`` (up to ``max_attempts`` dispatches), applies the failure
-policy, aggregates the results in task order and replies with a :class:`JobResult`.
-
-Every step is journaled as a ``step`` record (``ow.planned``, ``ow.dispatched``,
-``ow.task_done``, ``ow.task_error``, ``ow.task_failed``, ``ow.aggregated``,
-``ow.job_failed``), so ``agentbus trace`` shows the job's progress.
-"""
+"""The orchestrator: plans a job into tasks, dispatches them to workers, aggregates."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Literal
 
-from agentbus import (
-    Agent,
-    Context,
-    DecodeError,
-    HandlerSpec,
-    Message,
-    RemoteError,
-    RequestTimeout,
-    UsageError,
-    handle,
-)
+from agentbus import Agent, Context, DecodeError, RemoteError, RequestTimeout, UsageError, handle
 
-from .ow_messages import (
+from ..common import (
+    AggregateFn,
+    Aggregator,
     Job,
     JobFailed,
     JobResult,
-    Summary,
+    PlanFn,
+    Planner,
     Task,
     TaskFailure,
     TaskResult,
-    describe_failure,
-)
-from .ow_model import ModelAggregator, ModelPlanner, ask_model
-from .ow_steps import (
-    AggregateFn,
-    Aggregator,
-    PlanFn,
-    Planner,
     check_step,
+    describe_failure,
     run_aggregate,
     run_concurrently,
     run_plan,
 )
-from .ow_worker import Worker, WorkFn, WorkOutput, worker
 
-__all__ = [
-    "AggregateFn",
-    "Aggregator",
-    "FailurePolicy",
-    "Job",
-    "JobFailed",
-    "JobResult",
-    "ModelAggregator",
-    "ModelPlanner",
-    "Orchestrator",
-    "PlanFn",
-    "Planner",
-    "Summary",
-    "Task",
-    "TaskFailure",
-    "TaskResult",
-    "WorkFn",
-    "WorkOutput",
-    "Worker",
-    "ask_model",
-    "worker",
-]
+__all__ = ["FailurePolicy", "Orchestrator"]
 
 FailurePolicy = Literal["fail_fast", "best_effort"]
 _POLICIES = ("fail_fast", "best_effort")
@@ -154,13 +96,7 @@ class Orchestrator(Agent, name="orchestrator"):
         self.failure_policy: FailurePolicy = failure_policy
         self.max_tasks = max_tasks
         self.result_topic = result_topic
-
-    def handlers(self) -> list[tuple[HandlerSpec, tuple[type[Message], ...]]]:
-        """The job handler on this orchestrator's topic, plus any declared with ``@handle``."""
-        spec = HandlerSpec(
-            self.topic, "on_job", "shared", (Job,), self.result_topic, False, None, None
-        )
-        return [*super().handlers(), (spec, (Job,))]
+        self.bind(topic, self.on_job, message=Job, output=result_topic)
 
     async def on_job(self, job: Job, ctx: Context) -> JobResult:
         """Run ``job`` to its result. Raises :class:`JobFailed` when it cannot complete."""

@@ -23,11 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agentbus import Agent, Context, HandlerSpec, Message, Mode, UsageError
+from agentbus import Agent, Context, UsageError
 
-from .bb_view import SequencedView
-from .market_ledger import Ledger, LedgerEvent, Ledgers
-from .market_messages import (
+from ..common import SequencedView
+from ._ledger import Ledger, LedgerEvent, Ledgers
+from ._messages import (
     AuctionAwarded,
     Bid,
     CallForProposals,
@@ -68,12 +68,6 @@ class Decline:
     """Why not; listed in the task's ``no_bids`` reason."""
 
 
-def _spec(
-    topic: str, method: str, mode: Mode, kind: type[Message], from_start: bool | None = None
-) -> HandlerSpec:
-    return HandlerSpec(topic, method, mode, (kind,), None, False, None, from_start)
-
-
 class Bidder(Agent):
     """Base class of market participants.
 
@@ -102,22 +96,16 @@ class Bidder(Agent):
         self.view: SequencedView[LedgerEvent] = SequencedView(
             LedgerEvent, self.topics["ledger"], lambda e: e.seq
         )
-
-    def handlers(self) -> list[tuple[HandlerSpec, tuple[type[Message], ...]]]:
-        """The user's own handlers plus the market's (topics depend on the market name)."""
-        mine = [
-            # Answering is the logical bidder's (shared: one replica answers each call,
-            # once however many processes host it); folding the ledger is every
-            # replica's own (broadcast: each keeps its view, so whichever replica
-            # answers prices the bid from the ledger version the call names). Calls
-            # and awards start at new entries: a bidder that joins a market must not
-            # answer the calls of runs that ended before it existed.
-            _spec(self.topics["cfp"], "_on_call", "shared", CallForProposals, from_start=False),
-            _spec(self.topics["ledger"], "_on_ledger", "broadcast", LedgerEvent),
-            _spec(self.topics["awards"], "_on_award", "shared", AuctionAwarded, from_start=False),
-            _spec(self.topics["bidder"] + self.name, "_on_contract", "shared", Contract),
-        ]
-        return [*super().handlers(), *((s, s.message_types or ()) for s in mine)]
+        # Answering is the logical bidder's (shared: one replica answers each call, once
+        # however many processes host it); folding the ledger is every replica's own
+        # (broadcast: each keeps its view, so whichever replica answers prices the bid from
+        # the ledger version the call names). Calls and awards start at new entries: a
+        # bidder that joins a market must not answer the calls of runs that ended before it.
+        topics = self.topics
+        self.bind(topics["cfp"], self._on_call, message=CallForProposals, from_start=False)
+        self.bind(topics["ledger"], self._on_ledger, message=LedgerEvent, mode="broadcast")
+        self.bind(topics["awards"], self._on_award, message=AuctionAwarded, from_start=False)
+        self.bind(topics["bidder"] + self.name, self._on_contract, message=Contract)
 
     # -- what subclasses implement -----------------------------------------------------------
     async def quote(self, task: MarketTask, ledger: Ledger, ctx: Context) -> Quote | Decline | None:
@@ -144,7 +132,7 @@ class Bidder(Agent):
     async def ledger_at(self, ctx: Context, version: int) -> Ledgers:
         """The market's ledgers at ``version`` as this bidder has watched them.
 
-        Raises :class:`~patterns.bb_view.StaleView` when the events cannot be gathered.
+        Raises :class:`~patterns.market.StaleView` when the events cannot be gathered.
         """
         events = await self.view.upto(ctx, version, timeout=self.sync_timeout)
         return Ledgers.fold(self.market, events)

@@ -7,12 +7,12 @@ that is dropped when the solve ends (or fails and is delivered again).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from agentbus import Context, RemoteError, RequestTimeout, UsageError
 
-from .bb_board import (
+from ._board import (
     BoardClosed,
     BoardEntry,
     BoardOutcome,
@@ -27,11 +27,12 @@ from .bb_board import (
     SolveBoard,
     rebuild_board,
 )
+from ._choosers import Chooser
 
-if TYPE_CHECKING:
-    from .blackboard import BlackboardController
+__all__ = ["BoardSession", "BoardSettings", "Goal", "Poll"]
 
-__all__ = ["BoardSession", "Poll"]
+#: The goal predicate: is the board solved?
+Goal = Callable[[BoardState], bool]
 
 _CONTROLLER = "controller"
 
@@ -45,24 +46,46 @@ class Poll:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class BoardSession:
-    """One solve of the board: the loop and its bookkeeping."""
+@dataclass(frozen=True)
+class BoardSettings:
+    """What a solve needs of its controller: the board, its sources, goal and limits."""
 
-    def __init__(self, ctl: BlackboardController, ctx: Context) -> None:
-        self.ctl = ctl
+    board: str
+    sources: tuple[str, ...]
+    goal: Goal
+    chooser: Chooser
+    max_rounds: int
+    poll_timeout: float
+    contribute_timeout: float
+    max_source_failures: int
+    topics: Mapping[str, str]
+
+
+class BoardSession:
+    """One solve of the board: the loop and its bookkeeping.
+
+    ``polls`` is the controller's registry of open polls, which its broadcast reply
+    handler fills; the session opens and closes its own polls there.
+    """
+
+    def __init__(
+        self, settings: BoardSettings, polls: dict[tuple[str, str], Poll], ctx: Context
+    ) -> None:
+        self.cfg = settings
+        self.polls = polls
         self.ctx = ctx
-        self.state = BoardState(ctl.board)
+        self.state = BoardState(settings.board)
         self.history: list[RoundRecord] = []
         self.failures: dict[str, int] = {}
         self.conflicts = 0
 
     async def note(self, step: str, **details: object) -> None:
-        await self.ctx.note(step, pattern="blackboard", board=self.ctl.board, **details)
+        await self.ctx.note(step, pattern="blackboard", board=self.cfg.board, **details)
 
     async def write(self, drafts: list[Draft], author: str, round_: int) -> None:
         for draft in drafts:
             entry = BoardEntry(
-                board=self.ctl.board,
+                board=self.cfg.board,
                 version=self.state.version + 1,
                 kind=draft.kind,
                 key=draft.key or f"{draft.kind}-{self.state.version + 1}",
@@ -70,14 +93,14 @@ class BoardSession:
                 author=author,
                 round=round_,
             )
-            await self.ctx.publish(entry, self.ctl.topics["entries"], key=self.ctl.board)
+            await self.ctx.publish(entry, self.cfg.topics["entries"], key=self.cfg.board)
             self.state = self.state.apply(entry)
 
     async def solve(self, task: SolveBoard) -> BoardOutcome:
-        ctl, ctx = self.ctl, self.ctx
+        cfg, ctx = self.cfg, self.ctx
         # The board is the fold of its entries: a controller restarted mid-run (its
         # request redelivered) resumes the board from the journal instead of forking it.
-        self.state = await rebuild_board(ctx.runtime.journal, ctx.run_id or "", ctl.board)
+        self.state = await rebuild_board(ctx.runtime.journal, ctx.run_id or "", cfg.board)
         first_round = 1
         if self.state.version:
             first_round = self.state.history[-1].round + 1
@@ -87,32 +110,32 @@ class BoardSession:
                 [Draft(kind="problem", data=task.problem, key="problem")], _CONTROLLER, 0
             )
             await self.write(task.seed, _CONTROLLER, 0)
-            await self.note("board-opened", version=self.state.version, sources=list(ctl.sources))
+            await self.note("board-opened", version=self.state.version, sources=list(cfg.sources))
         ending: Ending = "round_limit"
-        reason = f"no goal after {ctl.max_rounds} rounds"
+        reason = f"no goal after {cfg.max_rounds} rounds"
         rounds = first_round - 1
-        if ctl.goal(self.state):
+        if cfg.goal(self.state):
             ending, reason = "goal", "the goal held from the start"
         else:
-            for round_ in range(first_round, ctl.max_rounds + 1):
+            for round_ in range(first_round, cfg.max_rounds + 1):
                 rounds = round_
                 record = await self.round(round_)
                 self.history.append(record)
                 if record.result == "quiescent":
                     ending, reason = "quiescent", "no knowledge source could contribute"
                     break
-                if ctl.goal(self.state):
+                if cfg.goal(self.state):
                     ending, reason = "goal", f"the goal holds at version {self.state.version}"
                     break
         closed = BoardClosed(
-            board=ctl.board, ending=ending, reason=reason, rounds=rounds, version=self.state.version
+            board=cfg.board, ending=ending, reason=reason, rounds=rounds, version=self.state.version
         )
-        await ctx.publish(closed, ctl.topics["entries"], key=ctl.board)
+        await ctx.publish(closed, cfg.topics["entries"], key=cfg.board)
         await self.note(
             "board-closed", ending=ending, reason=reason, rounds=rounds, version=self.state.version
         )
         return BoardOutcome(
-            board=ctl.board,
+            board=cfg.board,
             ending=ending,
             reason=reason,
             rounds=rounds,
@@ -120,12 +143,12 @@ class BoardSession:
             entries=list(self.state.history),
             history=self.history,
             conflicts=self.conflicts,
-            failed_sources=sorted(s for s, n in self.failures.items() if n >= ctl.max_source_failures),
+            failed_sources=sorted(s for s, n in self.failures.items() if n >= cfg.max_source_failures),
         )  # fmt: skip
 
     async def round(self, round_: int) -> RoundRecord:
-        ctl, version = self.ctl, self.state.version
-        active = [s for s in ctl.sources if self.failures.get(s, 0) < ctl.max_source_failures]
+        cfg, version = self.cfg, self.state.version
+        active = [s for s in cfg.sources if self.failures.get(s, 0) < cfg.max_source_failures]
         replies = await self.poll(round_, active) if active else {}
         silent = [s for s in active if s not in replies]
         eligible = [r for r in replies.values() if r.eligible]
@@ -135,7 +158,7 @@ class BoardSession:
             return RoundRecord(
                 round=round_, eligible=[], silent=silent, result="quiescent", version=version
             )
-        chosen = await ctl.chooser(eligible, self.state, self.ctx)
+        chosen = await cfg.chooser(eligible, self.state, self.ctx)
         if chosen not in names:
             raise UsageError(f"the chooser picked {chosen!r}, not one of the eligible {names!r}")
         await self.note("chose", round=round_, source=chosen, eligible=[
@@ -143,10 +166,10 @@ class BoardSession:
             for r in sorted(eligible, key=lambda r: (-r.priority, r.source))
         ])  # fmt: skip
         base = {"round": round_, "eligible": names, "silent": silent, "chosen": chosen}
-        request = ContributeRequest(board=ctl.board, round=round_, version=version)
+        request = ContributeRequest(board=cfg.board, round=round_, version=version)
         try:
             contribution: Contribution = await self.ctx.request(
-                ctl.topics["source"] + chosen, request, timeout=ctl.contribute_timeout, expect=Contribution
+                cfg.topics["source"] + chosen, request, timeout=cfg.contribute_timeout, expect=Contribution
             )  # fmt: skip
         except (RequestTimeout, RemoteError) as exc:
             self.failures[chosen] = self.failures.get(chosen, 0) + 1
@@ -175,21 +198,21 @@ class BoardSession:
         return RoundRecord(**base, result="applied", version=self.state.version, detail=", ".join(kinds))  # fmt: skip
 
     async def poll(self, round_: int, active: list[str]) -> dict[str, Eligibility]:
-        ctl, run_id = self.ctl, self.ctx.run_id or ""
-        poll_id = f"{ctl.board}-r{round_}"  # deterministic, so a replayed run polls alike
+        cfg, run_id = self.cfg, self.ctx.run_id or ""
+        poll_id = f"{cfg.board}-r{round_}"  # deterministic, so a replayed run polls alike
         waiting = Poll(frozenset(active))
-        ctl.polls[(run_id, poll_id)] = waiting
+        self.polls[(run_id, poll_id)] = waiting
         try:
             poll = BoardPoll(
-                board=ctl.board, poll_id=poll_id, round=round_, version=self.state.version
+                board=cfg.board, poll_id=poll_id, round=round_, version=self.state.version
             )
-            await self.ctx.publish(poll, ctl.topics["poll"], key=ctl.board)
+            await self.ctx.publish(poll, cfg.topics["poll"], key=cfg.board)
             try:
-                await asyncio.wait_for(waiting.done.wait(), ctl.poll_timeout)
+                await asyncio.wait_for(waiting.done.wait(), cfg.poll_timeout)
             except TimeoutError:
                 pass  # the deadline: decide with the replies we have
         finally:
-            del ctl.polls[(run_id, poll_id)]
+            del self.polls[(run_id, poll_id)]
         replies = {s: waiting.replies[s] for s in sorted(waiting.replies)}
         errors = {s: r.error for s, r in replies.items() if r.error}
         await self.note(

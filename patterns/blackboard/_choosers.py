@@ -2,21 +2,18 @@
 
 A chooser is ``async (candidates, board, ctx) -> source name``. :func:`by_priority`
 is the default; :func:`model_chooser` asks a language model through the journaled
-``ctx.invoke`` seam (so replay substitutes the recorded answer).
+:func:`agents.call_model` seam (so replay substitutes the recorded answer).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from agentbus import Context
+from agents import ChatMessage, ChatModel, ChatRequest, call_model
 
-from .bb_board import BoardState, Eligibility
-
-if TYPE_CHECKING:
-    from agents.model import ChatModel
+from ._board import BoardState, Eligibility
 
 __all__ = ["Chooser", "by_priority", "model_chooser", "ranked"]
 
@@ -40,8 +37,6 @@ def model_chooser(model: ChatModel, *, instructions: str = "") -> Chooser:
     candidate (or a failed call) falls back to :func:`by_priority`, and the fallback is
     noted in the journal.
     """
-    from agents.model import ChatMessage, ChatRequest, ChatResponse
-
     system = instructions or (
         "You coordinate a blackboard of knowledge sources. Pick the one source whose "
         "contribution moves the board closest to its goal."
@@ -69,12 +64,9 @@ def model_chooser(model: ChatModel, *, instructions: str = "") -> Chooser:
             response_schema_name="choice",
         )
 
-        async def call() -> dict[str, Any]:
-            return (await model.complete(request)).model_dump(mode="json")
-
         try:
-            raw = await ctx.invoke("model", model.name, request.model_dump(mode="json"), call)
-            picked = json.loads(ChatResponse.model_validate(raw).text).get("source")
+            response = await call_model(ctx, model, request)
+            picked = json.loads(response.text).get("source")
         except Exception as exc:
             picked = None
             await ctx.note("chooser-fallback", pattern="blackboard", error=str(exc))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from agentbus import UsageError
 
-from .market_messages import Bid, MarketTask
+from ._messages import Bid, MarketTask
 
 __all__ = [
     "STRATEGIES",
