@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from .envelope import Envelope
     from .transports import Transport
 
+__all__ = ["CallSpan", "Metrics", "MetricsSink", "NullTracer", "Tracer"]
+
 log = logging.getLogger("agentbus.metrics")
 
 

@@ -63,11 +63,11 @@ def test_the_defaults_let_recovery_of_a_crashed_consumer_win() -> None:
     rt = Runtime("memory://?journal=")
     worker = build_parser().parse_args(["worker", "app.py"])
     # Workers and requesters agree on the visibility timeout by default...
-    assert worker.visibility_timeout == rt.visibility_timeout
+    assert worker.settings.visibility_timeout == rt.settings.visibility_timeout
     # ...and a request idle on a dead consumer is waited for longer than the worst case
     # before a live one claims it: idle for the visibility timeout, plus one claim period.
-    worst = rt.visibility_timeout + rt.claim_interval
-    assert recovery_window(rt.visibility_timeout, rt.claim_interval) > worst
+    worst = rt.settings.visibility_timeout + rt.settings.claim_interval
+    assert recovery_window(rt.settings.visibility_timeout, rt.settings.claim_interval) > worst
     # The first look at a late request comes while recovery may still be under way, and a
     # default request has no deadline that could end the wait before recovery does.
     assert worst >= TAKE_TIMEOUT
