@@ -63,7 +63,7 @@ def test_the_defaults_let_recovery_of_a_crashed_consumer_win() -> None:
     rt = Runtime("memory://?journal=")
     worker = build_parser().parse_args(["worker", "app.py"])
     # Workers and requesters agree on the visibility timeout by default...
-    assert worker.settings.visibility_timeout == rt.settings.visibility_timeout
+    assert worker.visibility_timeout == rt.settings.visibility_timeout
     # ...and a request idle on a dead consumer is waited for longer than the worst case
     # before a live one claims it: idle for the visibility timeout, plus one claim period.
     worst = rt.settings.visibility_timeout + rt.settings.claim_interval
