@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, overload
@@ -28,6 +27,7 @@ from ._hooks import Metrics, NullTracer, Tracer
 from ._hosting import Hosting
 from ._requests import Requests
 from ._settings import Settings
+from ._signals import on_stop_signals
 from ._subscription import plan
 from ._writer import Writer
 from .agent import Agent
@@ -163,11 +163,7 @@ class Runtime:
 
     @property
     def call_substitute(self) -> Substitute | None:
-        """Replaces live model/tool calls (replay installs one); ``None`` calls live.
-
-        Called with (kind, name, request, scope, call index); returning ``None`` lets
-        the live call happen.
-        """
+        """Answers model/tool calls from a recording (replay installs one); ``None``: live."""
         return self._calls.substitute
 
     @call_substitute.setter
@@ -281,20 +277,10 @@ class Runtime:
     async def serve(self, *, handle_signals: bool = True) -> None:
         """Host the agents until SIGINT/SIGTERM or :meth:`request_stop`, then stop."""
         await self.start()
-        loop = asyncio.get_running_loop()
-        installed = []
-        if handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    loop.add_signal_handler(sig, self.request_stop)
-                    installed.append(sig)
-                except (NotImplementedError, RuntimeError):
-                    pass
         try:
-            await self._stop_requested.wait()
+            with on_stop_signals(self.request_stop, enabled=handle_signals):
+                await self._stop_requested.wait()
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
             await self.stop()
 
     # -- publishing -------------------------------------------------------------------------
@@ -502,13 +488,10 @@ class Runtime:
             if loop.time() > deadline:
                 raise TimeoutError(f"the runtime was still busy after {timeout}s")
             await self.writer.flush()
-            quiet = 0 if await self._busy(drained) else quiet + 1
+            busy = self.busy or (drained and await self._unconsumed())
+            quiet = 0 if busy else quiet + 1
             await asyncio.sleep(0.02)
         await self.writer.flush()
 
-    async def _busy(self, drained: bool) -> bool:
-        if self.busy:
-            return True
-        if not drained:
-            return False
+    async def _unconsumed(self) -> bool:
         return any(g.pending or g.lag for t in await self.transport.topics() for g in t.groups)
