@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ._bus import Bus
     from ._settings import Settings
     from .signing import Signer
-    from .transports import Delivery, Transport
+    from .transports import Delivery, EntryState, Transport
 
 log = logging.getLogger("agentbus.runtime")
 
@@ -162,8 +162,21 @@ class Requests:
             return _Standing(
                 f"no agent is subscribed to topic {topic!r} (it has no consumer group)"
             )
-        window = recovery_window(self.settings.visibility_timeout, self.settings.claim_interval)
         pending = [s for s in states if s.consumer is not None]
+        if pending:
+            return self._pending_standing(pending)
+        handled = [s.group for s in states if s.delivered]
+        if handled:
+            return _Standing(
+                f"group(s) {handled!r} handled and acknowledged it, but no reply arrived",
+                replied=True,
+            )
+        groups = [s.group for s in states]
+        return _Standing(f"no agent has taken it yet: it is still queued for group(s) {groups!r}")
+
+    def _pending_standing(self, pending: list[EntryState]) -> _Standing:
+        """A request pending on a consumer: in hand, or lost with that consumer."""
+        window = recovery_window(self.settings.visibility_timeout, self.settings.claim_interval)
         for s in pending:
             if s.idle_ms / 1000 <= window:
                 # Held by a running handler (its lease keeps the idle time low), or by a
@@ -174,22 +187,13 @@ class Requests:
                     f"(delivery {s.deliveries}, idle {s.idle_ms / 1000:.1f}s)",
                     in_hand=True,
                 )
-        if pending:
-            s = pending[0]
-            return _Standing(
-                f"it has been pending on consumer {s.consumer!r} of group {s.group!r} for "
-                f"{s.idle_ms / 1000:.1f}s with no lease renewal, and no other consumer claimed "
-                f"it (longer than the {window:g}s recovery takes with a visibility timeout of "
-                f"{self.settings.visibility_timeout:g}s): is any consumer of {s.group!r} alive?"
-            )
-        handled = [s.group for s in states if s.delivered]
-        if handled:
-            return _Standing(
-                f"group(s) {handled!r} handled and acknowledged it, but no reply arrived",
-                replied=True,
-            )
-        groups = [s.group for s in states]
-        return _Standing(f"no agent has taken it yet: it is still queued for group(s) {groups!r}")
+        s = pending[0]
+        return _Standing(
+            f"it has been pending on consumer {s.consumer!r} of group {s.group!r} for "
+            f"{s.idle_ms / 1000:.1f}s with no lease renewal, and no other consumer claimed "
+            f"it (longer than the {window:g}s recovery takes with a visibility timeout of "
+            f"{self.settings.visibility_timeout:g}s): is any consumer of {s.group!r} alive?"
+        )
 
     async def _read(self) -> None:
         while True:

@@ -112,7 +112,7 @@ async def test_default_request_gives_up_when_nobody_is_left_to_recover_it(
     client = make_runtime(visibility_timeout=0.2)
     await client.start()
     await client.transport.create_group("rw.ghost", "ghosts")
-    window = recovery_window(client.visibility_timeout, client.claim_interval)
+    window = recovery_window(client.settings.visibility_timeout, client.settings.claim_interval)
 
     async def take_and_die() -> None:
         # A consumer reads the request and is never heard of again.
