@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._hooks import Tracer
+from ._bus import Bus
+from ._hooks import CallSpan, MetricsSink, Tracer
+from ._settings import Settings
 from .agent import Agent, HandlerSpec, Mode, handle
 from .app import App, load_app
 from .clock import Clock, FakeClock, SystemClock
-from .context import CallKind, Context, current_scope
+from .context import CallKind, Context, Scope, current_scope
 from .envelope import DEFAULT_MAX_EVENT_BYTES, Envelope, decode_data, new_id
 from .errors import (
     AgentBusError,
@@ -74,7 +76,9 @@ __all__ = [
     "Agent",
     "AgentBusError",
     "App",
+    "Bus",
     "CallKind",
+    "CallSpan",
     "Clock",
     "Context",
     "DeadConsumer",
@@ -94,6 +98,7 @@ __all__ = [
     "Message",
     "MessageError",
     "MessageTooLarge",
+    "MetricsSink",
     "Mode",
     "OpenTelemetryTracer",
     "Reject",
@@ -103,6 +108,8 @@ __all__ = [
     "Run",
     "RunInfo",
     "Runtime",
+    "Scope",
+    "Settings",
     "SignatureError",
     "Signer",
     "SystemClock",

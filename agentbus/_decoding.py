@@ -8,7 +8,7 @@ pydantic does not wrap).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
@@ -16,12 +16,10 @@ from .envelope import Envelope, decode_data
 from .errors import DecodeError, SignatureError
 from .message import Message
 from .redact import redact_text
+from .signing import Signer
 from .transports import Delivery
 
-if TYPE_CHECKING:
-    from .runtime import Runtime
-
-__all__ = ["decode_entry", "failure", "try_decode", "worded"]
+__all__ = ["Decoder", "failure", "worded"]
 
 #: An error text longer than this is cut in dead letters and the journal.
 _MAX_ERROR_CHARS = 2000
@@ -46,37 +44,50 @@ def worded(env: Envelope, cls: type[Message], exc: Exception) -> Exception:
     return exc
 
 
-def try_decode(d: Delivery, rt: Runtime) -> Envelope | None:
-    """``d`` decoded and verified, or ``None`` when that fails (for filing a record)."""
-    try:
-        return decode_entry(d, rt)
-    except Exception:
-        return None
+@dataclass(frozen=True, slots=True)
+class Decoder:
+    """Turns a delivery into a verified envelope: the size limit, then the signature."""
 
+    max_event_bytes: int
+    signer: Signer | None
 
-def decode_entry(d: Delivery, rt: Runtime) -> Envelope:
-    """``d``'s envelope, size-checked, parsed and verified. Raises ``DecodeError``, or
-    ``SignatureError`` whatever verifying raised; anything else parsing raised passes."""
-    if d.payload is None:
-        fields = ", ".join(sorted(d.fields)) or "none"
-        raise DecodeError("not an agentbus event", f"the entry has no 'e' field (fields: {fields})")
-    if len(d.payload) > rt.max_event_bytes:
-        raise DecodeError(
-            "event too large",
-            f"{len(d.payload)} bytes; the limit is {rt.max_event_bytes} (Runtime(max_event_bytes=))",
-        )
-    env = Envelope.decode(d.payload)
-    if rt.signer is not None:
+    def try_decode(self, d: Delivery) -> Envelope | None:
+        """``d`` decoded and verified, or ``None`` when that fails (for filing a record)."""
+        try:
+            return self.decode(d)
+        except Exception:
+            return None
+
+    def decode(self, d: Delivery) -> Envelope:
+        """``d``'s envelope, size-checked, parsed and verified. Raises ``DecodeError``, or
+        ``SignatureError`` whatever verifying raised; anything else parsing raised passes."""
+        if d.payload is None:
+            fields = ", ".join(sorted(d.fields)) or "none"
+            raise DecodeError(
+                "not an agentbus event", f"the entry has no 'e' field (fields: {fields})"
+            )
+        if len(d.payload) > self.max_event_bytes:
+            raise DecodeError(
+                "event too large",
+                f"{len(d.payload)} bytes; the limit is {self.max_event_bytes} "
+                "(Runtime(max_event_bytes=))",
+            )
+        env = Envelope.decode(d.payload)
+        if self.signer is not None:
+            self._verify(env, d.topic)
+        if env.topic is None:
+            env.topic = d.topic
+        return env
+
+    def _verify(self, env: Envelope, topic: str) -> None:
+        assert self.signer is not None
         try:
             # Before anything trusts a single attribute of it; the signed topic must be
             # the stream it was read from (a captured event copied elsewhere is refused).
-            rt.signer.verify(env, topic=d.topic)
+            self.signer.verify(env, topic=topic)
         except DecodeError:
             raise
         except Exception as exc:  # whatever verifying it raised, it is not verified
             raise SignatureError(
                 "bad signature", f"verifying it failed: {type(exc).__name__}: {exc}"
             ) from exc
-    if env.topic is None:
-        env.topic = d.topic
-    return env

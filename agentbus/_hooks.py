@@ -17,14 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .envelope import Envelope
-    from .runtime import Runtime
+    from .transports import Transport
+
+__all__ = ["CallSpan", "Metrics", "MetricsSink", "NullTracer", "Tracer"]
 
 log = logging.getLogger("agentbus.metrics")
 
@@ -116,7 +118,6 @@ class Metrics:
 
     def __init__(self, sink: MetricsSink | None = None) -> None:
         self.counts: Counter[str] = Counter()
-        self.handler_ms_total = 0.0
         self.sink = sink
         self._sampler: asyncio.Task[None] | None = None
 
@@ -128,7 +129,6 @@ class Metrics:
     def handled(self, agent: str, topic: str, duration_ms: float, sent: str | None = None) -> None:
         """One delivery handled; ``sent`` is the event's ``time`` (for the latency)."""
         self.counts["handled"] += 1
-        self.handler_ms_total += duration_ms
         if self.sink is not None:
             self.sink.handled(agent, topic, duration_ms / 1000, _age(sent))
 
@@ -143,13 +143,14 @@ class Metrics:
             self.sink.dead_lettered(agent, topic)
 
     # -- pending and lag ------------------------------------------------------------------
-    def start(self, runtime: Runtime) -> None:
-        """Start sampling pending/lag of the runtime's groups (when the sink wants it)."""
+    def start(self, transport: Transport, groups: Callable[[], list[tuple[str, str]]]) -> None:
+        """Sample pending/lag of the ``groups()`` (topic, group) pairs read here, every
+        ``sample_interval`` seconds of the sink (when it wants them)."""
         interval = self.sink.sample_interval if self.sink is not None else None
         if interval is None or self._sampler is not None:
             return
         self._sampler = asyncio.create_task(
-            self._sample_forever(runtime, interval), name="agentbus-metrics"
+            self._sample_forever(transport, groups, interval), name="agentbus-metrics"
         )
 
     async def aclose(self) -> None:
@@ -161,22 +162,25 @@ class Metrics:
                 pass
             self._sampler = None
 
-    async def sample(self, runtime: Runtime) -> None:
-        """Report pending and lag of every topic and group this runtime reads, once."""
-        if self.sink is None:
+    async def sample(self, transport: Transport, groups: list[tuple[str, str]]) -> None:
+        """Report pending and lag of each (topic, group) in ``groups``, once."""
+        ours = set(groups)
+        if self.sink is None or not ours:
             return
-        ours = {(topic, sub.group) for sub in runtime._subs for topic in sub.topics}
-        if not ours:
-            return
-        for info in await runtime.transport.topics():
+        for info in await transport.topics():
             for group in info.groups:
                 if (info.topic, group.name) in ours:
                     self.sink.consumer_state(info.topic, group.name, group.pending, group.lag)
 
-    async def _sample_forever(self, runtime: Runtime, interval: float) -> None:
+    async def _sample_forever(
+        self,
+        transport: Transport,
+        groups: Callable[[], list[tuple[str, str]]],
+        interval: float,
+    ) -> None:
         while True:
             try:
-                await self.sample(runtime)
+                await self.sample(transport, groups())
             except Exception as exc:  # a metrics hiccup must never stop the runtime
                 log.debug("sampling pending/lag failed: %s", exc)
             await asyncio.sleep(interval)

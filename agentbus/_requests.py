@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._retry import doubling, retry_io
 from .envelope import Envelope, decode_data, new_id
 from .errors import (
     RemoteError,
@@ -20,11 +22,17 @@ from .message import Message
 from .redact import redact_text
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ._bus import Bus
+    from ._settings import Settings
+    from .signing import Signer
+    from .transports import Delivery, EntryState, Transport
 
 log = logging.getLogger("agentbus.runtime")
 
+#: The type of the envelope that tells a requester its request failed.
 ERROR_TYPE = "agentbus.Error"
+#: Delays between attempts at reading the inbox while the store is unreachable.
+_READ_DELAYS = doubling(0.05, 5.0)
 
 #: With no ``timeout``, how long a request may wait to be taken by an agent (seconds).
 TAKE_TIMEOUT = 30.0
@@ -50,11 +58,27 @@ class _Standing:
 
 
 class Requests:
-    """Owns the runtime's reply inbox (a topic only this runtime reads)."""
+    """Owns the runtime's reply inbox (a topic only this runtime reads).
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.inbox = f"_inbox.{runtime.consumer}"
+    ``bus`` publishes the requests; replies are read from ``transport`` and, with a
+    ``signer``, verified.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        transport: Transport,
+        settings: Settings,
+        signer: Signer | None,
+        *,
+        on_inbox: Callable[[], None] | None = None,
+    ) -> None:
+        self._bus = bus
+        self._on_inbox = on_inbox
+        self._transport = transport
+        self.settings = settings
+        self._signer = signer
+        self.inbox = f"_inbox.{settings.consumer}"
         self._waiters: dict[str, asyncio.Future[Envelope]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._last = "0-0"
@@ -62,7 +86,8 @@ class Requests:
     def _ensure_reader(self) -> None:
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._read(), name="agentbus-inbox")
-            self.rt.maintenance.owned_changed()  # so it is pruned if this process dies
+            if self._on_inbox is not None:
+                self._on_inbox()  # announce it, so it is pruned if this process dies
 
     async def request(
         self,
@@ -90,7 +115,7 @@ class Requests:
                 correlationid=correlation,
             )
             entry_ids: list[str] = []
-            await self.rt.publish_envelope(env, topic, entry_ids=entry_ids)
+            await self._bus.publish_envelope(env, topic, entry_ids=entry_ids)
             reply = await self._wait(future, topic, entry_ids, correlation, timeout)
         finally:
             self._waiters.pop(correlation, None)
@@ -132,11 +157,11 @@ class Requests:
 
     @property
     def _recheck(self) -> float:
-        return min(self.rt.claim_interval, RECHECK_INTERVAL)
+        return min(self.settings.claim_interval, RECHECK_INTERVAL)
 
     async def _standing(self, topic: str, entry_id: str | None) -> _Standing:
         """Where the request stands: being handled, awaiting recovery, queued, or lost."""
-        states_of = getattr(self.rt.transport, "entry_state", None)
+        states_of = getattr(self._transport, "entry_state", None)
         if entry_id is None or states_of is None:
             return _Standing(None)  # a transport that cannot tell: the timeout is final
         try:
@@ -147,8 +172,21 @@ class Requests:
             return _Standing(
                 f"no agent is subscribed to topic {topic!r} (it has no consumer group)"
             )
-        window = recovery_window(self.rt.visibility_timeout, self.rt.claim_interval)
         pending = [s for s in states if s.consumer is not None]
+        if pending:
+            return self._pending_standing(pending)
+        handled = [s.group for s in states if s.delivered]
+        if handled:
+            return _Standing(
+                f"group(s) {handled!r} handled and acknowledged it, but no reply arrived",
+                replied=True,
+            )
+        groups = [s.group for s in states]
+        return _Standing(f"no agent has taken it yet: it is still queued for group(s) {groups!r}")
+
+    def _pending_standing(self, pending: list[EntryState]) -> _Standing:
+        """A request pending on a consumer: in hand, or lost with that consumer."""
+        window = recovery_window(self.settings.visibility_timeout, self.settings.claim_interval)
         for s in pending:
             if s.idle_ms / 1000 <= window:
                 # Held by a running handler (its lease keeps the idle time low), or by a
@@ -159,52 +197,48 @@ class Requests:
                     f"(delivery {s.deliveries}, idle {s.idle_ms / 1000:.1f}s)",
                     in_hand=True,
                 )
-        if pending:
-            s = pending[0]
-            return _Standing(
-                f"it has been pending on consumer {s.consumer!r} of group {s.group!r} for "
-                f"{s.idle_ms / 1000:.1f}s with no lease renewal, and no other consumer claimed "
-                f"it (longer than the {window:g}s recovery takes with a visibility timeout of "
-                f"{self.rt.visibility_timeout:g}s): is any consumer of {s.group!r} alive?"
-            )
-        handled = [s.group for s in states if s.delivered]
-        if handled:
-            return _Standing(
-                f"group(s) {handled!r} handled and acknowledged it, but no reply arrived",
-                replied=True,
-            )
-        groups = [s.group for s in states]
-        return _Standing(f"no agent has taken it yet: it is still queued for group(s) {groups!r}")
+        s = pending[0]
+        return _Standing(
+            f"it has been pending on consumer {s.consumer!r} of group {s.group!r} for "
+            f"{s.idle_ms / 1000:.1f}s with no lease renewal, and no other consumer claimed "
+            f"it (longer than the {window:g}s recovery takes with a visibility timeout of "
+            f"{self.settings.visibility_timeout:g}s): is any consumer of {s.group!r} alive?"
+        )
 
     async def _read(self) -> None:
-        backoff = 0.05
         while True:
             try:
-                entries = await self.rt.transport.read_tail(
-                    self.inbox, self._last, count=100, block_ms=self.rt.block_ms
+                entries = await retry_io(
+                    self._read_more, what="reading the reply inbox", delays=_READ_DELAYS
                 )
-                backoff = 0.05
-            except asyncio.CancelledError:
-                raise
             except TransportClosed:
                 return
-            except TransportError as exc:
-                log.warning("reading the reply inbox failed: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
             for d in entries:
                 self._last = d.entry_id
-                try:
-                    env = Envelope.decode(d.payload or b"")
-                    if self.rt.signer is not None:
-                        self.rt.signer.verify(env, topic=self.inbox)  # nor a forged or copied one
-                except Exception as exc:  # DecodeError, or whatever a hostile entry raised
-                    log.warning("ignored a malformed reply %s: %s", d.entry_id, exc)
-                    continue
-                waiter = self._waiters.get(env.correlationid or "")
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(env)
+                self._deliver(d)
+
+    async def _read_more(self) -> list[Delivery]:
+        return await self._transport.read_tail(
+            self.inbox, self._last, count=100, block_ms=self.settings.block_ms
+        )
+
+    def _deliver(self, d: Delivery) -> None:
+        """Hand a reply to whoever waits for it (a malformed or forged one to no one)."""
+        try:
+            env = Envelope.decode(d.payload or b"")
+            if self._signer is not None:
+                self._signer.verify(env, topic=self.inbox)  # nor a forged or copied one
+        except Exception as exc:  # DecodeError, or whatever a hostile entry raised
+            log.warning("ignored a malformed reply %s: %s", d.entry_id, exc)
+            return
+        waiter = self._waiters.get(env.correlationid or "")
+        if waiter is not None and not waiter.done():
+            waiter.set_result(env)
+
+    @property
+    def reading(self) -> tuple[str, str] | None:
+        """(inbox, last entry id read) while the inbox is read, else ``None``."""
+        return None if self._reader is None else (self.inbox, self._last)
 
     async def aclose(self) -> None:
         if self._reader is not None:
@@ -215,6 +249,6 @@ class Requests:
                 pass
             self._reader = None
             try:
-                await self.rt.transport.delete_topic(self.inbox)
+                await self._transport.delete_topic(self.inbox)
             except Exception as exc:
                 log.debug("could not delete the inbox %s: %s", self.inbox, exc)

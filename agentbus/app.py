@@ -47,8 +47,20 @@ class App:
         self._agents = list(agents)
         self._main = main
         self.description = description
-        #: How to load this app again (set by :func:`load_app`); recorded in each run.
-        self.ref: str | None = None
+        self._ref: str | None = None
+        # Where the app is defined, to find how to load it again (see ``ref``).
+        self._module: str | None = sys._getframe(1).f_globals.get("__name__")
+
+    @property
+    def ref(self) -> str | None:
+        """How to load this app again (``MODULE:OBJ`` or ``FILE.py:OBJ``), recorded in
+        each run started with ``rt.run(app)``; ``None`` when it cannot be found (an app
+        that is no module's global)."""
+        return self._ref if self._ref is not None else _find_ref(self, self._module)
+
+    @ref.setter
+    def ref(self, value: str | None) -> None:
+        self._ref = value
 
     def main(self, fn: F) -> F:
         """Register the entry point: ``async def main(run: Run) -> result``."""
@@ -71,9 +83,20 @@ class App:
             raise UsageError(f"app {self.name!r} has no main; decorate one with @app.main")
         return await self._main(run)
 
-    @property
-    def has_main(self) -> bool:
-        return self._main is not None
+
+def _find_ref(app: App, module_name: str | None) -> str | None:
+    """``app``'s reference in the module that defined it, if it is a global there."""
+    module = sys.modules.get(module_name or "")
+    if module is None:
+        return None
+    attr = next((k for k, v in vars(module).items() if v is app), None)
+    if attr is None:
+        return None
+    path = getattr(module, "__file__", None)
+    if module_name == "__main__" or module.__spec__ is None:
+        # A script, or a file loaded by path: loadable again only by its path.
+        return f"{Path(path).resolve()}:{attr}" if path else None
+    return f"{module_name}:{attr}"
 
 
 def _load_file(path: Path) -> Any:

@@ -79,7 +79,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         # included) before the run publishes its first event.
         rt.add(*app.build_agents())
     async with rt:
-        run = rt.run(app.name, meta={"app": app.ref, "url": redact_url(url)})
+        run = rt.run(app, meta={"url": redact_url(url)})
         async with run:
             result = await app.run_main(run)
     if args.json:

@@ -13,20 +13,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from ._bus import Bus, CallKind
 from .envelope import Envelope
 from .message import Message
 from .redact import install_log_redaction
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
     from .transports import JournalEntry
 
 __all__ = ["CallKind", "Context", "Scope", "current_scope"]
 
 M = TypeVar("M", bound=Message)
-CallKind = Literal["model", "tool"]
 
 
 @dataclass(slots=True)
@@ -41,7 +40,7 @@ class Scope:
     #: Counts external calls made while handling the event (to match them on replay).
     calls: int = 0
     #: Events a de-duplicated handler published, held back to be written atomically
-    #: with its ack (``(topic, payload, journal)``); ``None`` publishes at once.
+    #: with its ack (``(topic, payload, records)``); ``None`` publishes at once.
     outbox: list[tuple[str, bytes, list[JournalEntry]]] | None = None
 
 
@@ -65,13 +64,14 @@ def reset_scope(token: Any) -> None:
 class Context:
     """Handed to every handler: publish, request, journal notes, external calls.
 
-    ``event`` is the envelope being handled, ``attempt`` counts deliveries of it.
+    ``event`` is the envelope being handled, ``attempt`` counts deliveries of it;
+    ``runtime`` is the :class:`Bus` (the runtime) that delivered it.
     """
 
     __slots__ = ("agent", "attempt", "event", "runtime")
 
     def __init__(
-        self, runtime: Runtime, agent: str, event: Envelope | None = None, attempt: int = 1
+        self, runtime: Bus, agent: str, event: Envelope | None = None, attempt: int = 1
     ) -> None:
         self.runtime = runtime
         self.agent = agent
@@ -100,6 +100,28 @@ class Context:
             message, topic, key=key, subject=subject, source=self.agent
         )
 
+    @overload
+    async def request(
+        self,
+        topic: str,
+        message: Message,
+        *,
+        timeout: float | None = None,
+        expect: type[M],
+        key: str | None = None,
+    ) -> M: ...
+
+    @overload
+    async def request(
+        self,
+        topic: str,
+        message: Message,
+        *,
+        timeout: float | None = None,
+        expect: None = None,
+        key: str | None = None,
+    ) -> Any: ...
+
     async def request(
         self,
         topic: str,
@@ -109,7 +131,9 @@ class Context:
         expect: type[M] | None = None,
         key: str | None = None,
     ) -> Any:
-        """Send a request and wait for its reply (see :meth:`Runtime.request`)."""
+        """Send a request and wait for its reply (see :meth:`Runtime.request`).
+
+        Returns the reply, typed as ``expect`` when given."""
         return await self.runtime.request(
             topic, message, timeout=timeout, expect=expect, key=key, source=self.agent
         )

@@ -380,7 +380,7 @@ async def _execute(
                     inputs.append(rt.publish_envelope(env, str(event.get("topic"))))
                 # Started in recorded order, they are queued (and written) in that order.
                 await asyncio.gather(*inputs)
-                await _settle(rt, settle_timeout)
+                await rt.idle(timeout=settle_timeout, drained=True)
             return await rt.journal.records(run_id)
     finally:
         delete = getattr(transport, "delete_prefix", None)
@@ -388,25 +388,6 @@ async def _execute(
             await transport.connect()
             await delete()
         await transport.aclose()
-
-
-async def _settle(rt: Runtime, timeout: float) -> None:
-    """Wait until nothing is in flight and every group has consumed every entry."""
-    # A handler's entry stays pending until its ack is written, and what it publishes is
-    # stored before it returns; so "nothing running, nothing pending, no lag", seen twice
-    # in a row, means the run has come to rest.
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    quiet = 0
-    while quiet < 2:
-        if loop.time() > deadline:
-            raise TimeoutError(f"the replay was still busy after {timeout}s")
-        await rt.writer.flush()
-        busy = rt.busy or any(
-            g.pending or g.lag for t in await rt.transport.topics() for g in t.groups
-        )
-        quiet = 0 if busy else quiet + 1
-        await asyncio.sleep(0.01)
 
 
 async def _store(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from ._bus import Bus
 from .context import Scope, current_scope, reset_scope, set_scope
 from .envelope import new_id
 from .journal import record
@@ -14,7 +15,8 @@ from .redact import redact, redact_text
 from .transports import JournalEntry, RunInfo
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ._hooks import Tracer
+    from ._writer import Writer
 
 __all__ = ["Run"]
 
@@ -27,18 +29,25 @@ class Run:
     Inside the block every event published (by this task, by handlers it triggers,
     in any process) carries this run's id. Leaving the block marks the run
     ``completed``, or ``failed`` with the error when the block raised.
+
+    Built by :meth:`Runtime.run`: ``runtime`` publishes and requests, ``writer``
+    records the run, ``tracer`` opens its root span.
     """
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: Bus,
         name: str,
         *,
+        writer: Writer,
+        tracer: Tracer,
         meta: dict[str, Any] | None = None,
         run_id: str | None = None,
         status: str = "running",
     ) -> None:
         self.runtime = runtime
+        self._writer = writer
+        self._tracer = tracer
         self.name = name
         self.run_id = run_id or new_id()
         self.meta: dict[str, Any] = redact(dict(meta or {}))  # a URL in it, say
@@ -49,33 +58,28 @@ class Run:
 
     async def begin(self) -> None:
         """Record the run's start."""
-        await self.runtime.save_run(self.info)
-        if self.runtime.journal_enabled:
-            await self.runtime.transport.write_journal(
-                [JournalEntry(self.run_id, record("run_started", name=self.name, meta=self.meta))]
-            )
+        await self._writer.save_run(self.info)
+        await self._writer.write_now(
+            JournalEntry(self.run_id, record("run_started", name=self.name, meta=self.meta))
+        )
 
     async def finish(self, status: str = "completed", error: str | None = None) -> None:
         """Record the run's end with ``status`` (and ``error``)."""
         self.info.status = status
         self.info.ended = time.time()
-        await self.runtime.writer.flush()
+        await self._writer.flush()
         # What the run published by its end: anything counted later is work that outlived
         # it (a handler still running when the run failed), shown apart as late events.
-        stored = await self.runtime.transport.get_run(self.run_id)
-        self.meta["events_at_end"] = stored.events if stored is not None else 0
-        if self.runtime.journal_enabled:
-            fields: dict[str, Any] = {"name": self.name, "status": status}
-            if error:
-                fields["error"] = error
-            await self.runtime.transport.write_journal(
-                [JournalEntry(self.run_id, record("run_finished", **fields))]
-            )
-        await self.runtime.save_run(self.info)
+        self.meta["events_at_end"] = await self._writer.events_stored(self.run_id)
+        fields: dict[str, Any] = {"name": self.name, "status": status}
+        if error:
+            fields["error"] = error
+        await self._writer.write_now(JournalEntry(self.run_id, record("run_finished", **fields)))
+        await self._writer.save_run(self.info)
 
     async def __aenter__(self) -> Run:
         await self.begin()
-        self._span = self.runtime.tracer.workflow(self.name, self.run_id)
+        self._span = self._tracer.workflow(self.name, self.run_id)
         self._span.__enter__()  # the run's root span: one run, one trace
         self._token = set_scope(Scope(self.run_id))
         return self
@@ -102,6 +106,28 @@ class Run:
         finally:
             reset_scope(token)
 
+    @overload
+    async def request(
+        self,
+        topic: str,
+        message: Message,
+        *,
+        timeout: float | None = None,
+        expect: type[M],
+        key: str | None = None,
+    ) -> M: ...
+
+    @overload
+    async def request(
+        self,
+        topic: str,
+        message: Message,
+        *,
+        timeout: float | None = None,
+        expect: None = None,
+        key: str | None = None,
+    ) -> Any: ...
+
     async def request(
         self,
         topic: str,
@@ -111,7 +137,9 @@ class Run:
         expect: type[M] | None = None,
         key: str | None = None,
     ) -> Any:
-        """Send a request within this run (see :meth:`Runtime.request`)."""
+        """Send a request within this run (see :meth:`Runtime.request`).
+
+        Returns the reply, typed as ``expect`` when given."""
         token = set_scope(Scope(self.run_id))
         try:
             return await self.runtime.request(

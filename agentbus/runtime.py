@@ -16,26 +16,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
-import signal
 import socket
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
+from ._calls import Calls, Substitute
+from ._decoding import Decoder
+from ._delivery import Services
 from ._hooks import Metrics, NullTracer, Tracer
+from ._hosting import Hosting
 from ._requests import Requests
-from ._subscription import Subscription
-from ._supervise import supervise
+from ._settings import Settings
+from ._signals import on_stop_signals
+from ._subscription import plan
 from ._writer import Writer
 from .agent import Agent
+from .app import App
 from .context import CallKind, Context, Scope, current_scope
 from .envelope import DEFAULT_MAX_EVENT_BYTES, Envelope, new_id
-from .errors import UsageError
-from .journal import Journal, record
+from .errors import TransportClosed, UsageError
+from .journal import Journal
 from .keys import DEFAULT_PREFIX, Keys, validate_topic
 from .message import Message
-from .redact import redact, redact_text
+from .records import published
 from .retention import Maintenance, Retention
 from .runs import Run
 from .signing import Signer
@@ -95,17 +98,6 @@ class Runtime:
         signer: Signer | None = None,
         retention: Retention | None = None,
     ) -> None:
-        if concurrency < 1 or batch_size < 1 or max_attempts < 1:
-            raise UsageError(
-                "concurrency, batch_size and max_attempts must be at least 1, got "
-                f"{concurrency!r}, {batch_size!r}, {max_attempts!r}"
-            )
-        if visibility_timeout <= 0:
-            raise UsageError(f"visibility_timeout must be positive, got {visibility_timeout!r}")
-        if handler_timeout is not None and not handler_timeout > 0:
-            raise UsageError(
-                f"handler_timeout must be positive seconds or None, got {handler_timeout!r}"
-            )
         options: dict[str, Any] = {}
         if prefix is not None:
             options["prefix"] = prefix
@@ -116,18 +108,20 @@ class Runtime:
             keys if isinstance(keys, Keys) else Keys(prefix or DEFAULT_PREFIX)
         )
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
-        self.concurrency = concurrency
-        self.batch_size = batch_size
-        self.block_ms = block_ms
-        self.visibility_timeout = visibility_timeout
-        self.claim_interval = max(visibility_timeout / 2, 0.05)
-        self.max_attempts = max_attempts
-        self.retry_backoff = retry_backoff
-        self.grace_period = grace_period
-        self.handler_timeout = handler_timeout
-        self.journal_enabled = journal
-        self.max_event_bytes = max_event_bytes
-        self.dedupe_ttl = dedupe_ttl
+        self._settings = Settings(
+            consumer=self.consumer,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            block_ms=block_ms,
+            visibility_timeout=visibility_timeout,
+            max_attempts=max_attempts,
+            retry_backoff=retry_backoff,
+            grace_period=grace_period,
+            handler_timeout=handler_timeout,
+            recording=journal,
+            max_event_bytes=max_event_bytes,
+            dedupe_ttl=dedupe_ttl,
+        )
         self.tracer: Tracer = tracer or NullTracer()
         #: Signs what this runtime publishes and verifies what it receives (``None``: off).
         self.signer: Signer | None = signer if signer is not None else Signer.from_env()
@@ -136,33 +130,56 @@ class Runtime:
             # of them). A transport shared by several runtimes signs with the first signer.
             self.transport.journal_signer = self.signer  # type: ignore[attr-defined]
         self.metrics = Metrics(self.tracer.metrics)
-        #: Replaces live model/tool calls (replay installs one); ``None`` calls live.
-        #: Called with (kind, name, request, scope, call index); returning ``None``
-        #: lets the live call happen.
-        self.call_substitute: (
-            Callable[[CallKind, str, dict[str, Any], Scope, int], Awaitable[dict[str, Any] | None]]
-            | None
-        ) = None
-        self.writer = Writer(self.transport, journal=journal)
+        self.writer = Writer(self.transport, recording=journal)
+        self._calls = Calls(self.writer, self.tracer)
         self._agents: list[Agent] = []
-        self._subs: list[Subscription] = []
-        self._hosting: set[asyncio.Task[None]] = set()
-        self._lease_task: asyncio.Task[None] | None = None
-        self._watchdog_task: asyncio.Task[None] | None = None
-        self._requests = Requests(self)
+        self._hosted = Hosting()
+        self._hosting: set[asyncio.Task[None]] = set()  # agents being added
+        self._requests = Requests(
+            self,
+            self.transport,
+            self._settings,
+            self.signer,
+            on_inbox=lambda: self.maintenance.owned_changed(),
+        )
         self.retention = retention or Retention()
         #: Trims acknowledged entries, removes idle consumers, prunes old runs.
         self.maintenance = Maintenance(
             self.transport,
             self.retention,
-            self._read_groups,
-            self._inbox_read,
+            self._hosted.read_groups,
+            lambda: self._requests.reading,
             consumer=self.consumer,
             owned=self._owned,
         )
         self._started = False
         self._closed = False
         self._stop_requested = asyncio.Event()
+
+    @property
+    def settings(self) -> Settings:
+        """The runtime's tuning, frozen; assign a changed copy before :meth:`start`.
+
+        Raises :class:`UsageError` when assigned after the runtime started.
+        """
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: Settings) -> None:
+        if self._started:
+            raise UsageError("settings can only be replaced before the runtime starts")
+        self._settings = value
+        self._requests.settings = value
+        self.writer.recording = value.recording
+
+    @property
+    def call_substitute(self) -> Substitute | None:
+        """Answers model/tool calls from a recording (replay installs one); ``None``: live."""
+        return self._calls.substitute
+
+    @call_substitute.setter
+    def call_substitute(self, value: Substitute | None) -> None:
+        self._calls.substitute = value
 
     # -- lifecycle ----------------------------------------------------------------------
     async def __aenter__(self) -> Runtime:
@@ -181,11 +198,10 @@ class Runtime:
             return
         await self.transport.connect()
         self.writer.start()
-        self._lease_task = supervise(self._leases, "agentbus-leases")
-        self._watchdog_task = supervise(self._watchdog, "agentbus-watchdog")
+        self._hosted.start(self._settings.visibility_timeout)
         self.maintenance.start()
         self._started = True
-        self.metrics.start(self)
+        self.metrics.start(self.transport, self._hosted.read_groups)
         for agent in list(self._agents):
             await self._host(agent)
 
@@ -197,7 +213,7 @@ class Runtime:
         for agent in agents:
             if not isinstance(agent, Agent):
                 raise UsageError(f"expected Agent instances, got {type(agent).__name__!r}")
-            _plan(agent)  # validate annotations and duplicates now, not at the first event
+            plan(agent)  # validate annotations and duplicates now, not at the first event
             self._agents.append(agent)
             if self._started:
                 task = asyncio.get_running_loop().create_task(self._host(agent))
@@ -213,15 +229,24 @@ class Runtime:
             await asyncio.gather(*list(self._hosting))
 
     async def _host(self, agent: Agent) -> None:
-        by_mode, from_start = _plan(agent)
         await agent.on_start(Context(self, agent.name))
-        for mode, handlers in by_mode.items():
-            group = agent.name if mode == "shared" else f"{agent.name}:{self.consumer}"
-            sub = Subscription(self, agent, group, mode, handlers, from_start[mode])
-            await sub.start()
-            self._subs.append(sub)
-            if mode == "broadcast":
-                self.maintenance.owned_changed()  # so it is pruned if this process dies
+        await self._hosted.host(self._services(), agent)
+        if agent.name in self._hosted.broadcasting():
+            self.maintenance.owned_changed()  # so its groups are pruned if this process dies
+
+    def _services(self) -> Services:
+        """What the delivery path uses (the settings as they are at start)."""
+        settings = self._settings
+        return Services(
+            self,
+            self.transport,
+            self.writer,
+            self.metrics,
+            self.tracer,
+            settings,
+            self.transport_keys,
+            Decoder(settings.max_event_bytes, self.signer),
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop reading, let in-flight handlers finish within ``grace`` seconds.
@@ -232,19 +257,11 @@ class Runtime:
         """
         if not self._started or self._closed:
             return
-        grace = self.grace_period if grace is None else grace
+        grace = self._settings.grace_period if grace is None else grace
         if self._hosting:
             await asyncio.gather(*list(self._hosting), return_exceptions=True)
-        for task in (self._lease_task, self._watchdog_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task], timeout=1.0)
         await self.maintenance.aclose()
-        for sub in self._subs:
-            sub.stop_reading()
-        cancelled = 0
-        for sub in self._subs:
-            cancelled += await sub.finish(grace)
+        cancelled = await self._hosted.stop(grace)
         if cancelled:
             log.warning("%d handlers did not finish within %.1fs; left pending", cancelled, grace)
         for agent in self._agents:
@@ -255,14 +272,7 @@ class Runtime:
         await self._requests.aclose()
         await self.metrics.aclose()
         await self.writer.aclose()
-        for sub in self._subs:
-            if sub.mode == "broadcast":
-                for topic in sub.topics:
-                    try:
-                        await self.transport.delete_group(topic, sub.group)
-                    except Exception as exc:
-                        log.debug("could not remove broadcast group %s: %s", sub.group, exc)
-        self._subs.clear()
+        await self._hosted.unsubscribe(self.transport)
         await self.maintenance.withdraw()
 
     async def aclose(self) -> None:
@@ -281,20 +291,10 @@ class Runtime:
     async def serve(self, *, handle_signals: bool = True) -> None:
         """Host the agents until SIGINT/SIGTERM or :meth:`request_stop`, then stop."""
         await self.start()
-        loop = asyncio.get_running_loop()
-        installed = []
-        if handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    loop.add_signal_handler(sig, self.request_stop)
-                    installed.append(sig)
-                except (NotImplementedError, RuntimeError):
-                    pass
         try:
-            await self._stop_requested.wait()
+            with on_stop_signals(self.request_stop, enabled=handle_signals):
+                await self._stop_requested.wait()
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
             await self.stop()
 
     # -- publishing -------------------------------------------------------------------------
@@ -329,12 +329,7 @@ class Runtime:
         where their request stands when the reply is late).
         """
         self._check_open()
-        scope = current_scope()
-        if scope is None:
-            env.encode(self.max_event_bytes)  # refuse an oversized event before opening a run
-            run = Run(self, f"publish {topic}", status="open")
-            await run.begin()
-            scope = Scope(run.run_id)
+        scope = current_scope() or await self._open_run(env, topic)
         env.topic = topic
         if env.runid is None:
             env.runid = scope.run_id
@@ -343,34 +338,52 @@ class Runtime:
         with self.tracer.produce(env, topic):
             if self.signer is not None:
                 self.signer.sign(env)  # last: the tracer may have added attributes
-            payload = env.encode(self.max_event_bytes)
+            payload = env.encode(self._settings.max_event_bytes)
             # A de-duplicated handler's events wait for its commit (requests cannot).
             outbox = scope.outbox if env.replyto is None else None
-            journal: list[JournalEntry] = []
-            if self.journal_enabled:
-                journal = self.writer.take_journal() if outbox is None else []
-                journal.append(
-                    JournalEntry(
-                        env.runid,
-                        {  # record("published", ...) spelled out: one per publish
-                            "kind": "published",
-                            "time": time.time(),
-                            "event_id": env.id,
-                            "type": env.type,
-                            "topic": topic,
-                            "agent": env.source,
-                        },
-                        raw_event=payload,
-                    )
-                )
+            records: list[JournalEntry] = []
+            if self.writer.recording:
+                records = self.writer.take_records() if outbox is None else []
+                records.append(JournalEntry(env.runid, published(env, topic), raw_event=payload))
             if outbox is not None:
-                outbox.append((topic, payload, journal))
+                outbox.append((topic, payload, records))
                 return env.id
-            entry_id = await self.transport.publish(topic, payload, journal=journal)
+            entry_id = await self.transport.publish(topic, payload, journal=records)
             if entry_ids is not None:
                 entry_ids.append(entry_id)
         self.metrics.published(topic)
         return env.id
+
+    async def _open_run(self, env: Envelope, topic: str) -> Scope:
+        """A run of its own for an event published outside any run or handler."""
+        env.encode(self._settings.max_event_bytes)  # refuse an oversized one before
+        run = self._new_run(f"publish {topic}", status="open")
+        await run.begin()
+        return Scope(run.run_id)
+
+    @overload
+    async def request(
+        self,
+        topic: str,
+        message: Message,
+        *,
+        timeout: float | None = None,
+        expect: type[M],
+        key: str | None = None,
+        source: str | None = None,
+    ) -> M: ...
+
+    @overload
+    async def request(
+        self,
+        topic: str,
+        message: Message,
+        *,
+        timeout: float | None = None,
+        expect: None = None,
+        key: str | None = None,
+        source: str | None = None,
+    ) -> Any: ...
 
     async def request(
         self,
@@ -384,14 +397,14 @@ class Runtime:
     ) -> Any:
         """Publish ``message`` as a request and wait for the handler's reply.
 
-        Returns the reply message (checked against ``expect`` when given). Raises
-        :class:`RemoteError` when the handler failed, and :class:`RequestTimeout` (a
-        ``TimeoutError``, saying where the request stands) when no reply comes: within
-        ``timeout`` seconds when one is given; by default (``None``) when no agent takes
-        the request within 30 s, or when it is no longer being worked on — a request held
-        by a running handler, or by a crashed consumer until another claims it after the
-        visibility timeout, is waited for (see docs/architecture.md, "Requests").
-        Cancelling the call abandons the reply.
+        Returns the reply message (checked against ``expect`` when given, and typed as
+        ``expect`` for a type checker). Raises :class:`RemoteError` when the handler
+        failed, and :class:`RequestTimeout` (a ``TimeoutError``, saying where the request
+        stands) when no reply comes: within ``timeout`` seconds when one is given; by
+        default (``None``) when no agent takes the request within 30 s, or when it is no
+        longer being worked on — a request held by a running handler, or by a crashed
+        consumer until another claims it after the visibility timeout, is waited for
+        (see docs/architecture.md, "Requests"). Cancelling the call abandons the reply.
         """
         return await self._requests.request(
             topic, message, timeout=timeout, expect=expect, key=key, source=source
@@ -399,10 +412,36 @@ class Runtime:
 
     # -- runs and journal ---------------------------------------------------------------------
     def run(
-        self, name: str, *, meta: dict[str, Any] | None = None, run_id: str | None = None
+        self, name: str | App, *, meta: dict[str, Any] | None = None, run_id: str | None = None
     ) -> Run:
-        """A new run: ``async with rt.run("name") as run`` records it start to end."""
-        return Run(self, name, meta=meta, run_id=run_id)
+        """A new run: ``async with rt.run("name") as run`` records it start to end.
+
+        Given an :class:`App` instead of a name, the run is named after it and records
+        how the app is loaded (``meta["app"]``), so :func:`~agentbus.replay.replay_run`
+        can re-execute it without being told.
+        """
+        if isinstance(name, App):
+            app, name = name, name.name
+            meta = {"app": app.ref, **(meta or {})} if app.ref else meta
+        return self._new_run(name, meta=meta, run_id=run_id)
+
+    def _new_run(
+        self,
+        name: str,
+        *,
+        meta: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        status: str = "running",
+    ) -> Run:
+        return Run(
+            self,
+            name,
+            writer=self.writer,
+            tracer=self.tracer,
+            meta=meta,
+            run_id=run_id,
+            status=status,
+        )
 
     @property
     def journal(self) -> Journal:
@@ -410,26 +449,12 @@ class Runtime:
         return Journal(self.transport)
 
     async def save_run(self, info: RunInfo) -> None:
-        await self.transport.save_run(info)
+        """Store a run's header (name, status, times, meta)."""
+        await self.writer.save_run(info)
 
     async def note(self, step: str, *, agent: str | None = None, **details: Any) -> None:
         """Record a ``step`` note in the current run's journal (and a tracing span)."""
-        scope = current_scope()
-        self.tracer.step(step, agent or (scope.agent if scope else None), details)
-        if scope is None or not self.journal_enabled:
-            return
-        self.writer.journal(
-            JournalEntry(
-                scope.run_id,
-                record(
-                    "step",
-                    step=step,
-                    agent=agent or scope.agent,
-                    event_id=scope.causation_id,
-                    **redact(details),
-                ),
-            )
-        )
+        self._calls.note(step, agent, details)
 
     async def invoke(
         self,
@@ -441,135 +466,51 @@ class Runtime:
         agent: str | None = None,
     ) -> dict[str, Any]:
         """The seam for external calls: journal them; on replay, substitute them."""
-        scope = current_scope()
-        index = 0
-        if scope is not None:
-            index = scope.calls
-            scope.calls += 1
-        started = time.perf_counter()
-        substituted = False
-        response: dict[str, Any] | None = None
-        error: BaseException | None = None
-        # What is recorded, traced and compared on replay has its secrets masked (API
-        # keys, Authorization headers, URL passwords); only the live call sees them.
-        shown: dict[str, Any] = redact(request)
-        try:
-            if self.call_substitute is not None and scope is not None:
-                response = await self.call_substitute(kind, name, shown, scope, index)
-                substituted = response is not None
-            if response is None:
-                who = agent or (scope.agent if scope else None)
-                with self.tracer.call(kind, name, who, shown) as span:
-                    response = await call()
-                    span.response(response)
-            return response
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            if scope is not None and self.journal_enabled:
-                fields: dict[str, Any] = {
-                    "name": name,
-                    "agent": agent or scope.agent,
-                    "event_id": scope.causation_id,
-                    "call_index": index,
-                    "request": shown,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "substituted": substituted,
-                }
-                if error is not None:
-                    fields["error"] = redact_text(f"{type(error).__name__}: {error}")
-                else:
-                    fields["response"] = redact(response)  # a tool may return a URL with a key
-                self.writer.journal(JournalEntry(scope.run_id, record(f"{kind}_call", **fields)))
+        return await self._calls.invoke(kind, name, request, call, agent)
 
     # -- helpers ------------------------------------------------------------------------------------
     def backoff(self, attempt: int) -> float:
         """Delay before retry number ``attempt`` (exponential, with full jitter on top half)."""
-        initial, maximum = self.retry_backoff
-        base: float = min(maximum, initial * (2 ** (attempt - 1)))
-        return float(base / 2 + random.random() * base / 2)
+        return self._settings.backoff(attempt)
 
     def _check_open(self) -> None:
         if self._closed:
-            from .errors import TransportClosed
-
             raise TransportClosed("the runtime is closed")
 
     @property
     def agents(self) -> Sequence[Agent]:
         return tuple(self._agents)
 
-    async def _leases(self) -> None:
-        period = max(self.visibility_timeout / 3, 0.05)
-        while True:
-            await asyncio.sleep(period)
-            for sub in list(self._subs):
-                if sub.inflight:
-                    await sub.renew_leases(older_than=period)
-
-    async def _watchdog(self) -> None:
-        """Interrupt handler attempts past their timeout, a few times per shortest one."""
-        loop = asyncio.get_running_loop()
-        period = 1.0
-        while True:
-            await asyncio.sleep(period)
-            now = loop.time()
-            period = 1.0  # at most this late; shorter for short timeouts
-            for sub in self._subs:
-                if sub.shortest_timeout is not None:
-                    period = min(period, max(sub.shortest_timeout / 10, 0.05))
-                if sub.deadlines:
-                    sub.expire(now)
-
-    def _read_groups(self) -> list[tuple[str, str]]:
-        return [(topic, sub.group) for sub in self._subs for topic in sub.topics]
-
-    def _inbox_read(self) -> tuple[str, str] | None:
-        requests = self._requests
-        return None if requests._reader is None else (requests.inbox, requests._last)
-
     def _owned(self) -> tuple[list[tuple[str, str]], str | None]:
         """What another process must delete if this one dies: broadcast groups, inbox."""
-        groups = [(t, s.group) for s in self._subs if s.mode == "broadcast" for t in s.topics]
-        return groups, None if self._requests._reader is None else self._requests.inbox
+        reading = self._requests.reading
+        return self._hosted.broadcast_groups(), None if reading is None else reading[0]
 
     @property
     def busy(self) -> bool:
         """Whether a handler is running or an added agent is still being subscribed."""
-        return bool(self._hosting) or any(s.inflight for s in self._subs)
+        return bool(self._hosting) or self._hosted.inflight
 
-    async def idle(self, *, timeout: float = 10.0) -> None:
-        """Wait until no handler is running and the journal is written (for tests)."""
+    async def idle(self, *, timeout: float = 10.0, drained: bool = False) -> None:
+        """Wait until no handler is running and the journal is written.
+
+        With ``drained``, also until every consumer group in the store has read and
+        acknowledged every entry (what replay waits for: the run has come to rest).
+        Raises ``TimeoutError`` when that has not happened within ``timeout`` seconds.
+        """
+        # A handler's entry stays pending until its ack is written, and what it publishes
+        # is stored before it returns; so quiet three times in a row means at rest.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         quiet = 0
         while quiet < 3:
             if loop.time() > deadline:
                 raise TimeoutError(f"the runtime was still busy after {timeout}s")
-            busy = any(s.inflight for s in self._subs)
+            await self.writer.flush()
+            busy = self.busy or (drained and await self._unconsumed())
             quiet = 0 if busy else quiet + 1
             await asyncio.sleep(0.02)
         await self.writer.flush()
 
-
-def _plan(
-    agent: Agent,
-) -> tuple[dict[str, dict[tuple[str, str], Any]], dict[str, dict[str, bool]]]:
-    """Group an agent's handlers by subscription mode; raise UsageError for duplicates."""
-    by_mode: dict[str, dict[tuple[str, str], Any]] = {}
-    from_start: dict[str, dict[str, bool]] = {}
-    for spec, types in agent.handlers():
-        handlers = by_mode.setdefault(spec.mode, {})
-        starts = from_start.setdefault(spec.mode, {})
-        for cls in types:
-            key = (spec.topic, cls.message_type)
-            if key in handlers:
-                raise UsageError(
-                    f"agent {agent.name!r} has two handlers for {cls.message_type!r} on "
-                    f"topic {spec.topic!r}"
-                )
-            handlers[key] = (spec, cls)
-        default = spec.mode == "shared"
-        starts[spec.topic] = default if spec.from_start is None else spec.from_start
-    return by_mode, from_start
+    async def _unconsumed(self) -> bool:
+        return any(g.pending or g.lag for t in await self.transport.topics() for g in t.groups)

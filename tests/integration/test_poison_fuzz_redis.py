@@ -134,7 +134,11 @@ def test_ten_thousand_hostile_entries_are_dead_lettered_and_nothing_breaks(
         alive = [
             not task.done()
             for rt in workers
-            for task in [rt.writer._task, rt._lease_task, *(s._task for s in rt._subs)]
+            for task in [
+                rt.writer._task,
+                rt._hosted.lease_task,
+                *(s._task for s in rt._hosted.subs),
+            ]
             if task is not None
         ]
     finally:

@@ -63,11 +63,11 @@ def test_the_defaults_let_recovery_of_a_crashed_consumer_win() -> None:
     rt = Runtime("memory://?journal=")
     worker = build_parser().parse_args(["worker", "app.py"])
     # Workers and requesters agree on the visibility timeout by default...
-    assert worker.visibility_timeout == rt.visibility_timeout
+    assert worker.visibility_timeout == rt.settings.visibility_timeout
     # ...and a request idle on a dead consumer is waited for longer than the worst case
     # before a live one claims it: idle for the visibility timeout, plus one claim period.
-    worst = rt.visibility_timeout + rt.claim_interval
-    assert recovery_window(rt.visibility_timeout, rt.claim_interval) > worst
+    worst = rt.settings.visibility_timeout + rt.settings.claim_interval
+    assert recovery_window(rt.settings.visibility_timeout, rt.settings.claim_interval) > worst
     # The first look at a late request comes while recovery may still be under way, and a
     # default request has no deadline that could end the wait before recovery does.
     assert worst >= TAKE_TIMEOUT
@@ -112,7 +112,7 @@ async def test_default_request_gives_up_when_nobody_is_left_to_recover_it(
     client = make_runtime(visibility_timeout=0.2)
     await client.start()
     await client.transport.create_group("rw.ghost", "ghosts")
-    window = recovery_window(client.visibility_timeout, client.claim_interval)
+    window = recovery_window(client.settings.visibility_timeout, client.settings.claim_interval)
 
     async def take_and_die() -> None:
         # A consumer reads the request and is never heard of again.

@@ -8,6 +8,7 @@ blocks and visibility timeouts so that claims, leases and shutdowns happen quick
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -611,7 +612,7 @@ async def test_lease_extension_keeps_long_handlers_unclaimed(make_runtime: MakeR
     rt = make_runtime(Slow(log), visibility_timeout=0.3)
     # Only the second runtime hunts for idle entries, so a lapsed lease would show up
     # as a second "start" (the first runtime would skip its own in-flight entry).
-    rt.claim_interval = 60
+    rt.settings = dataclasses.replace(rt.settings, claim_interval=60)
     await rt.start()
     await rt.publish(Job(n=1), "rt.slow")
     await wait_for(lambda: log == ["start"], message="slow job started")

@@ -111,3 +111,18 @@ async def test_runs_count_model_tokens(tmp_path: Path) -> None:
     )
     assert spent > 0
     assert info.tokens == spent
+
+
+async def test_a_run_started_from_python_with_its_app_is_replayable(tmp_path: Path) -> None:
+    """``rt.run(app)`` records how the app is loaded, so replay needs no ``app=``."""
+    import qa_app
+
+    url = f"memory://?journal={tmp_path / 'j.sqlite3'}"
+    async with Runtime(url, block_ms=100) as rt:
+        rt.add(*qa_app.app.build_agents())
+        async with rt.run(qa_app.app) as run:
+            await qa_app.app.run_main(run)
+    assert run.name == "qa"
+    assert run.meta["app"] == "qa_app:app"
+    result = await replay_run(run.run_id, url=url)  # no app=: found from the run's meta
+    assert result.identical, result.divergence and result.divergence.describe()

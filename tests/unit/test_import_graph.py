@@ -134,6 +134,5 @@ def test_no_import_cycle(package: str) -> None:
     assert _cycles_touching(package) == []
 
 
-@pytest.mark.xfail(strict=True, reason="core cycles are being removed in another branch")
 def test_no_import_cycle_in_agentbus() -> None:
     assert _cycles_touching("agentbus") == []

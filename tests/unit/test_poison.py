@@ -251,7 +251,7 @@ async def test_the_writer_sets_aside_the_one_item_that_breaks_a_batch() -> None:
     writer = Writer(transport)
     writer.start()
     writer.ack(Ack(TOPIC, "g", ids[0]), JournalEntry("r", {"kind": "handled", "n": 0}))
-    writer.journal(JournalEntry("r", {"kind": "step", "poison": True}))
+    writer.record(JournalEntry("r", {"kind": "step", "poison": True}))
     writer.ack(Ack(TOPIC, "g", ids[1]), JournalEntry("r", {"kind": "handled", "n": 1}))
     await writer.flush()
     writer.ack(Ack(TOPIC, "g", ids[2]), JournalEntry("r", {"kind": "handled", "n": 2}))

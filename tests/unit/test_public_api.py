@@ -10,9 +10,13 @@ import pytest
 import agentbus
 import agentbus.errors
 import agentbus.testing
+import agentbus.transports
 
 #: Modules whose public names users reach through ``import agentbus``.
 CORE_MODULES = [
+    "agentbus._bus",
+    "agentbus._hooks",
+    "agentbus._settings",
     "agentbus.agent",
     "agentbus.app",
     "agentbus.clock",
@@ -41,8 +45,9 @@ NOT_TOP_LEVEL = {
     "EntryState",
     "GroupInfo",
     "JournalEntry",
+    "Metrics",
+    "NullTracer",
     "RECORD_KINDS",
-    "Scope",
     "parse_duration",
     "record",
     "redact_url",
@@ -120,3 +125,53 @@ def _resolve(name: str) -> object:
 def test_version() -> None:
     assert isinstance(agentbus.__version__, str)
     assert agentbus.__version__.count(".") >= 2
+
+
+def _agentbus_types(annotation: object) -> set[type]:
+    """The agentbus classes an annotation names (inside unions and generics too)."""
+    import typing
+
+    found: set[type] = set()
+    if inspect.isclass(annotation) and annotation.__module__.startswith("agentbus"):
+        found.add(annotation)
+    for arg in typing.get_args(annotation):
+        found |= _agentbus_types(arg)
+    origin = typing.get_origin(annotation)
+    if origin is not None and origin is not annotation:
+        found |= _agentbus_types(origin)
+    return found
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        agentbus.Tracer,
+        agentbus.MetricsSink,
+        agentbus.Bus,
+        agentbus.Context,
+        agentbus.current_scope,
+        agentbus.Transport,
+    ],
+    ids=lambda t: t.__name__,
+)
+def test_what_an_implementer_needs_is_exported(target: object) -> None:
+    """Implementing (or calling) an export needs no import from a private module."""
+    import typing
+
+    members = (
+        [m for _, m in inspect.getmembers(target, inspect.isfunction)]
+        if inspect.isclass(target)
+        else [target]
+    )
+    hints = [typing.get_type_hints(target)] if inspect.isclass(target) else []
+    for member in members:
+        try:
+            hints.append(typing.get_type_hints(member))
+        except NameError:  # a name only imported for type checking elsewhere
+            continue
+    needed = set().union(*(_agentbus_types(t) for h in hints for t in h.values()))
+    reachable = {getattr(agentbus, n) for n in agentbus.__all__} | {
+        getattr(agentbus.transports, n) for n in agentbus.transports.__all__
+    }
+    missing = sorted(c.__name__ for c in needed - reachable)
+    assert missing == [], f"export these: {missing}"

@@ -1,0 +1,85 @@
+"""What a handler's context, a run and the delivery path need of the runtime.
+
+:class:`Bus` is the narrow face of :class:`~agentbus.Runtime` its collaborators
+receive instead of the runtime itself: publish, request, note, invoke, and read the
+journal. Anything that implements it (a test double, a wrapper) can stand in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
+
+from .envelope import Envelope
+from .message import Message
+
+if TYPE_CHECKING:
+    from .journal import Journal
+
+__all__ = ["Bus", "CallKind"]
+
+M = TypeVar("M", bound=Message)
+CallKind = Literal["model", "tool"]
+
+
+class Bus(Protocol):
+    """Publish, request and record on behalf of agents and runs (the runtime is one)."""
+
+    #: This process's consumer name (unique per runtime).
+    consumer: str
+
+    @property
+    def journal(self) -> Journal:
+        """Read access to the recorded runs."""
+        ...
+
+    async def publish(
+        self,
+        message: Message,
+        topic: str,
+        *,
+        key: str | None = None,
+        subject: str | None = None,
+        source: str | None = None,
+        **attributes: Any,
+    ) -> str: ...
+
+    async def publish_envelope(
+        self, env: Envelope, topic: str, *, entry_ids: list[str] | None = None
+    ) -> str: ...
+
+    @overload
+    async def request(
+        self,
+        topic: str,
+        message: Message,
+        *,
+        timeout: float | None = None,
+        expect: type[M],
+        key: str | None = None,
+        source: str | None = None,
+    ) -> M: ...
+
+    @overload
+    async def request(
+        self,
+        topic: str,
+        message: Message,
+        *,
+        timeout: float | None = None,
+        expect: None = None,
+        key: str | None = None,
+        source: str | None = None,
+    ) -> Any: ...
+
+    async def note(self, step: str, *, agent: str | None = None, **details: Any) -> None: ...
+
+    async def invoke(
+        self,
+        kind: CallKind,
+        name: str,
+        request: dict[str, Any],
+        call: Callable[[], Awaitable[dict[str, Any]]],
+        *,
+        agent: str | None = None,
+    ) -> dict[str, Any]: ...

@@ -1,0 +1,311 @@
+"""One delivery, from entry to outcome: decode, match, validate, then run attempts.
+
+Each step either hands the delivery on or ends it through :class:`Outcomes` (ack,
+commit or dead letter); nothing here writes an outcome by itself. A handler attempt
+that meets an unreachable store is run again when the store is back, without using up
+an attempt; one that fails is retried with backoff until ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ._decoding import failure, worded
+from ._delivery import ORPHAN_RUN, Services, Stamp
+from ._outcome import Outcomes
+from ._retry import retry_io
+from .agent import Agent, HandlerSpec
+from .context import Context, Scope, reset_scope, set_scope
+from .envelope import Envelope
+from .errors import HandlerTimeout, Reject, TransportUnavailable
+from .message import Message, lookup_type
+from .redact import redact_text
+from .transports import Delivery
+
+__all__ = ["Dispatcher", "Handlers"]
+
+log = logging.getLogger("agentbus.runtime")
+
+#: (topic, message type) -> (the handler's spec, its message class).
+Handlers = dict[tuple[str, str], tuple[HandlerSpec, type[Message]]]
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One delivery being handled: what every attempt at it shares."""
+
+    d: Delivery
+    env: Envelope
+    spec: HandlerSpec
+    message: Message
+    number: int
+    most: int
+    dedupe_key: str | None
+    limit: float | None
+    started: float = 0.0
+    scope: Scope | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.d.topic, self.d.entry_id)
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+class Dispatcher:
+    """Handles the deliveries of one subscription (called by its runners)."""
+
+    def __init__(
+        self,
+        services: Services,
+        agent: Agent,
+        stamp: Stamp,
+        handlers: Handlers,
+        outcomes: Outcomes,
+    ) -> None:
+        self._s = services
+        self._agent = agent
+        self._stamp = stamp
+        self._handlers = handlers
+        self._out = outcomes
+        #: Per topic, the most deliveries any of its handlers allows (checked before decoding).
+        self._limits: dict[str, int] = {}
+        for (topic, _), (spec, _) in handlers.items():
+            allowed = spec.max_attempts or services.settings.max_attempts
+            self._limits[topic] = max(allowed, self._limits.get(topic, 0))
+        #: Deadline (loop time) of each handler attempt in progress that has a timeout;
+        #: the runtime's watchdog interrupts the suspended ones past theirs.
+        self.deadlines: dict[tuple[str, str], float] = {}
+        #: Attempts the watchdog interrupted (a failed attempt, not a shutdown).
+        self.expired: set[tuple[str, str]] = set()
+
+    async def __call__(self, d: Delivery) -> None:
+        # Before decoding: an entry that keeps coming back (say its decoding or handling
+        # kills the process) must end here, whatever its content does.
+        most = self._limits.get(d.topic, self._s.settings.max_attempts)
+        if d.delivery_count > most:
+            await self._out.dead_letter(
+                d,
+                self._s.decoder.try_decode(d),  # only to file the record under its run
+                "max attempts exceeded",
+                f"delivered {d.delivery_count} times (max_attempts={most}); "
+                "it was never handled to the end",
+                d.delivery_count,
+            )
+            return
+        attempt = await self._screen(d)
+        if attempt is not None:
+            await self._handle(attempt)
+
+    # -- decode, match, validate ---------------------------------------------------------------
+    async def _screen(self, d: Delivery) -> _Attempt | None:
+        """The delivery ready to handle, or ``None`` when it was ended here."""
+        try:
+            env = self._s.decoder.decode(d)
+        except Exception as exc:  # any failure to decode or verify: this entry alone
+            await self._out.dead_letter(
+                d, None, *failure("undecodable event", exc), d.delivery_count
+            )
+            return None
+        match = self._handlers.get((d.topic, env.type))
+        if match is None:
+            await self._unmatched(d, env)
+            return None
+        spec, cls = match
+        try:
+            message = cls.model_validate(env.data if env.data is not None else {})
+        except Exception as exc:  # invalid, or a validator that raised something else
+            why = failure("invalid payload", worded(env, cls, exc))
+            await self._out.dead_letter(d, env, *why, d.delivery_count)
+            return None
+        settings = self._s.settings
+        return _Attempt(
+            d,
+            env,
+            spec,
+            message,
+            number=d.delivery_count,
+            most=spec.max_attempts or settings.max_attempts,
+            dedupe_key=self._s.keys.dedup(self._stamp.agent, env.id) if spec.dedupe else None,
+            limit=spec.timeout if spec.timeout is not None else settings.handler_timeout,
+        )
+
+    async def _unmatched(self, d: Delivery, env: Envelope) -> None:
+        if lookup_type(env.type) is None:
+            await self._out.dead_letter(
+                d, env, "unknown message type", repr(env.type), d.delivery_count
+            )
+        else:
+            reason = f"no handler for {env.type!r}"
+            self._out.ack(d, self._stamp.record(env, "ignored", reason=reason))
+
+    # -- attempts ----------------------------------------------------------------------------------
+    async def _handle(self, a: _Attempt) -> None:
+        if a.dedupe_key is not None and await self._is_marked(a.dedupe_key):
+            self._out.ack(a.d, self._stamp.record(a.env, "duplicate"))
+            return
+        if a.number > a.most:
+            await self._out.dead_letter(
+                a.d,
+                a.env,
+                "max attempts exceeded",
+                f"delivered {a.number} times (max_attempts={a.most}); the handler never finished",
+                a.number,
+            )
+            return
+        if self._s.writer.recording:  # with it off, not even build the records
+            self._s.writer.record(self._stamp.record(a.env, "delivered", attempt=a.number))
+        what = f"handling {a.d.topic}/{a.d.entry_id}"
+        while True:
+            try:
+                # The store is down (a restart, a failover): not the handler's fault, so
+                # wait it out, however long, without using up attempts.
+                await retry_io(
+                    lambda: self._attempt(a),
+                    what=what,
+                    delays=self._s.settings.outage_delay,
+                    retry_on=TransportUnavailable,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Still in the event's scope: an error reply belongs to its run and trace.
+                token = set_scope(a.scope)
+                try:
+                    if await self._failed(a, exc):
+                        return
+                finally:
+                    reset_scope(token)
+                a.number += 1
+                continue
+            await self._succeeded(a)
+            return
+
+    async def _is_marked(self, dedupe_key: str) -> bool:
+        """The de-dup check, waiting out an outage (it must not cost an attempt)."""
+        return await retry_io(
+            lambda: self._s.transport.is_marked(dedupe_key),
+            what="de-dup check",
+            delays=self._s.settings.outage_delay,
+            retry_on=TransportUnavailable,
+        )
+
+    async def _attempt(self, a: _Attempt) -> None:
+        """Call the handler once, in the event's scope, under its deadline."""
+        env = a.env
+        ctx = Context(self._s.bus, self._stamp.agent, env, a.number)
+        a.scope = scope = Scope(env.runid or ORPHAN_RUN, env.id, self._stamp.agent, env)
+        if a.dedupe_key is not None:
+            scope.outbox = []  # its events are committed with the ack, or not at all
+        token = set_scope(scope)
+        a.started = time.perf_counter()
+        if a.limit is not None:
+            # Enforced by the runtime's watchdog on handlers that suspend: a timer per
+            # delivery would cost more than a fast handler itself.
+            self.deadlines[a.key] = asyncio.get_running_loop().time() + a.limit
+        try:
+            await self._call(a, ctx)
+        except Exception:
+            scope.outbox = None  # a failed attempt's events are never sent
+            raise
+        finally:
+            reset_scope(token)
+            if a.limit is not None:
+                self.deadlines.pop(a.key, None)
+                self.expired.discard(a.key)
+
+    async def _call(self, a: _Attempt, ctx: Context) -> None:
+        try:
+            if self._s.traced:
+                with self._s.tracer.consume(a.env, self._stamp.agent, a.d.topic):
+                    await self._run_handler(a, ctx)  # the reply is part of handling
+            else:  # the same without entering a no-op context per delivery
+                await self._run_handler(a, ctx)
+        except asyncio.CancelledError:
+            if a.key not in self.expired:
+                raise  # shutdown: the entry stays pending for a later delivery
+            self.expired.discard(a.key)
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # ours, not a shutdown's: a failed attempt
+            raise HandlerTimeout(
+                f"{type(self._agent).__name__}.{a.spec.method} did not finish within "
+                f"{a.limit}s (timeout=)"
+            ) from None
+
+    async def _run_handler(self, a: _Attempt, ctx: Context) -> None:
+        result = await getattr(self._agent, a.spec.method)(a.message, ctx)
+        if result is not None:
+            await self._emit(a.spec, a.env, result)
+
+    async def _emit(self, spec: HandlerSpec, env: Envelope, result: Any) -> None:
+        if not isinstance(result, Message):
+            raise TypeError(
+                f"handler {type(self._agent).__name__}.{spec.method} returned "
+                f"{type(result).__name__!r}; return a Message or None"
+            )
+        bus, agent = self._s.bus, self._stamp.agent
+        if env.replyto:
+            reply_id = await bus.publish(
+                result, env.replyto, source=agent, correlationid=env.correlationid or env.id
+            )
+            self._s.writer.record(self._stamp.record(env, "replied", reply_id=reply_id))
+        elif spec.output:
+            await bus.publish(result, spec.output, source=agent)
+        else:
+            log.warning(
+                "%s.%s returned a %s but the event was not a request and the handler has no "
+                "output topic; the result was dropped",
+                type(self._agent).__name__,
+                spec.method,
+                result.message_type,
+            )
+
+    # -- how an attempt ended ----------------------------------------------------------------------
+    async def _failed(self, a: _Attempt, exc: Exception) -> bool:
+        """Record a failed attempt; dead-letter on the last one (then ``True``)."""
+        duration = a.elapsed_ms()
+        error = redact_text(f"{type(exc).__name__}: {exc}")  # journal, DLQ, logs
+        final = isinstance(exc, Reject) or a.number >= a.most
+        self._s.metrics.failed(self._stamp.agent, a.d.topic)
+        self._s.writer.record(
+            self._stamp.record(
+                a.env,
+                "failed",
+                attempt=a.number,
+                error=error,
+                error_type=type(exc).__name__,
+                duration_ms=round(duration, 3),
+                final=final,
+            )
+        )
+        if final:
+            reason = "rejected" if isinstance(exc, Reject) else "handler failed"
+            reply = (type(exc).__name__, str(exc))
+            await self._out.dead_letter(a.d, a.env, reason, error, a.number, reply=reply)
+            return True
+        delay = self._s.settings.backoff(a.number)
+        self._s.writer.record(
+            self._stamp.record(a.env, "retried", attempt=a.number + 1, delay_s=delay)
+        )
+        await asyncio.sleep(delay)
+        return False
+
+    async def _succeeded(self, a: _Attempt) -> None:
+        duration = a.elapsed_ms()
+        handled = (
+            self._stamp.record(a.env, "handled", attempt=a.number, duration_ms=round(duration, 3))
+            if self._s.writer.recording
+            else None
+        )
+        if a.dedupe_key is not None and a.scope is not None:
+            outbox, a.scope.outbox = a.scope.outbox or [], None
+            await self._out.commit(a.d, a.env, a.dedupe_key, outbox, handled)
+        else:
+            self._out.ack(a.d, handled)
+        self._s.metrics.handled(self._stamp.agent, a.d.topic, duration, a.env.time)

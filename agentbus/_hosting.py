@@ -1,0 +1,111 @@
+"""The subscriptions of the agents a runtime hosts, and the tasks that watch them.
+
+One lease task renews the leases of long handlers so no other consumer claims them;
+one watchdog interrupts handler attempts past their timeout. One of each per runtime,
+not per subscription: a task per hosted agent instance would cost memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ._delivery import Services
+from ._subscription import Subscription, plan
+from ._supervise import supervise
+from .agent import Agent
+from .transports import Transport
+
+__all__ = ["Hosting"]
+
+log = logging.getLogger("agentbus.runtime")
+
+
+class Hosting:
+    """Subscribes agents, renews their leases, enforces their timeouts, unsubscribes."""
+
+    def __init__(self) -> None:
+        self.subs: list[Subscription] = []
+        self.lease_task: asyncio.Task[None] | None = None
+        self.watchdog_task: asyncio.Task[None] | None = None
+        self._lease_period = 1.0
+
+    def start(self, visibility_timeout: float) -> None:
+        self._lease_period = max(visibility_timeout / 3, 0.05)
+        self.lease_task = supervise(self._leases, "agentbus-leases")
+        self.watchdog_task = supervise(self._watchdog, "agentbus-watchdog")
+
+    async def host(self, services: Services, agent: Agent) -> None:
+        """Subscribe ``agent``: one consumer group per subscription mode."""
+        by_mode, from_start = plan(agent)
+        consumer = services.settings.consumer
+        for mode, handlers in by_mode.items():
+            group = agent.name if mode == "shared" else f"{agent.name}:{consumer}"
+            sub = Subscription(services, agent, group, mode, handlers, from_start[mode])
+            await sub.start()
+            self.subs.append(sub)
+
+    @property
+    def inflight(self) -> bool:
+        """Whether a delivery is queued or being handled."""
+        return any(s.inflight for s in self.subs)
+
+    def broadcasting(self) -> set[str]:
+        """The names of the agents with a broadcast subscription here."""
+        return {sub.agent.name for sub in self.subs if sub.mode == "broadcast"}
+
+    def broadcast_groups(self) -> list[tuple[str, str]]:
+        """The (topic, group) pairs of this instance's own (broadcast) groups."""
+        return [(t, s.group) for s in self.subs if s.mode == "broadcast" for t in s.topics]
+
+    def read_groups(self) -> list[tuple[str, str]]:
+        """The (topic, consumer group) pairs read here."""
+        return [(topic, sub.group) for sub in self.subs for topic in sub.topics]
+
+    async def stop(self, grace: float) -> int:
+        """Stop reading and watching; wait ``grace`` s for handlers. Returns how many
+        were cancelled (their entries stay pending)."""
+        for task in (self.lease_task, self.watchdog_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task], timeout=1.0)
+        for sub in self.subs:
+            sub.stop_reading()
+        cancelled = 0
+        for sub in self.subs:
+            cancelled += await sub.finish(grace)
+        return cancelled
+
+    async def unsubscribe(self, transport: Transport) -> None:
+        """Forget the subscriptions; remove broadcast groups (they were this instance's)."""
+        for sub in self.subs:
+            if sub.mode != "broadcast":
+                continue
+            for topic in sub.topics:
+                try:
+                    await transport.delete_group(topic, sub.group)
+                except Exception as exc:
+                    log.debug("could not remove broadcast group %s: %s", sub.group, exc)
+        self.subs.clear()
+
+    async def _leases(self) -> None:
+        period = self._lease_period
+        while True:
+            await asyncio.sleep(period)
+            for sub in list(self.subs):
+                if sub.inflight:
+                    await sub.renew_leases(older_than=period)
+
+    async def _watchdog(self) -> None:
+        """Interrupt handler attempts past their timeout, a few times per shortest one."""
+        loop = asyncio.get_running_loop()
+        period = 1.0
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            period = 1.0  # at most this late; shorter for short timeouts
+            for sub in self.subs:
+                if sub.shortest_timeout is not None:
+                    period = min(period, max(sub.shortest_timeout / 10, 0.05))
+                if sub.deadlines:
+                    sub.expire(now)

@@ -1,0 +1,158 @@
+"""The shape of each kind of record in a run's journal (see :mod:`agentbus.journal`).
+
+Every record is a JSON object with ``kind`` and ``time``; the rest depends on the kind.
+These ``TypedDict`` types say which fields each kind carries, for code that builds
+records and code that reads them (inspect, replay). ``NotRequired`` fields appear only
+where they apply (a broadcast delivery's ``group``, a failed call's ``error``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, cast
+
+if TYPE_CHECKING:
+    from .envelope import Envelope
+
+__all__ = [
+    "RECORD_TYPES",
+    "CallRecord",
+    "DeadLetteredRecord",
+    "DeliveryRecord",
+    "DlqRetriedRecord",
+    "PublishedRecord",
+    "RunFinishedRecord",
+    "RunStartedRecord",
+    "StepRecord",
+    "published",
+]
+
+
+class _Record(TypedDict):
+    kind: str
+    time: float
+
+
+class RunStartedRecord(_Record):
+    """``run_started``: a run began."""
+
+    name: str
+    meta: dict[str, Any]
+
+
+class RunFinishedRecord(_Record):
+    """``run_finished``: a run ended with ``status`` (and ``error`` when it failed)."""
+
+    name: str
+    status: str
+    error: NotRequired[str]
+
+
+class PublishedRecord(_Record):
+    """``published``: an event left an agent; ``event`` is the whole CloudEvent."""
+
+    event_id: str
+    type: str
+    topic: str
+    agent: str
+    event: NotRequired[dict[str, Any]]
+
+
+class DeliveryRecord(_Record):
+    """One step of a delivery's life: ``delivered``, ``handled``, ``failed``, ``retried``,
+    ``ignored``, ``duplicate`` or ``replied``."""
+
+    event_id: str
+    type: str
+    topic: str | None
+    agent: str
+    consumer: str
+    group: NotRequired[str]  # a broadcast replica's own group
+    attempt: NotRequired[int]  # delivered, handled, failed, retried
+    duration_ms: NotRequired[float]  # handled, failed
+    error: NotRequired[str]  # failed
+    error_type: NotRequired[str]  # failed
+    final: NotRequired[bool]  # failed
+    delay_s: NotRequired[float]  # retried
+    reason: NotRequired[str]  # ignored
+    reply_id: NotRequired[str]  # replied
+
+
+class DeadLetteredRecord(_Record):
+    """``dead_lettered``: the entry went to the topic's dead letters."""
+
+    event_id: str | None
+    entry_id: str
+    topic: str
+    agent: str
+    reason: str
+    error: str
+    attempts: int
+    consumer: str
+    group: NotRequired[str]
+
+
+class CallRecord(_Record):
+    """``model_call`` / ``tool_call``: an external call made while handling an event."""
+
+    name: str
+    agent: str | None
+    event_id: str | None
+    call_index: int
+    request: dict[str, Any]
+    duration_ms: float
+    substituted: bool
+    response: NotRequired[dict[str, Any]]
+    error: NotRequired[str]
+
+
+class StepRecord(_Record, total=False):
+    """``step``: a coordinator's progress note; its details are fields of their own."""
+
+    step: str
+    agent: str | None
+    event_id: str | None
+
+
+class DlqRetriedRecord(_Record):
+    """``dlq_retried``: an operator re-published a dead-lettered event."""
+
+    by: str
+    dead_letter_id: str
+    topic: str
+    event_id: str | None
+    origin_id: str
+    reason: str
+    agent: str
+
+
+#: The shape of each record kind (the keys are :data:`agentbus.journal.RECORD_KINDS`).
+RECORD_TYPES: dict[str, type[Any]] = {
+    "run_started": RunStartedRecord,
+    "run_finished": RunFinishedRecord,
+    "published": PublishedRecord,
+    **dict.fromkeys(
+        ("delivered", "handled", "failed", "retried", "ignored", "duplicate", "replied"),
+        DeliveryRecord,
+    ),
+    "dead_lettered": DeadLetteredRecord,
+    "model_call": CallRecord,
+    "tool_call": CallRecord,
+    "step": StepRecord,
+    "dlq_retried": DlqRetriedRecord,
+}
+
+_PUBLISHED: Literal["published"] = "published"
+
+
+def published(env: Envelope, topic: str) -> dict[str, Any]:
+    """The ``published`` record of ``env`` (the event itself is spliced in on write)."""
+    rec: PublishedRecord = {
+        "kind": _PUBLISHED,
+        "time": time.time(),
+        "event_id": env.id,
+        "type": env.type,
+        "topic": topic,
+        "agent": env.source,
+    }
+    return cast(dict[str, Any], rec)
