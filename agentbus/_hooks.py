@@ -168,7 +168,7 @@ class Metrics:
         ours = {(topic, sub.group) for sub in runtime._subs for topic in sub.topics}
         if not ours:
             return
-        for info in await runtime.transport.topics():
+        for info in await runtime.transport.admin.topics():
             for group in info.groups:
                 if (info.topic, group.name) in ours:
                     self.sink.consumer_state(info.topic, group.name, group.pending, group.lag)

@@ -160,7 +160,7 @@ class Writer:
         retry_journal: list[JournalEntry] = []
         for entry in journal:
             await self._write_one(
-                entry, retry_journal, partial(self._transport.write_journal, [entry])
+                entry, retry_journal, partial(self._transport.store.write_journal, [entry])
             )
         self._acks[:0], self._journal[:0], self._marks[:0] = retry_acks, retry_journal, retry_marks
 

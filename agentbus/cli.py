@@ -180,7 +180,7 @@ async def cmd_runs_prune(args: argparse.Namespace) -> int:
         raise UsageError("runs prune needs --older-than DURATION (e.g. 30m, 12h, 7d)")
     age = parse_duration(args.older_than)
     async with Journal.open(args.url) as journal:
-        pruned = await journal.transport.prune_runs(before=time.time() - age)
+        pruned = await journal.transport.store.prune_runs(before=time.time() - age)
     if args.json:
         print(json.dumps({"pruned": pruned}, indent=2))
     else:
@@ -195,7 +195,7 @@ async def cmd_topics(args: argparse.Namespace) -> int:
     transport = open_transport(_shared_url(args.url, "topics", _IN_PROCESS))
     try:
         await transport.connect()
-        topics = await transport.topics()
+        topics = await transport.admin.topics()
     finally:
         await transport.aclose()
     if args.json:
@@ -229,7 +229,7 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
     try:
         await transport.connect()
         if args.action == "list":
-            letters = await transport.dead_letters(args.topic, count=args.limit)
+            letters = await transport.admin.dead_letters(args.topic, count=args.limit)
             if args.json:
                 print(json.dumps([d.to_dict() for d in letters], indent=2))
             elif not letters:
@@ -241,7 +241,7 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
                 ]
                 print(_table(rows, ("ID", "ORIGIN", "AGENT", "ATTEMPTS", "REASON", "ERROR")))
         elif args.action == "show":
-            letters = await transport.dead_letters(args.topic, count=100_000)
+            letters = await transport.admin.dead_letters(args.topic, count=100_000)
             chosen = [d for d in letters if not args.ids or d.id in args.ids]
             print(json.dumps([d.to_dict() for d in chosen], indent=2))
         elif args.action == "retry":
@@ -250,7 +250,7 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
                 print(f"skipped {letter_id}: {why}")
             print(f"re-published {len(outcome.retried)} dead letters to {args.topic!r}")
         elif args.action == "purge":
-            n = await transport.remove_dead_letters(args.topic, args.ids or None)
+            n = await transport.admin.remove_dead_letters(args.topic, args.ids or None)
             print(f"purged {n} dead letters from {args.topic!r}")
     finally:
         await transport.aclose()

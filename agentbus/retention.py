@@ -127,21 +127,23 @@ class Maintenance:
         if r.idle_consumers is not None:
             idle_ms = int(r.idle_consumers * 1000)
             for topic, group in pairs:
-                gone = await self.transport.remove_idle_consumers(topic, group, idle_ms=idle_ms)
+                gone = await self.transport.admin.remove_idle_consumers(
+                    topic, group, idle_ms=idle_ms
+                )
                 if gone:
                     report.consumers[(topic, group)] = gone
                     log.info("removed idle consumers %s from %s/%s", gone, topic, group)
         if r.trim:
             for topic in sorted({t for t, _ in pairs}):
-                report.trimmed[topic] = await self.transport.trim_acknowledged(topic)
+                report.trimmed[topic] = await self.transport.admin.trim_acknowledged(topic)
             inbox = self._inbox()
             if inbox is not None:
                 topic, consumed = inbox
-                report.trimmed[topic] = await self.transport.trim_acknowledged(
+                report.trimmed[topic] = await self.transport.admin.trim_acknowledged(
                     topic, consumed=consumed
                 )
         if r.journal is not None:
-            report.runs = await self.transport.prune_runs(before=time.time() - r.journal)
+            report.runs = await self.transport.store.prune_runs(before=time.time() - r.journal)
             if report.runs:
                 log.info("pruned %d runs idle for over %gs", len(report.runs), r.journal)
         return report

@@ -51,7 +51,7 @@ class Run:
         """Record the run's start."""
         await self.runtime.save_run(self.info)
         if self.runtime.journal_enabled:
-            await self.runtime.transport.write_journal(
+            await self.runtime.transport.store.write_journal(
                 [JournalEntry(self.run_id, record("run_started", name=self.name, meta=self.meta))]
             )
 
@@ -62,13 +62,13 @@ class Run:
         await self.runtime.writer.flush()
         # What the run published by its end: anything counted later is work that outlived
         # it (a handler still running when the run failed), shown apart as late events.
-        stored = await self.runtime.transport.get_run(self.run_id)
+        stored = await self.runtime.transport.store.get_run(self.run_id)
         self.meta["events_at_end"] = stored.events if stored is not None else 0
         if self.runtime.journal_enabled:
             fields: dict[str, Any] = {"name": self.name, "status": status}
             if error:
                 fields["error"] = error
-            await self.runtime.transport.write_journal(
+            await self.runtime.transport.store.write_journal(
                 [JournalEntry(self.run_id, record("run_finished", **fields))]
             )
         await self.runtime.save_run(self.info)

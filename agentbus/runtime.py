@@ -33,7 +33,7 @@ from .context import CallKind, Context, Scope, current_scope
 from .envelope import DEFAULT_MAX_EVENT_BYTES, Envelope, new_id
 from .errors import UsageError
 from .journal import Journal, record
-from .keys import DEFAULT_PREFIX, Keys, validate_topic
+from .keys import Keys, validate_topic
 from .message import Message
 from .redact import redact, redact_text
 from .retention import Maintenance, Retention
@@ -111,10 +111,7 @@ class Runtime:
             options["prefix"] = prefix
         self.transport: Transport = transport or open_transport(url, **options)
         self._owns_transport = transport is None
-        keys = getattr(self.transport, "keys", None)
-        self.transport_keys: Keys = (
-            keys if isinstance(keys, Keys) else Keys(prefix or DEFAULT_PREFIX)
-        )
+        self.transport_keys: Keys = self.transport.keys
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self.concurrency = concurrency
         self.batch_size = batch_size
@@ -131,10 +128,10 @@ class Runtime:
         self.tracer: Tracer = tracer or NullTracer()
         #: Signs what this runtime publishes and verifies what it receives (``None``: off).
         self.signer: Signer | None = signer if signer is not None else Signer.from_env()
-        if self.signer is not None and getattr(self.transport, "journal_signer", None) is None:
+        if self.signer is not None and self.transport.store.signer is None:
             # Records are signed where the transport serialises them (one place for all
             # of them). A transport shared by several runtimes signs with the first signer.
-            self.transport.journal_signer = self.signer  # type: ignore[attr-defined]
+            self.transport.store.signer = self.signer
         self.metrics = Metrics(self.tracer.metrics)
         #: Replaces live model/tool calls (replay installs one); ``None`` calls live.
         #: Called with (kind, name, request, scope, call index); returning ``None``
@@ -402,7 +399,7 @@ class Runtime:
         return Journal(self.transport)
 
     async def save_run(self, info: RunInfo) -> None:
-        await self.transport.save_run(info)
+        await self.transport.store.save_run(info)
 
     async def note(self, step: str, *, agent: str | None = None, **details: Any) -> None:
         """Record a ``step`` note in the current run's journal (and a tracing span)."""

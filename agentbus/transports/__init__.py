@@ -1,7 +1,9 @@
 """Transports: where topics, consumer groups and journals live.
 
 ``open_transport(url)`` picks one by URL scheme: ``memory://`` (embedded, the default),
-``redis://``, ``rediss://`` (TLS) and ``unix://`` (Redis over a Unix socket).
+``redis://``, ``rediss://`` (TLS) and ``unix://`` (Redis over a Unix socket). The
+contract they implement (``Broker``, ``JournalStore``, ``Admin``, composed as
+``Transport``) is in :mod:`agentbus.transports.contract`.
 """
 
 from __future__ import annotations
@@ -22,20 +24,23 @@ from .base import (
     JournalRecord,
     RunInfo,
     TopicInfo,
-    Transport,
 )
+from .contract import Admin, Broker, JournalStore, Transport
 from .memory import MemoryTransport
 from .urls import redact_url
 
 __all__ = [
     "DEFAULT_JOURNAL_PATH",
     "Ack",
+    "Admin",
+    "Broker",
     "DeadLetter",
     "Delivery",
     "EntryState",
     "GroupInfo",
     "JournalEntry",
     "JournalRecord",
+    "JournalStore",
     "MemoryTransport",
     "RunInfo",
     "TopicInfo",

@@ -46,11 +46,11 @@ async def ack(t: Transport, group: str, deliveries: Sequence[Delivery]) -> None:
 
 
 async def length(t: Transport, topic: str = TOPIC) -> int:
-    return {i.topic: i for i in await t.topics()}[topic].length
+    return {i.topic: i for i in await t.admin.topics()}[topic].length
 
 
 async def consumers(t: Transport, group: str) -> int:
-    info = {i.topic: i for i in await t.topics()}[TOPIC]
+    info = {i.topic: i for i in await t.admin.topics()}[TOPIC]
     return {g.name: g for g in info.groups}[group].consumers
 
 
@@ -66,7 +66,7 @@ async def test_trim_keeps_what_any_group_has_pending_or_not_yet_received(
     slow = await read(transport, "slow", "c2", count=4)
     await ack(transport, "slow", slow)  # 4..9 not delivered yet
 
-    assert await transport.trim_acknowledged(TOPIC) == 4  # 0..3: acked by both
+    assert await transport.admin.trim_acknowledged(TOPIC) == 4  # 0..3: acked by both
     assert await length(transport) == 6
 
     # Nothing either group still needs went: the slow group reads the rest, the fast
@@ -78,12 +78,12 @@ async def test_trim_keeps_what_any_group_has_pending_or_not_yet_received(
     )
     assert numbers(again) == [6, 7, 8, 9]
     # The slow group now has 4..9 pending: still nothing more to trim.
-    assert await transport.trim_acknowledged(TOPIC) == 0
+    assert await transport.admin.trim_acknowledged(TOPIC) == 0
 
     await ack(transport, "fast", again)
-    assert await transport.trim_acknowledged(TOPIC) == 0  # the slow group holds 4..9
+    assert await transport.admin.trim_acknowledged(TOPIC) == 0  # the slow group holds 4..9
     await ack(transport, "slow", rest)
-    assert await transport.trim_acknowledged(TOPIC) == 6
+    assert await transport.admin.trim_acknowledged(TOPIC) == 6
     assert await length(transport) == 0
 
 
@@ -91,7 +91,7 @@ async def test_unprocessed_events_are_never_trimmed(transport: Transport) -> Non
     await transport.create_group(TOPIC, "absent")  # a group whose workers are all down
     await publish_n(transport, 300)
 
-    assert await transport.trim_acknowledged(TOPIC) == 0
+    assert await transport.admin.trim_acknowledged(TOPIC) == 0
     assert await length(transport) == 300
     assert len(await read(transport, "absent", "late", count=1000)) == 300
 
@@ -100,7 +100,7 @@ async def test_trimmed_topic_keeps_numbering_and_serves_new_entries(transport: T
     await transport.create_group(TOPIC, "g")
     old = await publish_n(transport, 3)
     await ack(transport, "g", await read(transport, "g", "c"))
-    assert await transport.trim_acknowledged(TOPIC) == 3
+    assert await transport.admin.trim_acknowledged(TOPIC) == 3
 
     new = await publish_n(transport, 2, start=3)
 
@@ -112,12 +112,12 @@ async def test_topic_without_groups_is_trimmed_only_up_to_its_reader(transport: 
     ids = await publish_n(transport, 5)
 
     # No group: a shared group created later starts from the beginning and wants them.
-    assert await transport.trim_acknowledged(TOPIC) == 0
+    assert await transport.admin.trim_acknowledged(TOPIC) == 0
     assert await length(transport) == 5
     # A groupless reader (a reply inbox) that has read up to ids[2].
-    assert await transport.trim_acknowledged(TOPIC, consumed=ids[2]) == 3
+    assert await transport.admin.trim_acknowledged(TOPIC, consumed=ids[2]) == 3
     assert numbers(await transport.read_tail(TOPIC, "0-0", count=10, block_ms=None)) == [3, 4]
-    assert await transport.trim_acknowledged("ret.nothing") == 0
+    assert await transport.admin.trim_acknowledged("ret.nothing") == 0
 
 
 async def test_group_created_from_start_after_a_trim_gets_what_is_left(
@@ -126,7 +126,7 @@ async def test_group_created_from_start_after_a_trim_gets_what_is_left(
     await transport.create_group(TOPIC, "g")
     await publish_n(transport, 4)
     await ack(transport, "g", await read(transport, "g", "c", count=2))
-    assert await transport.trim_acknowledged(TOPIC) == 2
+    assert await transport.admin.trim_acknowledged(TOPIC) == 2
 
     await transport.create_group(TOPIC, "newcomer", from_start=True)
 
@@ -146,11 +146,11 @@ async def test_idle_consumers_without_pending_entries_are_removed(
     await read(transport, "g", "fresh", count=1)
     assert await consumers(transport, "g") == 4
 
-    removed = await transport.remove_idle_consumers(TOPIC, "g", idle_ms=IDLE_MS)
+    removed = await transport.admin.remove_idle_consumers(TOPIC, "g", idle_ms=IDLE_MS)
 
     assert removed == ["also-done", "done"]
     assert await consumers(transport, "g") == 2
-    assert await transport.remove_idle_consumers(TOPIC, "g", idle_ms=IDLE_MS) == []
+    assert await transport.admin.remove_idle_consumers(TOPIC, "g", idle_ms=IDLE_MS) == []
     # The consumer holding an entry keeps it; a removed one that reads again is back.
     pending = await transport.read_group(
         "g", "holding", [TOPIC], count=10, block_ms=None, pending=True
@@ -159,8 +159,8 @@ async def test_idle_consumers_without_pending_entries_are_removed(
     await publish_n(transport, 1, start=4)
     assert numbers(await read(transport, "g", "done")) == [4]
     assert await consumers(transport, "g") == 3
-    assert await transport.remove_idle_consumers(TOPIC, "missing", idle_ms=0) == []
-    assert await transport.remove_idle_consumers("ret.nothing", "g", idle_ms=0) == []
+    assert await transport.admin.remove_idle_consumers(TOPIC, "missing", idle_ms=0) == []
+    assert await transport.admin.remove_idle_consumers("ret.nothing", "g", idle_ms=0) == []
 
 
 async def test_a_lease_renewal_counts_as_activity(transport: Transport, clock: FakeClock) -> None:
@@ -171,7 +171,7 @@ async def test_a_lease_renewal_counts_as_activity(transport: Transport, clock: F
     await transport.extend_lease(TOPIC, "g", "worker", [d.entry_id])
     await ack(transport, "g", [d])
 
-    assert await transport.remove_idle_consumers(TOPIC, "g", idle_ms=IDLE_MS) == []
+    assert await transport.admin.remove_idle_consumers(TOPIC, "g", idle_ms=IDLE_MS) == []
 
 
 # -- journal retention -----------------------------------------------------------------------------
@@ -181,25 +181,25 @@ def note(run_id: str, kind: str) -> JournalEntry:
 
 async def test_prune_runs_by_last_activity(transport: Transport) -> None:
     long_ago = time.time() - 3600
-    await transport.save_run(RunInfo("old", "old", "completed", long_ago, long_ago + 1))
-    await transport.write_journal([note("old", "run_started")])
-    await transport.save_run(RunInfo("long", "long", "running", long_ago))
+    await transport.store.save_run(RunInfo("old", "old", "completed", long_ago, long_ago + 1))
+    await transport.store.write_journal([note("old", "run_started")])
+    await transport.store.save_run(RunInfo("long", "long", "running", long_ago))
     await asyncio.sleep(0.05)  # the journal's clock (Redis ids are in ms) must move on
     cutoff = time.time()
     await asyncio.sleep(0.05)
-    await transport.write_journal([note("long", "step")])  # started long ago, active now
-    await transport.save_run(RunInfo("new", "new", "completed", time.time(), time.time()))
-    await transport.write_journal([note("new", "run_started")])
+    await transport.store.write_journal([note("long", "step")])  # started long ago, active now
+    await transport.store.save_run(RunInfo("new", "new", "completed", time.time(), time.time()))
+    await transport.store.write_journal([note("new", "run_started")])
 
-    assert await transport.prune_runs(before=cutoff) == ["old"]
+    assert await transport.store.prune_runs(before=cutoff) == ["old"]
 
-    assert await transport.get_run("old") is None
-    assert await transport.read_journal("old") == []
-    assert sorted(r.run_id for r in await transport.list_runs()) == ["long", "new"]
-    assert [r.kind for r in await transport.read_journal("long")] == ["step"]
-    assert await transport.prune_runs(before=cutoff) == []
-    assert sorted(await transport.prune_runs(before=time.time() + 1)) == ["long", "new"]
-    assert await transport.list_runs() == []
+    assert await transport.store.get_run("old") is None
+    assert await transport.store.read_journal("old") == []
+    assert sorted(r.run_id for r in await transport.store.list_runs()) == ["long", "new"]
+    assert [r.kind for r in await transport.store.read_journal("long")] == ["step"]
+    assert await transport.store.prune_runs(before=cutoff) == []
+    assert sorted(await transport.store.prune_runs(before=time.time() + 1)) == ["long", "new"]
+    assert await transport.store.list_runs() == []
 
 
 # -- dead-letter retry ------------------------------------------------------------------------------
@@ -211,22 +211,25 @@ async def test_retry_dead_letter_republishes_the_same_bytes_once(transport: Tran
     letter = {"origin_id": d.entry_id, "reason": "handler failed", "error": "boom"}
     letter |= {"agent": "a", "attempts": 3, "time": 1.0, "payload": d.payload.decode()}  # type: ignore[union-attr]
     await transport.dead_letter(TOPIC, "g", d.entry_id, letter)
-    (dead,) = await transport.dead_letters(TOPIC)
-    await transport.save_run(RunInfo("run-r", "retry", started=1.0))
+    (dead,) = await transport.admin.dead_letters(TOPIC)
+    await transport.store.save_run(RunInfo("run-r", "retry", started=1.0))
 
-    entry_id = await transport.retry_dead_letter(
+    entry_id = await transport.admin.retry_dead_letter(
         TOPIC, dead.id, journal=[note("run-r", "dlq_retried")]
     )
 
     assert entry_id is not None
     (again,) = await read(transport, "g", "c")
     assert (again.entry_id, again.payload) == (entry_id, original)
-    assert await transport.dead_letters(TOPIC) == []
-    assert [r.kind for r in await transport.read_journal("run-r")] == ["dlq_retried"]
+    assert await transport.admin.dead_letters(TOPIC) == []
+    assert [r.kind for r in await transport.store.read_journal("run-r")] == ["dlq_retried"]
     # A second retry of the same letter (it is gone) publishes and records nothing.
-    assert await transport.retry_dead_letter(TOPIC, dead.id, journal=[note("run-r", "x")]) is None
+    assert (
+        await transport.admin.retry_dead_letter(TOPIC, dead.id, journal=[note("run-r", "x")])
+        is None
+    )
     assert await read(transport, "g", "c") == []
-    assert [r.kind for r in await transport.read_journal("run-r")] == ["dlq_retried"]
+    assert [r.kind for r in await transport.store.read_journal("run-r")] == ["dlq_retried"]
 
 
 def _key(entry_id: str) -> tuple[int, int]:
@@ -236,11 +239,11 @@ def _key(entry_id: str) -> tuple[int, int]:
 
 async def test_embedded_journal_prunes_records_of_runs_never_saved() -> None:
     t = MemoryTransport()  # journal in memory; the same SQLite code as the file
-    await t.write_journal([JournalEntry("orphans", {"kind": "ignored", "time": 1.0})])
-    await t.write_journal([note("fresh-orphans", "ignored")])
+    await t.store.write_journal([JournalEntry("orphans", {"kind": "ignored", "time": 1.0})])
+    await t.store.write_journal([note("fresh-orphans", "ignored")])
 
-    assert await t.prune_runs(before=time.time() - 60) == ["orphans"]
+    assert await t.store.prune_runs(before=time.time() - 60) == ["orphans"]
 
-    assert await t.read_journal("orphans") == []
-    assert [r.kind for r in await t.read_journal("fresh-orphans")] == ["ignored"]
+    assert await t.store.read_journal("orphans") == []
+    assert [r.kind for r in await t.store.read_journal("fresh-orphans")] == ["ignored"]
     await t.aclose()

@@ -25,6 +25,7 @@ from agentbus import (
     Transport,
     TransportClosed,
 )
+from agentbus.testing.raw_entries import add_raw
 from agentbus.transports import Ack, Delivery, JournalEntry
 
 TOPIC = "conf.orders"
@@ -63,7 +64,7 @@ def id_key(entry_id: str) -> tuple[int, int]:
 
 
 async def group_info(t: Transport, group: str, topic: str = TOPIC) -> Any:
-    infos = {i.topic: i for i in await t.topics()}
+    infos = {i.topic: i for i in await t.admin.topics()}
     return {g.name: g for g in infos[topic].groups}[group]
 
 
@@ -135,7 +136,7 @@ async def test_blocking_read_times_out_empty(transport: Transport, block_ms: int
 
 async def test_raw_entries_without_event_field(transport: Transport) -> None:
     await transport.create_group(TOPIC, "g")
-    entry_id = await transport.add_raw(TOPIC, {"x": b"garbage"})  # type: ignore[attr-defined]
+    entry_id = await add_raw(transport, TOPIC, {"x": b"garbage"})
 
     (got,) = await read(transport, "c1")
 
@@ -243,7 +244,7 @@ async def test_delete_group_and_topic(transport: Transport) -> None:
     await transport.delete_group(TOPIC, "g")  # idempotent
 
     await transport.delete_topic(TOPIC)
-    assert TOPIC not in {i.topic for i in await transport.topics()}
+    assert TOPIC not in {i.topic for i in await transport.admin.topics()}
 
 
 async def test_group_not_found(transport: Transport) -> None:
@@ -353,7 +354,7 @@ async def test_dead_letter_moves_and_acks(transport: Transport) -> None:
 
     assert (await group_info(transport, "g")).pending == 0
     assert await read(transport, "c1", pending=True) == []
-    letters = await transport.dead_letters(TOPIC)
+    letters = await transport.admin.dead_letters(TOPIC)
     assert [(x.origin_id, x.reason) for x in letters] == [
         (got[0].entry_id, "handler failed"),
         (got[1].entry_id, "rejected"),
@@ -367,9 +368,11 @@ async def test_dead_letter_moves_and_acks(transport: Transport) -> None:
         1234.5,
     )
     assert first.payload == '{"n": 0}'
-    assert [x.origin_id for x in await transport.dead_letters(TOPIC, count=1)] == [got[0].entry_id]
+    assert [x.origin_id for x in await transport.admin.dead_letters(TOPIC, count=1)] == [
+        got[0].entry_id
+    ]
     # The original entry stays in the topic; only its delivery is finished.
-    assert {i.topic: i for i in await transport.topics()}[TOPIC].dead_letters == 2
+    assert {i.topic: i for i in await transport.admin.topics()}[TOPIC].dead_letters == 2
 
 
 async def test_remove_dead_letters(transport: Transport) -> None:
@@ -377,15 +380,18 @@ async def test_remove_dead_letters(transport: Transport) -> None:
     await publish_n(transport, 3)
     for d in await read(transport, "c1"):
         await transport.dead_letter(TOPIC, "g", d.entry_id, letter(d.entry_id))
-    letters = await transport.dead_letters(TOPIC)
+    letters = await transport.admin.dead_letters(TOPIC)
 
-    assert await transport.remove_dead_letters(TOPIC, [letters[1].id]) == 1
-    assert [x.id for x in await transport.dead_letters(TOPIC)] == [letters[0].id, letters[2].id]
-    assert await transport.remove_dead_letters(TOPIC, []) == 0
-    assert await transport.remove_dead_letters(TOPIC) == 2
-    assert await transport.dead_letters(TOPIC) == []
-    assert await transport.remove_dead_letters("conf.nothing") == 0
-    assert await transport.dead_letters("conf.nothing") == []
+    assert await transport.admin.remove_dead_letters(TOPIC, [letters[1].id]) == 1
+    assert [x.id for x in await transport.admin.dead_letters(TOPIC)] == [
+        letters[0].id,
+        letters[2].id,
+    ]
+    assert await transport.admin.remove_dead_letters(TOPIC, []) == 0
+    assert await transport.admin.remove_dead_letters(TOPIC) == 2
+    assert await transport.admin.dead_letters(TOPIC) == []
+    assert await transport.admin.remove_dead_letters("conf.nothing") == 0
+    assert await transport.admin.dead_letters("conf.nothing") == []
 
 
 # -- read_tail and topics() ------------------------------------------------------------------
@@ -413,7 +419,7 @@ async def test_topics_reports_groups_pending_lag_and_dead_letters(transport: Tra
     await transport.dead_letter(TOPIC, "busy", got[1].entry_id, letter(got[1].entry_id))
     await publish_n(transport, 1, topic="conf.empty")
 
-    infos = {i.topic: i for i in await transport.topics()}
+    infos = {i.topic: i for i in await transport.admin.topics()}
 
     assert {TOPIC, "conf.empty"} <= set(infos)
     info = infos[TOPIC]
@@ -438,9 +444,11 @@ def kinds(records: Sequence[JournalRecord]) -> list[str]:
 
 
 async def test_journal_runs_and_records(transport: Transport) -> None:
-    await transport.save_run(RunInfo("run-a", "first", started=100.0, meta={"k": "v"}))
-    await transport.save_run(RunInfo("run-b", "second", started=200.0))
-    await transport.write_journal([entry("run-a", "run_started"), entry("run-b", "run_started")])
+    await transport.store.save_run(RunInfo("run-a", "first", started=100.0, meta={"k": "v"}))
+    await transport.store.save_run(RunInfo("run-b", "second", started=200.0))
+    await transport.store.write_journal(
+        [entry("run-a", "run_started"), entry("run-b", "run_started")]
+    )
     event = b'{"specversion":"1.0","id":"E1","source":"s","type":"t"}'
     await transport.publish(
         TOPIC, event, journal=[JournalEntry("run-a", {"kind": "published", "n": 1}, event)]
@@ -453,18 +461,18 @@ async def test_journal_runs_and_records(transport: Transport) -> None:
             entry("run-b", "step", step="x"),
         ],
     )
-    await transport.write_journal([entry("run-a", "handled", duration_ms=1.5)])
+    await transport.store.write_journal([entry("run-a", "handled", duration_ms=1.5)])
 
-    records = await transport.read_journal("run-a")
+    records = await transport.store.read_journal("run-a")
     assert kinds(records) == ["run_started", "published", "published", "published", "handled"]
     assert [r.record.get("n") for r in records[1:4]] == [1, 2, 3]
     assert records[1].record["event"] == json.loads(event)
     assert all(r.run_id == "run-a" for r in records)
     assert records[-1].record["duration_ms"] == 1.5
-    assert kinds(await transport.read_journal("run-b")) == ["run_started", "step"]
-    assert await transport.read_journal("run-none") == []
+    assert kinds(await transport.store.read_journal("run-b")) == ["run_started", "step"]
+    assert await transport.store.read_journal("run-none") == []
 
-    run_a = await transport.get_run("run-a")
+    run_a = await transport.store.get_run("run-a")
     assert run_a is not None
     assert (run_a.name, run_a.status, run_a.started, run_a.ended) == (
         "first",
@@ -473,18 +481,18 @@ async def test_journal_runs_and_records(transport: Transport) -> None:
         None,
     )
     assert (run_a.events, run_a.records, run_a.meta) == (3, 5, {"k": "v"})
-    assert await transport.get_run("run-none") is None
+    assert await transport.store.get_run("run-none") is None
 
-    runs = await transport.list_runs()
+    runs = await transport.store.list_runs()
     assert [r.run_id for r in runs] == ["run-b", "run-a"]
     assert [r.events for r in runs] == [0, 3]
-    assert [r.run_id for r in await transport.list_runs(limit=1)] == ["run-b"]
+    assert [r.run_id for r in await transport.store.list_runs(limit=1)] == ["run-b"]
 
     # Updating a run's metadata keeps its counters.
-    await transport.save_run(
+    await transport.store.save_run(
         RunInfo("run-a", "first", status="completed", started=100.0, ended=101.5, meta={"k": "v"})
     )
-    done = await transport.get_run("run-a")
+    done = await transport.store.get_run("run-a")
     assert done is not None
     assert (done.status, done.ended, done.duration, done.events, done.records) == (
         "completed",
@@ -501,27 +509,27 @@ async def test_events_counted_before_the_run_is_saved(transport: Transport) -> N
     await transport.publish(
         TOPIC, event, journal=[JournalEntry("run-late", {"kind": "published"}, event)]
     )
-    await transport.write_journal([entry("run-quiet", "step")])
+    await transport.store.write_journal([entry("run-quiet", "step")])
 
-    early = await transport.get_run("run-late")
+    early = await transport.store.get_run("run-late")
     assert early is not None
     assert (early.name, early.status, early.events, early.records) == ("", "unknown", 1, 1)
-    assert await transport.get_run("run-quiet") is None
-    assert await transport.list_runs() == []
+    assert await transport.store.get_run("run-quiet") is None
+    assert await transport.store.list_runs() == []
 
-    await transport.save_run(
+    await transport.store.save_run(
         RunInfo("run-late", "late", status="completed", started=5.0, ended=6.0)
     )
-    await transport.save_run(RunInfo("run-late", "late", status="completed", started=5.0))
-    saved = await transport.get_run("run-late")
+    await transport.store.save_run(RunInfo("run-late", "late", status="completed", started=5.0))
+    saved = await transport.store.get_run("run-late")
     assert saved is not None
     assert (saved.name, saved.status, saved.events, saved.ended) == ("late", "completed", 1, 6.0)
-    assert [r.run_id for r in await transport.list_runs()] == ["run-late"]
+    assert [r.run_id for r in await transport.store.list_runs()] == ["run-late"]
 
 
 async def test_ack_with_journal_and_mark(transport: Transport) -> None:
     keys = transport.keys  # type: ignore[attr-defined]
-    await transport.save_run(RunInfo("run-m", "marks", started=1.0))
+    await transport.store.save_run(RunInfo("run-m", "marks", started=1.0))
     await transport.create_group(TOPIC, "g")
     await publish_n(transport, 1)
     (d,) = await read(transport, "c1")
@@ -537,11 +545,11 @@ async def test_ack_with_journal_and_mark(transport: Transport) -> None:
     assert await transport.is_marked(marker)
     assert not await transport.is_marked(keys.dedup("worker", "E2"))
     assert (await group_info(transport, "g")).pending == 0
-    assert kinds(await transport.read_journal("run-m")) == ["handled"]
+    assert kinds(await transport.store.read_journal("run-m")) == ["handled"]
 
 
 async def test_dead_letter_writes_journal(transport: Transport) -> None:
-    await transport.save_run(RunInfo("run-d", "dlq", started=1.0))
+    await transport.store.save_run(RunInfo("run-d", "dlq", started=1.0))
     await transport.create_group(TOPIC, "g")
     await publish_n(transport, 1)
     (d,) = await read(transport, "c1")
@@ -550,7 +558,7 @@ async def test_dead_letter_writes_journal(transport: Transport) -> None:
         TOPIC, "g", d.entry_id, letter(d.entry_id), journal=[entry("run-d", "dead_lettered")]
     )
 
-    assert kinds(await transport.read_journal("run-d")) == ["dead_lettered"]
+    assert kinds(await transport.store.read_journal("run-d")) == ["dead_lettered"]
 
 
 # -- cancellation and closing -------------------------------------------------------------------
@@ -590,14 +598,14 @@ async def test_closed_transport_raises(transport: Transport) -> None:
         transport.ack([Ack(TOPIC, "g", "1-0")]),
         transport.claim_idle(TOPIC, "g", "c1", min_idle_ms=0, count=1),
         transport.read_tail(TOPIC, "0-0", count=1, block_ms=None),
-        transport.topics(),
-        transport.dead_letters(TOPIC),
+        transport.admin.topics(),
+        transport.admin.dead_letters(TOPIC),
         transport.is_marked("x"),
-        transport.write_journal([entry("r", "step")]),
-        transport.read_journal("r"),
-        transport.list_runs(),
-        transport.get_run("r"),
-        transport.save_run(RunInfo("r", "n")),
+        transport.store.write_journal([entry("r", "step")]),
+        transport.store.read_journal("r"),
+        transport.store.list_runs(),
+        transport.store.get_run("r"),
+        transport.store.save_run(RunInfo("r", "n")),
     ]
     for call in calls:
         with pytest.raises(TransportClosed):

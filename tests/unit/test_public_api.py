@@ -27,6 +27,7 @@ CORE_MODULES = [
     "agentbus.runtime",
     "agentbus.transports",
     "agentbus.transports.base",
+    "agentbus.transports.contract",
     "agentbus.transports.memory",
 ]
 
@@ -34,6 +35,8 @@ CORE_MODULES = [
 #: authors and internals, reachable as ``agentbus.<module>.<name>``.
 NOT_TOP_LEVEL = {
     "Ack",
+    "Admin",
+    "Broker",
     "DEFAULT_JOURNAL_PATH",
     "DEFAULT_PREFIX",
     "Delivery",
@@ -41,8 +44,10 @@ NOT_TOP_LEVEL = {
     "EntryState",
     "GroupInfo",
     "JournalEntry",
+    "JournalStore",
     "RECORD_KINDS",
     "Scope",
+    "entry_id_key",
     "parse_duration",
     "record",
     "redact_url",
