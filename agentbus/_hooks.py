@@ -167,7 +167,7 @@ class Metrics:
         ours = set(groups)
         if self.sink is None or not ours:
             return
-        for info in await transport.topics():
+        for info in await transport.admin.topics():
             for group in info.groups:
                 if (info.topic, group.name) in ours:
                     self.sink.consumer_state(info.topic, group.name, group.pending, group.lag)

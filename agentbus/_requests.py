@@ -161,11 +161,10 @@ class Requests:
 
     async def _standing(self, topic: str, entry_id: str | None) -> _Standing:
         """Where the request stands: being handled, awaiting recovery, queued, or lost."""
-        states_of = getattr(self._transport, "entry_state", None)
-        if entry_id is None or states_of is None:
-            return _Standing(None)  # a transport that cannot tell: the timeout is final
+        if entry_id is None:
+            return _Standing(None)  # nothing was published: the timeout is final
         try:
-            states = await states_of(topic, entry_id)
+            states = await self._transport.entry_state(topic, entry_id)
         except TransportError as exc:
             return _Standing(f"could not check where the request stands: {exc}")
         if not states:

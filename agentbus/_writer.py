@@ -79,15 +79,15 @@ class Writer:
     async def write_now(self, entry: JournalEntry) -> None:
         """Write ``entry`` now, not batched (when recording)."""
         if self.recording:
-            await self._transport.write_journal([entry])
+            await self._transport.store.write_journal([entry])
 
     async def save_run(self, info: RunInfo) -> None:
         """Store a run's header (name, status, times, meta)."""
-        await self._transport.save_run(info)
+        await self._transport.store.save_run(info)
 
     async def events_stored(self, run_id: str) -> int:
         """How many events of the run the store has counted so far."""
-        stored = await self._transport.get_run(run_id)
+        stored = await self._transport.store.get_run(run_id)
         return stored.events if stored is not None else 0
 
     def _kick(self) -> None:
@@ -183,7 +183,7 @@ class Writer:
         retry_records: list[JournalEntry] = []
         for entry in records:
             await self._write_one(
-                entry, retry_records, partial(self._transport.write_journal, [entry])
+                entry, retry_records, partial(self._transport.store.write_journal, [entry])
             )
         self._acks[:0], self._records[:0], self._marks[:0] = retry_acks, retry_records, retry_marks
 

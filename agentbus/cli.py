@@ -186,7 +186,7 @@ async def cmd_runs_prune(args: argparse.Namespace) -> int:
         raise UsageError("runs prune needs --older-than DURATION (e.g. 30m, 12h, 7d)")
     age = parse_duration(args.older_than)
     async with Journal.open(args.url) as journal:
-        pruned = await journal.transport.prune_runs(before=time.time() - age)
+        pruned = await journal.transport.store.prune_runs(before=time.time() - age)
     if args.json:
         print(json.dumps({"pruned": pruned}, indent=2))
     else:
@@ -205,7 +205,9 @@ async def cmd_prune(args: argparse.Namespace) -> int:
     transport = open_transport(url)
     try:
         await transport.connect()
-        dead = await transport.prune_dead_consumers(idle_ms=int(age * 1000), dry_run=args.dry_run)
+        dead = await transport.admin.prune_dead_consumers(
+            idle_ms=int(age * 1000), dry_run=args.dry_run
+        )
     finally:
         await transport.aclose()
     if args.json:
@@ -231,7 +233,7 @@ async def cmd_topics(args: argparse.Namespace) -> int:
     transport = open_transport(_shared_url(args.url, "topics", _IN_PROCESS))
     try:
         await transport.connect()
-        topics = await transport.topics()
+        topics = await transport.admin.topics()
     finally:
         await transport.aclose()
     if args.json:
@@ -265,7 +267,7 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
     try:
         await transport.connect()
         if args.action == "list":
-            letters = await transport.dead_letters(args.topic, count=args.limit)
+            letters = await transport.admin.dead_letters(args.topic, count=args.limit)
             if args.json:
                 print(json.dumps([d.to_dict() for d in letters], indent=2))
             elif not letters:
@@ -277,7 +279,7 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
                 ]
                 print(_table(rows, ("ID", "ORIGIN", "AGENT", "ATTEMPTS", "REASON", "ERROR")))
         elif args.action == "show":
-            letters = await transport.dead_letters(args.topic, count=100_000)
+            letters = await transport.admin.dead_letters(args.topic, count=100_000)
             chosen = [d for d in letters if not args.ids or d.id in args.ids]
             print(json.dumps([d.to_dict() for d in chosen], indent=2))
         elif args.action == "retry":
@@ -286,7 +288,7 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
                 print(f"skipped {letter_id}: {why}")
             print(f"re-published {len(outcome.retried)} dead letters to {args.topic!r}")
         elif args.action == "purge":
-            n = await transport.remove_dead_letters(args.topic, args.ids or None)
+            n = await transport.admin.remove_dead_letters(args.topic, args.ids or None)
             print(f"purged {n} dead letters from {args.topic!r}")
     finally:
         await transport.aclose()

@@ -51,7 +51,7 @@ async def retry_dead_letters(
     by someone else is skipped too. Raises ``TransportError``.
     """
     who = by or operator_name()
-    letters = await transport.dead_letters(topic, count=1_000_000)
+    letters = await transport.admin.dead_letters(topic, count=1_000_000)
     wanted = None if ids is None else set(ids)
     outcome = RetryOutcome()
     for letter in letters:
@@ -74,7 +74,7 @@ async def retry_dead_letters(
             "reason": letter.reason,
             "agent": letter.agent,
         }
-        entry = await transport.retry_dead_letter(
+        entry = await transport.admin.retry_dead_letter(
             topic, letter.id, journal=[JournalEntry(run_id, record)]
         )
         if entry is None:

@@ -104,15 +104,17 @@ def parse_lines(lines: Iterable[str]) -> tuple[RunInfo, list[dict[str, Any]]]:
 async def import_file(transport: Transport, stream: IO[str]) -> RunInfo:
     """Load an exported run into ``transport``'s journal. Refuses a run id already present."""
     run, records = parse_lines(stream)
-    if await transport.get_run(run.run_id) is not None:
+    if await transport.store.get_run(run.run_id) is not None:
         raise UsageError(f"run {run.run_id} already exists in {transport.url}")
     final = RunInfo(run.run_id, run.name, run.status, run.started, run.ended, meta=run.meta)
-    await transport.save_run(
+    await transport.store.save_run(
         RunInfo(run.run_id, run.name, "importing", run.started, None, meta=run.meta)
     )
     for i in range(0, len(records), 2000):
-        await transport.write_journal([JournalEntry(run.run_id, r) for r in records[i : i + 2000]])
-    await transport.save_run(final)
+        await transport.store.write_journal(
+            [JournalEntry(run.run_id, r) for r in records[i : i + 2000]]
+        )
+    await transport.store.save_run(final)
     return final
 
 

@@ -82,14 +82,14 @@ class Journal:
 
     async def runs(self, *, limit: int = 100) -> list[RunInfo]:
         """Recorded runs, newest first."""
-        return await self.transport.list_runs(limit=limit)
+        return await self.transport.store.list_runs(limit=limit)
 
     async def run(self, run_id: str) -> RunInfo:
         """One run, found by its id or a unique prefix of it.
 
         Raises :class:`UsageError` when no run (or more than one) matches.
         """
-        found = await self.transport.get_run(run_id)
+        found = await self.transport.store.get_run(run_id)
         if found is not None:
             return found
         matches = [r for r in await self.runs(limit=10_000) if r.run_id.startswith(run_id)]
@@ -103,7 +103,7 @@ class Journal:
 
     async def records(self, run_id: str) -> list[JournalRecord]:
         """Every record of the run, in the order written."""
-        return await self.transport.read_journal(run_id)
+        return await self.transport.store.read_journal(run_id)
 
     async def events(self, run_id: str) -> list[Envelope]:
         """The run's published events, in the order published."""

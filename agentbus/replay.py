@@ -35,7 +35,7 @@ from .errors import AgentBusError, UsageError
 from .journal import Journal
 from .runtime import Runtime
 from .signing import Signer, unverified_records
-from .transports import JournalEntry, JournalRecord, RunInfo, open_transport, resolve_url
+from .transports import JournalEntry, JournalRecord, RunInfo, Transport, open_transport, resolve_url
 
 __all__ = ["EXIT_CODES", "ReplayMismatch", "ReplayResult", "UnverifiedRecords", "replay_run"]
 
@@ -304,10 +304,10 @@ async def replay_run(
         tape.annotate(produced_records)
         produced = [r.record["event"] for r in produced_records if r.kind == "published"]
         divergence = _first(compare_events(recorded, produced), tape.mismatches)
-        if signer is not None and getattr(journal.transport, "journal_signer", None) is None:
+        if signer is not None and journal.transport.store.signer is None:
             # The replay's records are annotated above (which recorded call answered
             # each): signed again as they are stored, so they still verify.
-            journal.transport.journal_signer = signer  # type: ignore[attr-defined]
+            journal.transport.store.signer = signer
         await _store(journal, info, produced_records, new_id_, the_app, fork_at, divergence)
     return ReplayResult(
         source_run_id=info.run_id,
@@ -341,17 +341,15 @@ def _first(event_divergence: Divergence | None, mismatches: list[Divergence]) ->
     return min(candidates, key=lambda d: d.position) if candidates else None
 
 
-def _isolated_url(url: str, main: Any) -> tuple[str, dict[str, Any]]:
+def _isolated_url(url: str, main: Transport) -> tuple[str, dict[str, Any]]:
     if urlsplit(url).scheme == "memory":
         return "memory://?journal=", {}
-    keys = getattr(main, "keys", None)
-    base = keys.prefix if keys is not None else "agentbus:"
-    return url, {"prefix": f"{base}replay:{new_id()}:"}
+    return url, {"prefix": f"{main.keys.prefix}replay:{new_id()}:"}
 
 
 async def _execute(
     url: str,
-    main: Any,
+    main: Transport,
     app: App,
     info: RunInfo,
     recorded: list[dict[str, Any]],
@@ -383,10 +381,9 @@ async def _execute(
                 await rt.idle(timeout=settle_timeout, drained=True)
             return await rt.journal.records(run_id)
     finally:
-        delete = getattr(transport, "delete_prefix", None)
-        if options and delete is not None:
+        if options:  # its own prefix on a shared store: leave nothing behind
             await transport.connect()
-            await delete()
+            await transport.admin.delete_prefix()
         await transport.aclose()
 
 
@@ -412,10 +409,10 @@ async def _store(
     ended = records[-1].time if records else started
     name = f"{source.name} ({meta['mode']} of {source.run_id[:10]})"
     info = RunInfo(run_id, name, "running", started, None, meta=meta)
-    await journal.transport.save_run(info)
+    await journal.transport.store.save_run(info)
     for i in range(0, len(records), 1000):
-        await journal.transport.write_journal(
+        await journal.transport.store.write_journal(
             [JournalEntry(run_id, r.record) for r in records[i : i + 1000]]
         )
     info.status, info.ended = "completed", ended
-    await journal.transport.save_run(info)
+    await journal.transport.store.save_run(info)

@@ -6,7 +6,7 @@ consumers of its groups idle past :attr:`Retention.idle_consumers` with nothing
 pending, trims its own reply inbox below what it has read, deletes the broadcast groups
 and reply inboxes of runtimes not seen for :attr:`Retention.dead_consumers` and, when
 :attr:`Retention.journal` is set, prunes runs with no activity for that long. Each step
-is safe to run from many processes at once (see :mod:`agentbus.transports.base`).
+is safe to run from many processes at once (see :mod:`agentbus.transports.contract`).
 
 Independently of that step, a runtime that owns broadcast groups or a reply inbox
 announces itself every :attr:`Retention.heartbeat` seconds, so that others can tell it
@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .errors import TransportClosed, TransportError, UsageError
-from .transports import DeadConsumer, Transport
+from .transports import Admin, DeadConsumer, Transport
 
 __all__ = ["MaintenanceReport", "Retention", "parse_duration"]
 
@@ -126,7 +126,7 @@ class Maintenance:
             )
         if self._owned is not None and self._presence is None:
             self._presence = Presence(
-                self.transport, self._consumer, self._owned, self.retention.heartbeat
+                self.transport.admin, self._consumer, self._owned, self.retention.heartbeat
             )
             self._presence.start()
 
@@ -148,7 +148,7 @@ class Maintenance:
         """Remove the runtime's presence record (after a clean stop removed what it owned)."""
         if self._presence is not None and self._presence.announced:
             try:
-                await self.transport.withdraw(self._consumer)
+                await self.transport.admin.withdraw(self._consumer)
             except TransportError as exc:  # left for the others to prune
                 log.debug("could not withdraw the presence of %s: %s", self._consumer, exc)
             self._presence = None
@@ -173,21 +173,23 @@ class Maintenance:
         if r.idle_consumers is not None:
             idle_ms = int(r.idle_consumers * 1000)
             for topic, group in pairs:
-                gone = await self.transport.remove_idle_consumers(topic, group, idle_ms=idle_ms)
+                gone = await self.transport.admin.remove_idle_consumers(
+                    topic, group, idle_ms=idle_ms
+                )
                 if gone:
                     report.consumers[(topic, group)] = gone
                     log.info("removed idle consumers %s from %s/%s", gone, topic, group)
         if r.trim:
             for topic in sorted({t for t, _ in pairs}):
-                report.trimmed[topic] = await self.transport.trim_acknowledged(topic)
+                report.trimmed[topic] = await self.transport.admin.trim_acknowledged(topic)
             inbox = self._inbox()
             if inbox is not None:
                 topic, consumed = inbox
-                report.trimmed[topic] = await self.transport.trim_acknowledged(
+                report.trimmed[topic] = await self.transport.admin.trim_acknowledged(
                     topic, consumed=consumed
                 )
         if r.dead_consumers is not None:
-            report.dead = await self.transport.prune_dead_consumers(
+            report.dead = await self.transport.admin.prune_dead_consumers(
                 idle_ms=int(r.dead_consumers * 1000)
             )
             for d in report.dead:
@@ -199,7 +201,7 @@ class Maintenance:
                     d.inbox,
                 )
         if r.journal is not None:
-            report.runs = await self.transport.prune_runs(before=time.time() - r.journal)
+            report.runs = await self.transport.store.prune_runs(before=time.time() - r.journal)
             if report.runs:
                 log.info("pruned %d runs idle for over %gs", len(report.runs), r.journal)
         return report
@@ -215,12 +217,12 @@ class Presence:
 
     def __init__(
         self,
-        transport: Transport,
+        admin: Admin,
         consumer: str,
         owned: Callable[[], tuple[Sequence[tuple[str, str]], str | None]],
         every: float,
     ) -> None:
-        self.transport = transport
+        self.admin = admin
         self.consumer = consumer
         self._owned = owned
         self.every = every
@@ -243,9 +245,9 @@ class Presence:
         current = (tuple(sorted(set(groups))), inbox)
         if not current[0] and current[1] is None and self.announced is None:
             return  # owns nothing another process would have to clean up
-        if current == self.announced and await self.transport.heartbeat(self.consumer):
+        if current == self.announced and await self.admin.heartbeat(self.consumer):
             return
-        await self.transport.announce(
+        await self.admin.announce(
             self.consumer,
             groups=current[0],
             inbox=inbox,

@@ -25,6 +25,7 @@ from ._decoding import Decoder
 from ._delivery import Services
 from ._hooks import Metrics, NullTracer, Tracer
 from ._hosting import Hosting
+from ._quiet import until_quiet
 from ._requests import Requests
 from ._settings import Settings
 from ._signals import on_stop_signals
@@ -36,7 +37,7 @@ from .context import CallKind, Context, Scope, current_scope
 from .envelope import DEFAULT_MAX_EVENT_BYTES, Envelope, new_id
 from .errors import TransportClosed, UsageError
 from .journal import Journal
-from .keys import DEFAULT_PREFIX, Keys, validate_topic
+from .keys import Keys, validate_topic
 from .message import Message
 from .records import published
 from .retention import Maintenance, Retention
@@ -98,15 +99,10 @@ class Runtime:
         signer: Signer | None = None,
         retention: Retention | None = None,
     ) -> None:
-        options: dict[str, Any] = {}
-        if prefix is not None:
-            options["prefix"] = prefix
+        options: dict[str, Any] = {} if prefix is None else {"prefix": prefix}
         self.transport: Transport = transport or open_transport(url, **options)
         self._owns_transport = transport is None
-        keys = getattr(self.transport, "keys", None)
-        self.transport_keys: Keys = (
-            keys if isinstance(keys, Keys) else Keys(prefix or DEFAULT_PREFIX)
-        )
+        self.transport_keys: Keys = self.transport.keys
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self._settings = Settings(
             consumer=self.consumer,
@@ -125,10 +121,10 @@ class Runtime:
         self.tracer: Tracer = tracer or NullTracer()
         #: Signs what this runtime publishes and verifies what it receives (``None``: off).
         self.signer: Signer | None = signer if signer is not None else Signer.from_env()
-        if self.signer is not None and getattr(self.transport, "journal_signer", None) is None:
+        if self.signer is not None and self.transport.store.signer is None:
             # Records are signed where the transport serialises them (one place for all
             # of them). A transport shared by several runtimes signs with the first signer.
-            self.transport.journal_signer = self.signer  # type: ignore[attr-defined]
+            self.transport.store.signer = self.signer
         self.metrics = Metrics(self.tracer.metrics)
         self.writer = Writer(self.transport, recording=journal)
         self._calls = Calls(self.writer, self.tracer)
@@ -498,19 +494,5 @@ class Runtime:
         acknowledged every entry (what replay waits for: the run has come to rest).
         Raises ``TimeoutError`` when that has not happened within ``timeout`` seconds.
         """
-        # A handler's entry stays pending until its ack is written, and what it publishes
-        # is stored before it returns; so quiet three times in a row means at rest.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        quiet = 0
-        while quiet < 3:
-            if loop.time() > deadline:
-                raise TimeoutError(f"the runtime was still busy after {timeout}s")
-            await self.writer.flush()
-            busy = self.busy or (drained and await self._unconsumed())
-            quiet = 0 if busy else quiet + 1
-            await asyncio.sleep(0.02)
-        await self.writer.flush()
-
-    async def _unconsumed(self) -> bool:
-        return any(g.pending or g.lag for t in await self.transport.topics() for g in t.groups)
+        admin = self.transport.admin if drained else None
+        await until_quiet(lambda: self.busy, self.writer.flush, timeout, drained=admin)

@@ -60,7 +60,7 @@ async def agentbus_memory(n: int, *, journal: bool = True) -> float:
                     await run.publish(ping(seq), TOPIC)
                 await asyncio.wait_for(sink.done.wait(), timeout=30 + n / 100)
                 await rt.writer.flush()
-        topics = {t.topic: t for t in await rt.transport.topics()}
+        topics = {t.topic: t for t in await rt.transport.admin.topics()}
     group = topics[TOPIC].groups[0]
     if sink.count != n or group.pending or topics[TOPIC].length != n:
         raise BenchError(

@@ -86,7 +86,7 @@ async def scenario(url: str, events: int, inside_run: bool) -> dict[str, Any]:
         size = await _event_size(r, prefix)
         await rt.maintenance.run_once()
         trimmed, keys_after, kinds_after = await footprint(r, prefix)
-        await rt.transport.prune_runs(before=time.time() + 1)  # journal retention of 0 s
+        await rt.transport.store.prune_runs(before=time.time() + 1)  # journal retention of 0 s
         pruned, keys_pruned, _ = await footprint(r, prefix)
         return {
             "event_bytes": size,

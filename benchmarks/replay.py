@@ -124,7 +124,7 @@ async def trace_and_export(url: str, prefix: str, events: int, rounds: int) -> O
     out = Outcome(NAME)
     async with Journal.open(purl) as journal:
         info = await journal.run(run_id)
-        key = journal.transport.keys.journal(run_id)  # type: ignore[attr-defined]
+        key = journal.transport.keys.journal(run_id)
         held: dict[str, Any] = {"records": await journal.records(run_id)}
         total = len(held["records"])
         if total != events + 2:  # run_started, N x published, run_finished

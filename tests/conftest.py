@@ -43,7 +43,7 @@ async def _cleanup(url: str, prefix: str) -> None:
 
     t = RedisStreamsTransport(url, prefix=prefix)
     try:
-        await t.delete_prefix()
+        await t.admin.delete_prefix()
     finally:
         await t.aclose()
 

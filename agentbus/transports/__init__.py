@@ -1,7 +1,9 @@
 """Transports: where topics, consumer groups and journals live.
 
 ``open_transport(url)`` picks one by URL scheme: ``memory://`` (embedded, the default),
-``redis://``, ``rediss://`` (TLS) and ``unix://`` (Redis over a Unix socket).
+``redis://``, ``rediss://`` (TLS) and ``unix://`` (Redis over a Unix socket). The
+contract they implement (``Broker``, ``JournalStore``, ``Admin``, composed as
+``Transport``) is in :mod:`agentbus.transports.contract`.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ from .base import (
     JournalRecord,
     RunInfo,
     TopicInfo,
-    Transport,
 )
+from .contract import Admin, Broker, JournalStore, Transport
 from .memory import MemoryTransport
 from .urls import redact_url
 
 __all__ = [
     "DEFAULT_JOURNAL_PATH",
     "Ack",
+    "Admin",
+    "Broker",
     "DeadConsumer",
     "DeadLetter",
     "Delivery",
@@ -38,6 +42,7 @@ __all__ = [
     "GroupInfo",
     "JournalEntry",
     "JournalRecord",
+    "JournalStore",
     "MemoryTransport",
     "RunInfo",
     "TopicInfo",

@@ -1,44 +1,31 @@
-"""The transport contract: what the runtime needs from a message store.
+"""The data a transport exchanges with the runtime: deliveries, acks, journal records.
 
-A transport stores topics as append-only streams with consumer groups, pending lists,
-delivery counts, claiming and dead-letter streams (the Redis Streams model), and keeps
-the journal of every run. The runtime speaks only this interface; ``MemoryTransport``
-and ``RedisStreamsTransport`` implement it and pass the same conformance suite
-(``agentbus.testing.conformance``).
-
-Unless noted, every method raises :class:`~agentbus.errors.TransportClosed` after
-``aclose()`` and :class:`~agentbus.errors.TransportUnavailable` when the store cannot
-be reached. Cancelling a blocking read leaves the transport usable.
+The contract itself (the ``Broker``, ``JournalStore`` and ``Admin`` roles and the
+``Transport`` that composes them) is in :mod:`agentbus.transports.contract`; the one
+encoder of journal chunks in :mod:`agentbus.transports.chunks`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple
 
 from .. import _json
-
-if TYPE_CHECKING:
-    from ..signing import Signer
 
 __all__ = [
     "Ack",
     "DeadConsumer",
     "DeadLetter",
     "Delivery",
+    "EntryState",
     "GroupInfo",
     "JournalEntry",
     "JournalRecord",
     "RunInfo",
     "TopicInfo",
-    "Transport",
+    "entry_id_key",
 ]
-
-
-log = logging.getLogger("agentbus.runtime")
 
 #: The stream field that carries the encoded envelope.
 EVENT_FIELD = "e"
@@ -137,74 +124,6 @@ class JournalEntry:
         if self.raw_event is None:
             return body
         return body[:-1] + b',"event":' + self.raw_event + b"}"
-
-
-def encode_chunk(entries: Sequence[JournalEntry], signer: Signer | None = None) -> bytes:
-    """Several records as one JSON array, encoded in one call.
-
-    One ``to_json`` call for the whole list instead of one per record. A record's raw
-    event goes in as a placeholder string that cannot occur in real data (it carries a
-    random per-process nonce), and the encoded events replace the placeholders after.
-
-    With a ``signer`` (a transport's ``journal_signer``, set by a runtime that signs)
-    each record is signed here, the one place every record passes on its way to a store.
-
-    Never fails because of a record's content: a record that cannot be encoded (a lone
-    surrogate, an object that is not JSON) is written with those values replaced by
-    text (:func:`agentbus._json.jsonable`) and a warning logged, so one bad record
-    neither blocks the others nor the acks written with them.
-    """
-    if signer is not None:
-        entries = [_signed(e, signer) for e in entries]
-    try:
-        return _encode_chunk(entries)
-    except Exception:  # PydanticSerializationError, ValueError: find the record(s)
-        return _encode_chunk([_encodable(e) for e in entries])
-
-
-def _signed(entry: JournalEntry, signer: Signer) -> JournalEntry:
-    try:
-        record = signer.sign_record(entry.run_id, entry.record, entry.raw_event)
-    except Exception:  # it cannot be encoded: sign what will be stored instead
-        entry = _encodable(entry)
-        record = signer.sign_record(entry.run_id, entry.record, entry.raw_event)
-    return JournalEntry(entry.run_id, record, entry.raw_event)
-
-
-def _encodable(entry: JournalEntry) -> JournalEntry:
-    try:
-        _json.dumps(entry.record)
-        return entry
-    except Exception as exc:
-        log.warning(
-            "a %r record of run %r cannot be encoded as JSON (%s); "
-            "recording it with the offending values as text",
-            _json.jsonable(entry.record.get("kind")),
-            _json.jsonable(entry.run_id),
-            exc,
-        )
-        return JournalEntry(entry.run_id, _json.jsonable(entry.record), entry.raw_event)
-
-
-def _encode_chunk(entries: Sequence[JournalEntry]) -> bytes:
-    raws = [e.raw_event for e in entries if e.raw_event is not None]
-    if not raws:
-        return _json.dumps([e.record for e in entries])
-    body = _json.dumps(
-        [e.record if e.raw_event is None else {**e.record, "event": _MARK} for e in entries]
-    )
-    parts = body.split(_MARK_JSON)
-    if len(parts) != len(raws) + 1:  # unreachable unless the nonce leaked; be correct anyway
-        return b"[" + b",".join(e.encode() for e in entries) + b"]"
-    out = [parts[0]]
-    for raw, part in zip(raws, parts[1:], strict=True):
-        out.append(raw)
-        out.append(part)
-    return b"".join(out)
-
-
-_MARK = f"\x00agentbus-event-{os.urandom(16).hex()}\x00"
-_MARK_JSON = _json.dumps(_MARK)
 
 
 @dataclass(slots=True)
@@ -373,7 +292,8 @@ class DeadConsumer:
 
     ``consumer``: its consumer name; ``idle``: seconds since it was last seen;
     ``groups``: its broadcast groups as ``(topic, group)``; ``inbox``: its reply inbox
-    topic (``None`` when it had none). See :meth:`Transport.prune_dead_consumers`.
+    topic (``None`` when it had none). See ``Admin.prune_dead_consumers``
+    (:mod:`agentbus.transports.contract`).
     """
 
     consumer: str
@@ -390,232 +310,16 @@ class DeadConsumer:
         }
 
 
-@runtime_checkable
-class Transport(Protocol):
-    """A message store with consumer groups and a journal. See the module docstring."""
-
-    #: The URL it was opened with, with any password removed.
-    url: str
-
-    async def connect(self) -> None:
-        """Check the store answers. Raises ``TransportUnavailable`` naming the URL."""
-
-    async def aclose(self) -> None:
-        """Release connections. Idempotent."""
-
-    # -- topics ---------------------------------------------------------------------
-    async def publish(
-        self, topic: str, payload: bytes, *, journal: Sequence[JournalEntry] = ()
-    ) -> str:
-        """Append an event; the journal entries are written atomically with it."""
-
-    async def publish_many(
-        self, items: Sequence[tuple[str, bytes]], *, journal: Sequence[JournalEntry] = ()
-    ) -> list[str]:
-        """Append several events (and journal entries) in one round trip."""
-
-    async def create_group(self, topic: str, group: str, *, from_start: bool = True) -> None:
-        """Create ``group`` on ``topic`` (and the topic) if missing.
-
-        ``from_start`` delivers entries already in the topic; otherwise only new ones.
-        """
-
-    async def delete_group(self, topic: str, group: str) -> None:
-        """Remove a consumer group and its pending list."""
-
-    async def read_group(
-        self,
-        group: str,
-        consumer: str,
-        topics: Sequence[str],
-        *,
-        count: int,
-        block_ms: int | None,
-        pending: bool = False,
-    ) -> list[Delivery]:
-        """Read up to ``count`` entries per topic for ``consumer``.
-
-        With ``pending`` it returns the consumer's own unacknowledged entries (counting
-        a new delivery) instead of new ones and never blocks. ``block_ms=None`` does
-        not block; otherwise it waits up to that long for new entries.
-        """
-
-    async def ack(
-        self,
-        acks: Sequence[Ack],
-        *,
-        journal: Sequence[JournalEntry] = (),
-        mark: Sequence[tuple[str, int]] = (),
-    ) -> None:
-        """Acknowledge entries, append journal entries and set de-duplication markers
-        (``(key, ttl_seconds)``), all in one atomic round trip."""
-
-    async def commit(
-        self,
-        ack: Ack,
-        mark: tuple[str, int],
-        *,
-        publish: Sequence[tuple[str, bytes]] = (),
-        journal: Sequence[JournalEntry] = (),
-    ) -> bool:
-        """Finish a de-duplicated delivery atomically (exactly-once effects).
-
-        Unless the de-duplication marker ``mark`` (``(key, ttl_seconds)``) exists,
-        append the events ``publish`` (``(topic, payload)``) and the ``journal``
-        entries and set the marker; acknowledge the entry either way, all or nothing.
-        Returns ``False`` when the marker existed (someone already committed this
-        event: nothing was written but the ack). Safe to retry after a failure.
-        """
-
-    async def claim_idle(
-        self,
-        topic: str,
-        group: str,
-        consumer: str,
-        *,
-        min_idle_ms: int,
-        count: int,
-        cursor: str = "0-0",
-    ) -> tuple[str, list[Delivery]]:
-        """Take over entries pending longer than ``min_idle_ms`` from any consumer.
-
-        Returns the cursor to continue from (``"0-0"`` when the scan wrapped around).
-        """
-
-    async def extend_lease(
-        self, topic: str, group: str, consumer: str, entry_ids: Sequence[str]
-    ) -> None:
-        """Reset the idle time of entries ``consumer`` is still working on."""
-
-    async def read_tail(
-        self, topic: str, after: str, *, count: int, block_ms: int | None
-    ) -> list[Delivery]:
-        """Read entries after ``after`` without a group (for reply inboxes)."""
-
-    async def delete_topic(self, topic: str) -> None:
-        """Delete a topic with its groups."""
-
-    async def entry_state(self, topic: str, entry_id: str) -> list[EntryState]:
-        """Where entry ``entry_id`` of ``topic`` stands in each of the topic's groups
-        (empty when the topic has none). Not on the hot path: requests ask it when a reply
-        is late."""
-
-    async def topics(self) -> list[TopicInfo]:
-        """Every topic with its groups, pending counts, lag and dead-letter count."""
-
-    # -- dead letters -----------------------------------------------------------------
-    async def dead_letter(
-        self,
-        topic: str,
-        group: str,
-        entry_id: str,
-        letter: dict[str, Any],
-        *,
-        journal: Sequence[JournalEntry] = (),
-    ) -> None:
-        """Move an entry to the topic's dead-letter stream and ack it, atomically."""
-
-    async def dead_letters(self, topic: str, *, count: int = 100) -> list[DeadLetter]:
-        """The oldest ``count`` dead letters of ``topic``."""
-
-    async def remove_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> int:
-        """Delete the given dead letters (all when ``ids`` is ``None``); returns how many."""
-
-    async def retry_dead_letter(
-        self, topic: str, letter_id: str, *, journal: Sequence[JournalEntry] = ()
-    ) -> str | None:
-        """Re-publish the event dead letter ``letter_id`` holds and delete the letter.
-
-        The letter's payload goes back to ``topic`` unchanged (the same bytes as the
-        entry that was dead-lettered), together with ``journal``, atomically. Returns
-        the new entry id, or ``None`` when the letter no longer exists (someone else
-        retried or purged it): nothing is written then.
-        """
-
-    # -- retention ------------------------------------------------------------------------
-    async def trim_acknowledged(self, topic: str, *, consumed: str | None = None) -> int:
-        """Delete the entries of ``topic`` that no consumer group still needs.
-
-        An entry is kept while any group has it pending or has not had it delivered
-        yet; everything older than the oldest such entry, over all groups, is deleted.
-        Consistent with concurrent reads, acks and publishes (nothing a group has not
-        acknowledged is ever deleted). A topic without groups is left alone, unless
-        ``consumed`` gives the entry id up to which its only reader (a reply inbox read
-        without a group) has read. Returns how many entries were deleted.
-        """
-
-    async def remove_idle_consumers(self, topic: str, group: str, *, idle_ms: int) -> list[str]:
-        """Remove the consumers of ``group`` idle longer than ``idle_ms`` with nothing pending.
-
-        A consumer is idle since its last read, claim or lease renewal. One with pending
-        entries is never removed (its entries would be lost to the group); a removed
-        consumer that reads again is simply re-created. Returns the removed names.
-        """
-
-    async def prune_runs(self, *, before: float) -> list[str]:
-        """Delete every run in which nothing was recorded since ``before`` (Unix time).
-
-        A run's last activity is the latest of its start, its end and its last journal
-        record; a pruned run loses its metadata, journal and counters. Returns the ids.
-        """
-
-    # -- presence: what a runtime owns, pruned when it stops announcing itself ------------
-    async def announce(
-        self,
-        consumer: str,
-        *,
-        groups: Sequence[tuple[str, str]],
-        inbox: str | None,
-        every_ms: int,
-    ) -> None:
-        """Record that runtime ``consumer`` is alive now and owns the broadcast ``groups``
-        (``(topic, group)``) and the reply ``inbox``, and will say so every ``every_ms``.
-
-        Replaces what it announced before. Its own record, not a key shared by all
-        runtimes, is what a heartbeat touches.
-        """
-
-    async def heartbeat(self, consumer: str) -> bool:
-        """Record that ``consumer`` is alive now; ``False`` when it has no record (never
-        announced, or pruned as dead): the caller announces itself again then."""
-
-    async def withdraw(self, consumer: str) -> None:
-        """Forget ``consumer`` (on a clean stop, after it removed what it owned)."""
-
-    async def prune_dead_consumers(
-        self, *, idle_ms: int, dry_run: bool = False
-    ) -> list[DeadConsumer]:
-        """Delete what runtimes not seen for ``idle_ms`` owned: their broadcast groups
-        (with their pending lists) and reply inboxes, then their records.
-
-        A runtime counts as dead only when it has not been seen for ``idle_ms`` and for
-        three of its own announcement periods, whichever is longer, so a short
-        ``idle_ms`` cannot remove a live runtime's groups. The check and the deletion are
-        one step: a heartbeat in between keeps everything. ``dry_run`` lists them and
-        deletes nothing. Returns the dead runtimes, oldest first.
-        """
-
-    # -- de-duplication -----------------------------------------------------------------
-    async def is_marked(self, key: str) -> bool:
-        """Whether a de-duplication marker set through :meth:`ack` exists."""
-
-    # -- journal ---------------------------------------------------------------------------
-    async def save_run(self, run: RunInfo) -> None:
-        """Create or update a run's metadata (not its counters)."""
-
-    async def write_journal(self, journal: Sequence[JournalEntry]) -> None:
-        """Append journal entries on their own."""
-
-    async def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
-        """Recorded runs, newest first."""
-
-    async def get_run(self, run_id: str) -> RunInfo | None:
-        """One run's metadata, or ``None``."""
-
-    async def read_journal(self, run_id: str) -> list[JournalRecord]:
-        """A run's journal records in the order they were written."""
-
-
 def text(value: bytes | str) -> str:
     """``value`` as ``str`` (Redis replies are bytes; ids and names are UTF-8)."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def entry_id_key(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``"<ms>-<seq>"``, the sequence optional) as a sortable pair.
+
+    The one parser of entry ids: ids compare as these pairs, never as strings.
+    Raises ``ValueError`` for anything else.
+    """
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -1,77 +1,36 @@
-"""The Redis Streams transport (redis.asyncio). The only module that imports redis-py.
+"""The Redis Streams transport (redis.asyncio): the broker, composed with its roles.
 
 Layout (all under the key prefix, see :mod:`agentbus.keys`): a stream per topic with
 one field ``e`` holding the envelope; a dead-letter stream per topic; a journal stream
 per run plus a hash per run and a sorted set indexing runs.
 
-Why two connection pools: blocking reads (``XREADGROUP ... BLOCK``) hold a connection
-for up to ``block_ms``; they get their own pool, with a socket timeout well above the
-longest block, so they never starve publishes and acks nor trip the socket timeout.
-
-Why no automatic command retries: a retried ``MULTI``/``EXEC`` whose reply was lost
-could publish twice. Idempotent commands (reads, acks, group creation, claims) are
-retried here with backoff; publishes surface :class:`TransportUnavailable` and the
-caller decides. A publish that returned has been applied.
+:class:`RedisStreamsTransport` is the broker (publish, read, ack, commit, claim: the
+hot path); its ``store`` (:mod:`.redis_journal`) and ``admin`` (:mod:`.redis_admin`)
+share its connection (:mod:`.redis_client`, which explains the two pools and why only
+idempotent commands are retried). A publish that returned has been applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import (
-    AuthenticationError,
-    MaxConnectionsError,
-    NoPermissionError,
-    OutOfMemoryError,
-    RedisError,
-    ResponseError,
-    WatchError,
-)
-from redis.exceptions import (
-    ConnectionError as RedisConnectionError,
-)
-from redis.exceptions import (
-    TimeoutError as RedisTimeoutError,
-)
+from redis.exceptions import RedisError, ResponseError, WatchError
 
-from ..errors import (
-    GroupNotFound,
-    TransportClosed,
-    TransportError,
-    TransportUnavailable,
-    UsageError,
-)
-from ..keys import DEFAULT_PREFIX, Keys
-from ..redact import url_error
-from .base import (
-    EVENT_FIELD,
-    Ack,
-    Delivery,
-    JournalEntry,
-)
+from ..errors import TransportClosed, TransportError, UsageError
+from ..keys import Keys
+from .base import EVENT_FIELD, Ack, Delivery, EntryState, JournalEntry, entry_id_key
 from .base import text as _s
 from .redis_admin import LETTER_FIELD, RedisAdmin
-from .redis_journal import PUBLISH_SCRIPT, RedisJournal, publish_args
-from .redis_presence import RedisPresence
+from .redis_client import RedisClient
+from .redis_journal import PUBLISH_SCRIPT, RedisJournalStore, publish_args
 from .redis_reads import READ_SCRIPT, unpack_read
-from .redis_retention import RedisRetention
-from .urls import redact_url
 
 __all__ = ["RedisStreamsTransport"]
 
-T = TypeVar("T")
-
-#: Socket timeout of the pool that serves blocking reads; blocks are capped well below.
-_BLOCKING_SOCKET_TIMEOUT_S = 30.0
 MAX_BLOCK_MS = 10_000
 
 
@@ -87,7 +46,7 @@ class _Publish:
     done: asyncio.Future[list[str]]
 
 
-class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPresence):
+class RedisStreamsTransport:
     """Topics as Redis streams. ``url`` is ``redis://``, ``rediss://`` or ``unix://``.
 
     ``prefix`` (or ``?prefix=`` in the URL) namespaces every key.
@@ -95,11 +54,9 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPrese
     Each of its two connection pools holds up to ``?max_connections=`` (redis-py's
     default: 100) connections; a hosted subscription holds one blocking connection.
 
-    Topics are trimmed by :meth:`trim_acknowledged` (the runtime's maintenance step),
+    Topics are trimmed by ``admin.trim_acknowledged`` (the runtime's maintenance step),
     never capped: ``stream_maxlen`` is refused with :class:`UsageError`.
     """
-
-    _watch_error = WatchError  # for the mixins, which do not import redis-py
 
     def __init__(
         self,
@@ -110,13 +67,6 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPrese
         socket_timeout: float = 10.0,
         stream_maxlen: int | None = None,
     ) -> None:
-        parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query))
-        url_prefix = query.pop("prefix", None)
-        clean = urlunsplit(parts._replace(query=urlencode(query)))
-        self.url = redact_url(url)
-        self.keys = Keys(prefix or url_prefix or DEFAULT_PREFIX)
-        self.connect_timeout = connect_timeout
         if stream_maxlen is not None:
             # A length cap trims entries whether or not they were delivered: it lost
             # most of a backlog without a word. Retention is trim_acknowledged now.
@@ -125,25 +75,20 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPrese
                 "deletes events no consumer has handled. Topics are trimmed automatically "
                 "below what every consumer group has acknowledged (Runtime(retention=...))"
             )
+        self._c = RedisClient(
+            url, prefix=prefix, connect_timeout=connect_timeout, socket_timeout=socket_timeout
+        )
+        self.url = self._c.url
+        self.keys: Keys = self._c.keys
+        self.connect_timeout = connect_timeout
+        self.store = RedisJournalStore(self._c)
+        self.admin = RedisAdmin(self._c, self.store)
         self._maxlen: int | None = None
-        no_retry = Retry(NoBackoff(), 0)
-        common: dict[str, Any] = {
-            "decode_responses": False,
-            "socket_connect_timeout": connect_timeout,
-            "retry": no_retry,
-            "health_check_interval": 15,
-        }
-        # Typed as Any: redis-py's stubs model every reply as a wide union.
-        self._r: Any
-        self._blocking: Any
-        try:
-            self._r = aioredis.Redis.from_url(clean, socket_timeout=socket_timeout, **common)
-            self._blocking = aioredis.Redis.from_url(
-                clean, socket_timeout=_BLOCKING_SOCKET_TIMEOUT_S, **common
-            )
-        except (ValueError, RedisError) as exc:
-            raise TransportError(f"invalid Redis URL {self.url!r}: {url_error(url, exc)}") from exc
-        self._closed = False
+        self._r: Any = self._c.r
+        self._blocking: Any = self._c.blocking
+        # The client's helpers, bound once: the hot path calls them as before.
+        self._call = self._c.call
+        self._idempotent = self._c.idempotent
         # Group commit of publishes: see publish_many.
         self._queued: list[_Publish] = []
         self._writing: asyncio.Task[None] | None = None
@@ -156,29 +101,10 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPrese
     # -- lifecycle -----------------------------------------------------------------------
     async def connect(self) -> None:
         """Wait (bounded by ``connect_timeout``) for Redis to answer ``PING``."""
-        self._check()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.connect_timeout
-        delay = 0.05
-        while True:
-            try:
-                await self._r.ping()
-                return
-            except (AuthenticationError, NoPermissionError) as exc:
-                raise self._translate(exc) from exc
-            except RedisError as exc:
-                if _tls_failure(exc) or loop.time() + delay > deadline:
-                    # A certificate that does not verify will not verify in a second either.
-                    raise self._translate(exc) from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        await self._c.connect()
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._r.aclose()
-        await self._blocking.aclose()
+        await self._c.aclose()
 
     async def __aenter__(self) -> RedisStreamsTransport:
         await self.connect()
@@ -186,76 +112,6 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPrese
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-    def _check(self) -> None:
-        if self._closed:
-            raise TransportClosed(f"the Redis transport for {self.url!r} is closed")
-
-    def _translate(self, exc: RedisError) -> TransportError:
-        if isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP"):
-            return GroupNotFound(str(exc))
-        if isinstance(exc, OutOfMemoryError):
-            return self._out_of_memory(str(exc))
-        if isinstance(exc, AuthenticationError | NoPermissionError):
-            # The server's message never contains the password; the URL is redacted.
-            return TransportUnavailable(
-                f"Redis at {self.url!r} refused us: {exc} "
-                "(check the user name and password in the URL, and the user's ACL rules)"
-            )
-        if _tls_failure(exc):
-            return TransportUnavailable(
-                f"TLS with Redis at {self.url!r} failed: {exc} (check ssl_ca_certs= names the "
-                "CA that signed the server's certificate, and that it matches the host)"
-            )
-        if isinstance(exc, MaxConnectionsError) or str(exc) == "No connection available.":
-            # redis-py's pool is full (MaxConnectionsError; "No connection available." from
-            # a blocking pool): Redis is fine, this process holds too many connections.
-            return TransportUnavailable(
-                f"the connection pool for Redis at {self.url!r} is exhausted: all "
-                f"{self._r.connection_pool.max_connections} connections are in use ({exc}); "
-                "raise max_connections= in the URL (each hosted subscription holds one "
-                "connection for its blocking reads) or host fewer agents per process"
-            )
-        if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
-            return TransportUnavailable(
-                f"cannot reach Redis at {self.url!r}: {exc} "
-                "(is redis-server running? check the URL, port and TLS settings)"
-            )
-        return TransportError(f"Redis at {self.url!r} failed: {exc}")
-
-    def _out_of_memory(self, error: str) -> TransportUnavailable:
-        # Retryable: nothing of the refused write was stored (a MULTI is refused whole,
-        # a script before its first write), and Redis takes writes again once memory
-        # is freed. Acks and reads still work meanwhile.
-        return TransportUnavailable(
-            f"Redis at {self.url!r} is out of memory and refused a write ({error}); "
-            "retry later: it takes writes again once memory is freed (trim or delete "
-            "streams, raise maxmemory, or set a maxmemory-policy that evicts)"
-        )
-
-    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run one command, translating redis-py errors."""
-        self._check()
-        try:
-            return await fn()
-        except RedisError as exc:
-            if self._closed:
-                # aclose() cut the connection under a blocking read: say who did it.
-                raise TransportClosed(f"the Redis transport for {self.url!r} is closed") from exc
-            raise self._translate(exc) from exc
-
-    async def _idempotent(self, fn: Callable[[], Awaitable[T]], attempts: int = 3) -> T:
-        """Run an idempotent command, retrying connection failures with backoff."""
-        delay = 0.05
-        for attempt in range(1, attempts + 1):
-            try:
-                return await self._call(fn)
-            except TransportUnavailable:
-                if attempt == attempts:
-                    raise
-                await asyncio.sleep(delay)
-                delay *= 4
-        raise AssertionError("unreachable")
 
     # -- topics ---------------------------------------------------------------------------
     def _xadd(self, pipe: Any, topic: str, payload: bytes) -> None:
@@ -281,7 +137,7 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPrese
         # made while another is being written wait and go out together in the next
         # MULTI/EXEC. A lone publisher is written at once; each publish still lands with
         # its journal records, and each caller sees only its own errors.
-        self._check()
+        self._c.check()
         pending = _Publish(items, journal, asyncio.get_running_loop().create_future())
         self._queued.append(pending)
         if self._writing is None:
@@ -311,13 +167,13 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPrese
     async def _write_batch(self, batch: list[_Publish]) -> None:
         journal = [entry for p in batch for entry in p.journal]
         try:
-            self._check()
+            self._c.check()
             items = [item for p in batch for item in p.items]
-            keys, args = publish_args(self.keys, self._maxlen, items, journal, self.journal_signer)
+            keys, args = publish_args(self.keys, self._maxlen, items, journal, self.store.signer)
             results = (await self._publish_script(keys=keys, args=args)).split(b"\n")
         except Exception as exc:
-            error = self._translate(exc) if isinstance(exc, RedisError) else exc
-            if self._closed and not isinstance(error, TransportClosed):
+            error = self._c.translate(exc) if isinstance(exc, RedisError) else exc
+            if self._c.closed and not isinstance(error, TransportClosed):
                 error = TransportClosed(f"the Redis transport for {self.url!r} is closed")
             for p in batch:
                 if not p.done.done():
@@ -332,7 +188,7 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPrese
                 continue
             for r in mine:
                 if r.startswith("!OOM"):
-                    p.done.set_exception(self._out_of_memory(r[1:]))
+                    p.done.set_exception(self._c.out_of_memory(r[1:]))
                     break
                 if r.startswith("!"):
                     p.done.set_exception(
@@ -341,10 +197,6 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPrese
                     break
             else:
                 p.done.set_result(mine)
-
-    async def add_raw(self, topic: str, fields: dict[str, bytes]) -> str:
-        """Append an entry with arbitrary fields (for tests of hostile input)."""
-        return _s(await self._call(lambda: self._r.xadd(self.keys.topic(topic), fields)))
 
     async def create_group(self, topic: str, group: str, *, from_start: bool = True) -> None:
         async def run() -> None:
@@ -482,7 +334,7 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPrese
                     pipe.xack(self.keys.topic(topic), group, *ids)
                 for key, ttl in mark:
                     pipe.set(key, b"1", ex=ttl)
-                self._queue_journal(pipe, journal)
+                self.store.queue(pipe, journal)
                 await pipe.execute()
 
         # Retrying is safe only without journal records (they would be written twice).
@@ -517,7 +369,7 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPrese
                             self._xadd(pipe, topic, payload)
                         pipe.xack(stream, ack.group, ack.entry_id)
                         pipe.set(key, b"1", ex=ttl)
-                        self._queue_journal(pipe, journal)
+                        self.store.queue(pipe, journal)
                         await pipe.execute()
                         return True
                     except WatchError:
@@ -544,7 +396,7 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPrese
             )
             next_cursor, entries = _s(response[0]), response[1]
             ids = [_s(i) for i, _ in entries]
-            counts = await self._counts(topic, group, consumer, sorted(ids, key=_id_key))
+            counts = await self._counts(topic, group, consumer, sorted(ids, key=entry_id_key))
             return next_cursor, self._deliveries([(key, entries)], counts)
 
         return await self._idempotent(run)
@@ -572,6 +424,38 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPrese
 
         return await self._call(run)
 
+    async def delete_topic(self, topic: str) -> None:
+        await self._idempotent(lambda: self._r.delete(self.keys.topic(topic)))
+
+    async def entry_state(self, topic: str, entry_id: str) -> list[EntryState]:
+        key = self.keys.topic(topic)
+        wanted = entry_id_key(entry_id)
+
+        async def run() -> list[EntryState]:
+            if not await self._r.exists(key):
+                return []
+            groups = await self._r.xinfo_groups(key)
+            out = []
+            for g in sorted(groups, key=lambda g: _s(g["name"])):
+                name = _s(g["name"])
+                rows = await self._r.xpending_range(key, name, entry_id, entry_id, 1)
+                if rows:
+                    row = rows[0]
+                    out.append(
+                        EntryState(
+                            name,
+                            True,
+                            _s(row["consumer"]),
+                            int(row["time_since_delivered"]),
+                            int(row["times_delivered"]),
+                        )
+                    )
+                else:
+                    out.append(EntryState(name, entry_id_key(_s(g["last-delivered-id"])) >= wanted))
+            return out
+
+        return await self._idempotent(run)
+
     # -- dead letters -----------------------------------------------------------------------
     async def dead_letter(
         self,
@@ -586,7 +470,7 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPrese
             async with self._r.pipeline(transaction=True) as pipe:
                 pipe.xadd(self.keys.dead_letters(topic), {LETTER_FIELD: json.dumps(letter)})
                 pipe.xack(self.keys.topic(topic), group, entry_id)
-                self._queue_journal(pipe, journal)
+                self.store.queue(pipe, journal)
                 await pipe.execute()
 
         await self._call(run)
@@ -595,22 +479,7 @@ class RedisStreamsTransport(RedisJournal, RedisAdmin, RedisRetention, RedisPrese
         return bool(await self._idempotent(lambda: self._r.exists(key)))
 
 
-def _tls_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it was raised from) is a TLS/certificate failure."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _block(block_ms: int | None) -> int | None:
     # BLOCK 0 means "forever" to Redis, but "wait up to 0 ms" in the transport contract
     # (and would trip the socket timeout): don't block at all, as the memory transport.
     return None if block_ms is None or block_ms <= 0 else min(block_ms, MAX_BLOCK_MS)
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)

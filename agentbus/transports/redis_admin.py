@@ -1,87 +1,135 @@
-"""The operator side of the Redis transport: topics, dead-letter listing, deletes.
+"""The operator side of the Redis transport: topics, dead letters, retention, presence,
+deletion.
 
-What ``agentbus topics`` and ``agentbus dlq`` use, kept apart from the delivery path in
-:mod:`agentbus.transports.redis`. :class:`RedisAdmin` is a mixin of
-:class:`~agentbus.transports.redis.RedisStreamsTransport`; it needs the transport's client
-(``_r``), key builder and call helpers. Nothing here imports redis-py.
+What ``agentbus topics``, ``agentbus dlq``, ``agentbus prune`` and the runtime's
+retention step use, kept apart from the delivery path in
+:mod:`agentbus.transports.redis`. :class:`RedisAdmin` is the transport's ``admin``; it
+runs its commands through the shared
+:class:`~agentbus.transports.redis_client.RedisClient`, and presence through
+:class:`~agentbus.transports.redis_presence.RedisPresence`. Nothing here imports
+redis-py.
+
+Why scripts: deciding what may go and removing it must be one step. Between reading a
+group's state and an ``XTRIM``, a concurrent ``XGROUP CREATE … 0`` (a shared group
+created from the start) could ask for entries about to be trimmed; between checking a
+consumer has nothing pending and ``XGROUP DELCONSUMER``, its ``XREADGROUP`` could hand it
+entries, which ``DELCONSUMER`` would then drop from the pending list for good. A script
+runs as a unit: no command interleaves, so each decision is taken on the state it acts on.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from ..keys import Keys
-from .base import DeadLetter, EntryState, GroupInfo, TopicInfo
+from .base import EVENT_FIELD, DeadConsumer, DeadLetter, GroupInfo, JournalEntry, TopicInfo
 from .base import text as _s
+from .redis_presence import RedisPresence
+
+if TYPE_CHECKING:
+    from .redis_client import RedisClient
+    from .redis_journal import RedisJournalStore
 
 __all__ = ["LETTER_FIELD", "RedisAdmin"]
-
-T = TypeVar("T")
 
 #: The dead-letter stream field that carries one letter (JSON).
 LETTER_FIELD = "letter"
 
+# KEYS[1]: a topic stream. ARGV[1]: the id its groupless reader has consumed, or ''.
+# The lowest id still needed is, over every group, its oldest pending entry if it has
+# any, else the successor of its last-delivered id (every later entry is undelivered).
+# Entries below it go (XTRIM MINID, exact). No group and no ARGV[1]: nothing is trimmed
+# (a shared group created later starts from the beginning and would want them all).
+# Ids are compared as (ms, seq) numbers: exact below 2^53, far beyond any real sequence.
+TRIM_SCRIPT = """
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return 0 end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return {tonumber(ms), tonumber(seq)}
+end
+local function less(a, b)
+  return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2])
+end
+local function succ(id)
+  local p = parse(id)
+  return {p[1], p[2] + 1}
+end
+local floor = nil
+local groups = redis.call('XINFO', 'GROUPS', key)
+for _, g in ipairs(groups) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  local need
+  if tonumber(info['pending']) > 0 then
+    need = parse(redis.call('XPENDING', key, info['name'])[2])
+  else
+    need = succ(info['last-delivered-id'])
+  end
+  if floor == nil or less(need, floor) then floor = need end
+end
+if floor == nil then
+  if ARGV[1] == '' then return 0 end
+  floor = succ(ARGV[1])
+end
+return redis.call('XTRIM', key, 'MINID', string.format('%.0f-%.0f', floor[1], floor[2]))
+"""
+
+# KEYS[1]: a topic stream. ARGV: group, idle ms. Removes the consumers of the group idle
+# longer than that with nothing pending, in the same step as the check (see the module
+# docstring); a missing group or stream removes nothing.
+IDLE_CONSUMERS_SCRIPT = """
+local consumers = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if type(consumers) == 'table' and consumers.err then return {} end
+local removed = {}
+for _, c in ipairs(consumers) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if tonumber(info['pending']) == 0 and tonumber(info['idle']) > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    removed[#removed + 1] = info['name']
+  end
+end
+return removed
+"""
+
+# KEYS: the topic, its dead-letter stream. ARGV: the payload, the letter id. Publishes,
+# then deletes the letter: a publish that fails (out of memory) stops the script before
+# the letter is touched, so a letter is never lost on the way back.
+REQUEUE_SCRIPT = f"""
+local id = redis.call('XADD', KEYS[1], '*', '{EVENT_FIELD}', ARGV[1])
+redis.call('XDEL', KEYS[2], ARGV[2])
+return id
+"""
+
 
 class RedisAdmin:
-    """Topics, dead letters and key deletion on Redis (a mixin of the Redis transport)."""
+    """Topics, dead letters, retention and key deletion on Redis (a transport's ``admin``)."""
 
-    keys: Keys
-    _r: Any
-
-    async def _idempotent(self, fn: Callable[[], Awaitable[T]], attempts: int = 3) -> T:
-        raise NotImplementedError
-
-    async def delete_topic(self, topic: str) -> None:
-        await self._idempotent(lambda: self._r.delete(self.keys.topic(topic)))
-
-    async def entry_state(self, topic: str, entry_id: str) -> list[EntryState]:
-        key = self.keys.topic(topic)
-        wanted = _entry_key(entry_id)
-
-        async def run() -> list[EntryState]:
-            if not await self._r.exists(key):
-                return []
-            groups = await self._r.xinfo_groups(key)
-            out = []
-            for g in sorted(groups, key=lambda g: _s(g["name"])):
-                name = _s(g["name"])
-                rows = await self._r.xpending_range(key, name, entry_id, entry_id, 1)
-                if rows:
-                    row = rows[0]
-                    out.append(
-                        EntryState(
-                            name,
-                            True,
-                            _s(row["consumer"]),
-                            int(row["time_since_delivered"]),
-                            int(row["times_delivered"]),
-                        )
-                    )
-                else:
-                    out.append(EntryState(name, _entry_key(_s(g["last-delivered-id"])) >= wanted))
-            return out
-
-        return await self._idempotent(run)
+    def __init__(self, client: RedisClient, store: RedisJournalStore) -> None:
+        self._c = client
+        self._keys = client.keys
+        self._store = store
+        self._presence = RedisPresence(client)
 
     async def topics(self) -> list[TopicInfo]:
         async def run() -> list[TopicInfo]:
             keys = sorted(
                 [
                     _s(k)
-                    async for k in self._r.scan_iter(
-                        match=self.keys.topic_pattern(), _type="STREAM"
+                    async for k in self._c.r.scan_iter(
+                        match=self._keys.topic_pattern(), _type="STREAM"
                     )
                 ]
             )
             out = []
             for key in keys:
-                topic = self.keys.topic_name(key)
-                async with self._r.pipeline(transaction=False) as pipe:
+                topic = self._keys.topic_name(key)
+                async with self._c.r.pipeline(transaction=False) as pipe:
                     pipe.xlen(key)
                     pipe.xinfo_groups(key)
-                    pipe.xlen(self.keys.dead_letters(topic))
+                    pipe.xlen(self._keys.dead_letters(topic))
                     length, groups, dlq = await pipe.execute()
                 out.append(
                     TopicInfo(
@@ -101,11 +149,11 @@ class RedisAdmin:
                 )
             return out
 
-        return await self._idempotent(run)
+        return await self._c.idempotent(run)
 
     async def dead_letters(self, topic: str, *, count: int = 100) -> list[DeadLetter]:
-        rows = await self._idempotent(
-            lambda: self._r.xrange(self.keys.dead_letters(topic), count=count)
+        rows = await self._c.idempotent(
+            lambda: self._c.r.xrange(self._keys.dead_letters(topic), count=count)
         )
         out = []
         for raw_id, fields in rows:
@@ -114,14 +162,14 @@ class RedisAdmin:
         return out
 
     async def remove_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> int:
-        key = self.keys.dead_letters(topic)
+        key = self._keys.dead_letters(topic)
         if ids is None:
-            n = await self._idempotent(lambda: self._r.xlen(key))
-            await self._idempotent(lambda: self._r.delete(key))
+            n = await self._c.idempotent(lambda: self._c.r.xlen(key))
+            await self._c.idempotent(lambda: self._c.r.delete(key))
             return int(n)
         if not ids:
             return 0
-        return int(await self._idempotent(lambda: self._r.xdel(key, *ids)))
+        return int(await self._c.idempotent(lambda: self._c.r.xdel(key, *ids)))
 
     async def delete_prefix(self) -> int:
         """Delete every key under this transport's prefix (tests and teardown)."""
@@ -129,18 +177,80 @@ class RedisAdmin:
         async def run() -> int:
             n = 0
             batch: list[bytes] = []
-            async for key in self._r.scan_iter(match=self.keys.prefix + "*", count=500):
+            async for key in self._c.r.scan_iter(match=self._keys.prefix + "*", count=500):
                 batch.append(key)
                 if len(batch) >= 500:
-                    n += await self._r.unlink(*batch)
+                    n += await self._c.r.unlink(*batch)
                     batch = []
             if batch:
-                n += await self._r.unlink(*batch)
+                n += await self._c.r.unlink(*batch)
             return n
 
-        return await self._idempotent(run)
+        return await self._c.idempotent(run)
 
+    async def retry_dead_letter(
+        self, topic: str, letter_id: str, *, journal: Sequence[JournalEntry] = ()
+    ) -> str | None:
+        dlq = self._keys.dead_letters(topic)
 
-def _entry_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+        async def run() -> str | None:
+            # WATCH the dead-letter stream: a concurrent retry or purge of the same letter
+            # voids our EXEC, and the next round finds the letter gone (never published twice).
+            async with self._c.r.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(dlq)
+                        rows = await pipe.xrange(dlq, min=letter_id, max=letter_id)
+                        if not rows:
+                            await pipe.reset()
+                            return None
+                        body = json.loads(rows[0][1][LETTER_FIELD.encode()])
+                        payload = str(body.get("payload", "")).encode("utf-8")
+                        pipe.multi()
+                        pipe.eval(
+                            REQUEUE_SCRIPT, 2, self._keys.topic(topic), dlq, payload, letter_id
+                        )
+                        self._store.queue(pipe, journal)
+                        entry_id = await pipe.execute()
+                        return _s(entry_id[0])
+                    except self._c.watch_error:
+                        continue
+
+        return await self._c.call(run)
+
+    async def trim_acknowledged(self, topic: str, *, consumed: str | None = None) -> int:
+        key = self._keys.topic(topic)
+        return int(
+            await self._c.idempotent(
+                lambda: self._c.r.eval(TRIM_SCRIPT, 1, key, consumed or "")  # one unit
+            )
+        )
+
+    async def remove_idle_consumers(self, topic: str, group: str, *, idle_ms: int) -> list[str]:
+        key = self._keys.topic(topic)
+        removed = await self._c.idempotent(
+            lambda: self._c.r.eval(IDLE_CONSUMERS_SCRIPT, 1, key, group, int(idle_ms))
+        )
+        return sorted(_s(name) for name in removed)
+
+    # -- presence (its scripts are in redis_presence) ----------------------------------------
+    async def announce(
+        self,
+        consumer: str,
+        *,
+        groups: Sequence[tuple[str, str]],
+        inbox: str | None,
+        every_ms: int,
+    ) -> None:
+        await self._presence.announce(consumer, groups=groups, inbox=inbox, every_ms=every_ms)
+
+    async def heartbeat(self, consumer: str) -> bool:
+        return await self._presence.heartbeat(consumer)
+
+    async def withdraw(self, consumer: str) -> None:
+        await self._presence.withdraw(consumer)
+
+    async def prune_dead_consumers(
+        self, *, idle_ms: int, dry_run: bool = False
+    ) -> list[DeadConsumer]:
+        return await self._presence.prune_dead_consumers(idle_ms=idle_ms, dry_run=dry_run)

@@ -1,28 +1,30 @@
 """The Redis side of the journal: run index, journal streams and the write scripts.
 
-Kept apart from :mod:`agentbus.transports.redis` (the topic and consumer-group side) so
-that each stays readable. :class:`RedisJournal` is a mixin of
-:class:`~agentbus.transports.redis.RedisStreamsTransport`; it needs the transport's client
-(``_r``), key builder and error-translating call helpers. Nothing here imports redis-py.
+:class:`RedisJournalStore` is the Redis transport's ``store``; it runs its commands
+through the shared :class:`~agentbus.transports.redis_client.RedisClient`. The broker
+(:mod:`agentbus.transports.redis`) writes a call's records with :meth:`RedisJournalStore.queue`
+(or, for publishes, :func:`publish_args`). Nothing here imports redis-py.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .. import _json
 from ..keys import Keys
-from .base import EVENT_FIELD, JournalEntry, JournalRecord, RunInfo, encode_chunk, tokens_of
+from .base import EVENT_FIELD, JournalEntry, JournalRecord, RunInfo
 from .base import text as _s
+from .chunks import chunk_by_run, encode_chunk
 
 if TYPE_CHECKING:
     from ..signing import Signer
+    from .redis_client import RedisClient
 
-__all__ = ["CHUNK_FIELD", "PUBLISH_SCRIPT", "RECORD_FIELD", "RedisJournal", "publish_args"]
+__all__ = ["CHUNK_FIELD", "PUBLISH_SCRIPT", "RECORD_FIELD", "RedisJournalStore", "publish_args"]
 
-T = TypeVar("T")
 
 #: The journal stream field of a chunk: a JSON array of records written together.
 CHUNK_FIELD = "c"
@@ -73,6 +75,55 @@ return table.concat(out, '\\n')
 """
 
 
+# KEYS: a run's hash, its journal stream. ARGV[1]: the cutoff in ms. Deletes both when
+# the run's last activity (start, end, newest journal entry: its id is the time Redis
+# wrote it) is older than the cutoff; returns 1 then (also when both are already gone,
+# so that a half-finished earlier prune gets its index entries removed), else 0.
+PRUNE_RUN_SCRIPT = """
+local started = redis.call('HGET', KEYS[1], 'started')
+local ended = redis.call('HGET', KEYS[1], 'ended')
+local last = 0
+if started then last = math.max(last, tonumber(started) * 1000) end
+if ended then last = math.max(last, tonumber(ended) * 1000) end
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if newest[1] then
+  local ms = string.match(newest[1][1], '^(%d+)-')
+  last = math.max(last, tonumber(ms))
+end
+if last >= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+"""
+
+# KEYS: a run's hash, its journal stream. ARGV[1]: the cutoff in ms. For a journal whose
+# run was never saved (``orphans``, records written after their run was pruned): deletes
+# it when its newest entry is older than the cutoff; returns 1 then. A saved run is left
+# to PRUNE_RUN_SCRIPT (its start and end count too).
+PRUNE_UNSAVED_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 0 then
+  return 0
+end
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if newest[1] then
+  local ms = string.match(newest[1][1], '^(%d+)-')
+  if tonumber(ms) >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+_PAGE = 500
+#: The run that records what concerns events without a run id (``_subscription``).
+ORPHAN_RUN = "orphans"
+#: Seconds between scans for other journals of runs never saved (see ``prune_runs``).
+UNSAVED_SCAN_EVERY = 3600.0
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a SCAN pattern (a prefix may hold ``*?[]``)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 def publish_args(
     keys: Keys,
     maxlen: int | None,
@@ -82,64 +133,56 @@ def publish_args(
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of :data:`PUBLISH_SCRIPT` for ``items`` and their journal records.
 
-    ``signer`` signs the records (see :func:`~agentbus.transports.base.encode_chunk`).
+    ``signer`` signs the records (see :func:`~agentbus.transports.chunks.encode_chunk`).
     """
     script_keys = [keys.topic(topic) for topic, _ in items]
     args: list[Any] = [len(script_keys), "" if maxlen is None else maxlen]
     args.extend(payload for _, payload in items)
-    by_run: dict[str, list[JournalEntry]] = {}
-    counters: dict[tuple[str, str], int] = {}
-    for entry in journal:
-        bodies = by_run.get(entry.run_id)
-        if bodies is None:
-            bodies = by_run[entry.run_id] = []
-        bodies.append(entry)
-        kind = entry.record.get("kind")
-        if kind == "published":
-            key = (entry.run_id, "events")
-            counters[key] = counters.get(key, 0) + 1
-        elif kind == "model_call":
-            spent = tokens_of(entry.record)
-            if spent:
-                key = (entry.run_id, "tokens")
-                counters[key] = counters.get(key, 0) + spent
-    args.append(len(by_run))
-    for run_id, bodies in by_run.items():
-        script_keys.append(keys.journal(run_id))
-        args.extend((run_id, len(bodies), encode_chunk(bodies, signer)))
+    chunks = chunk_by_run(journal)
+    counters: list[tuple[str, str, int]] = []
+    args.append(len(chunks))
+    for chunk in chunks:
+        script_keys.append(keys.journal(chunk.run_id))
+        args.extend((chunk.run_id, len(chunk.entries), encode_chunk(chunk.entries, signer)))
+        if chunk.events:
+            counters.append((chunk.run_id, "events", chunk.events))
+        if chunk.tokens:
+            counters.append((chunk.run_id, "tokens", chunk.tokens))
     args.append(len(counters))
-    for (run_id, field), amount in counters.items():
+    for run_id, field, amount in counters:
         script_keys.append(keys.run(run_id))
         args.extend((field, amount))
     script_keys.append(keys.journal_counts())
     return script_keys, args
 
 
-class RedisJournal:
-    """Runs and journal records on Redis (a mixin of the Redis transport)."""
+class RedisJournalStore:
+    """Runs and journal records on Redis (a transport's ``store``)."""
 
-    keys: Keys
-    _r: Any
     #: Signs every journal record written (set by a :class:`~agentbus.Runtime` with a signer).
-    journal_signer: Signer | None = None
+    signer: Signer | None = None
 
-    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        raise NotImplementedError
+    def __init__(self, client: RedisClient) -> None:
+        self._c = client
+        self.keys: Keys = client.keys
+        #: When ``prune_runs`` last scanned for journals of runs never saved (monotonic).
+        self._unsaved_scanned: float | None = None
 
-    async def _idempotent(self, fn: Callable[[], Awaitable[T]], attempts: int = 3) -> T:
-        raise NotImplementedError
+    @property
+    def _r(self) -> Any:
+        return self._c.r
 
-    # -- journal in pipelines -------------------------------------------------------------
-    def _queue_journal(self, pipe: Any, journal: Sequence[JournalEntry]) -> None:
+    def queue(self, pipe: Any, journal: Sequence[JournalEntry]) -> None:
         """Queue journal records (and their run counters) on ``pipe`` as one script call.
 
         The same script as a publish, with no events: redis-py spends far more client CPU
         packing and parsing a command than Redis spends running it, so one EVAL beats an
-        XADD per record. Same entries, same order per run.
+        XADD per record. Same entries, same order per run. (How the broker writes a
+        call's records atomically with its acks or dead letters.)
         """
         if not journal:
             return
-        keys, args = publish_args(self.keys, None, (), journal, self.journal_signer)
+        keys, args = publish_args(self.keys, None, (), journal, self.signer)
         pipe.eval(PUBLISH_SCRIPT, len(keys), *keys, *args)
 
     # -- journal --------------------------------------------------------------------------------
@@ -159,7 +202,7 @@ class RedisJournal:
                 pipe.zadd(self.keys.runs(), {run.run_id: run.started})
                 await pipe.execute()
 
-        await self._idempotent(go)
+        await self._c.idempotent(go)
 
     async def write_journal(self, journal: Sequence[JournalEntry]) -> None:
         if not journal:
@@ -167,10 +210,10 @@ class RedisJournal:
 
         async def run() -> None:
             async with self._r.pipeline(transaction=True) as pipe:
-                self._queue_journal(pipe, journal)
+                self.queue(pipe, journal)
                 await pipe.execute()
 
-        await self._call(run)
+        await self._c.call(run)
 
     async def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
         async def run() -> list[RunInfo]:
@@ -186,7 +229,7 @@ class RedisJournal:
                 for n, run_id in enumerate(ids)
             ]
 
-        return await self._idempotent(run)
+        return await self._c.idempotent(run)
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         async def run() -> RunInfo | None:
@@ -197,7 +240,7 @@ class RedisJournal:
                 fields, counted, length = await pipe.execute()
             return _run_info(run_id, fields, _records(counted, length)) if fields else None
 
-        return await self._idempotent(run)
+        return await self._c.idempotent(run)
 
     async def read_journal(self, run_id: str) -> list[JournalRecord]:
         key = self.keys.journal(run_id)
@@ -205,7 +248,7 @@ class RedisJournal:
         start = "-"
         while True:
             page_start = start
-            rows: list[Any] = await self._idempotent(
+            rows: list[Any] = await self._c.idempotent(
                 lambda: self._r.xrange(key, min=page_start, count=10_000)  # noqa: B023
             )
             for raw_id, fields in rows:
@@ -225,6 +268,100 @@ class RedisJournal:
             if len(rows) < 10_000:
                 return out
             start = "(" + _s(rows[-1][0])
+
+    async def prune_runs(self, *, before: float) -> list[str]:
+        cutoff_ms = int(before * 1000)
+        pruned: list[str] = []
+        kept = 0  # candidates still active: skipped by the next page's offset
+
+        async def page() -> list[str]:
+            # The index's score is the start time; a run that started later has been
+            # active since, so only earlier ones are candidates.
+            ids = await self._r.zrangebyscore(
+                self.keys.runs(), "-inf", f"({before!r}", start=kept, num=_PAGE
+            )
+            return [_s(i) for i in ids]
+
+        while True:
+            ids = await self._c.idempotent(page)
+            if not ids:
+                break
+
+            async def decide(batch: list[str] = ids) -> list[Any]:
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for run_id in batch:
+                        pipe.eval(
+                            PRUNE_RUN_SCRIPT,
+                            2,
+                            self.keys.run(run_id),
+                            self.keys.journal(run_id),
+                            cutoff_ms,
+                        )
+                    return list(await pipe.execute())
+
+            verdicts = await self._c.idempotent(decide)
+            gone = [run_id for run_id, hit in zip(ids, verdicts, strict=True) if hit]
+            kept += len(ids) - len(gone)
+            if gone:
+                # The index and the counters hash are shared by all runs (other slots):
+                # removed after the run's own keys, so a crash in between leaves index
+                # entries that the next prune finds without keys and removes.
+                async def unindex(gone: list[str] = gone) -> None:
+                    async with self._r.pipeline(transaction=False) as pipe:
+                        pipe.zrem(self.keys.runs(), *gone)
+                        pipe.hdel(self.keys.journal_counts(), *gone)
+                        await pipe.execute()
+
+                await self._c.idempotent(unindex)
+                pruned.extend(gone)
+            if len(ids) < _PAGE:
+                break
+        # Journals of runs never saved are in no index. The orphans journal is checked
+        # on every call; the others (records written after their run was pruned) need a
+        # scan of the key space (~28 us per journal), done at most once an hour here.
+        now = time.monotonic()
+        scan = self._unsaved_scanned is None or now - self._unsaved_scanned > UNSAVED_SCAN_EVERY
+        pruned.extend(await self._prune_unsaved(cutoff_ms, scan=scan))
+        if scan:
+            self._unsaved_scanned = now
+        return pruned
+
+    async def _prune_unsaved(self, cutoff_ms: int, *, scan: bool) -> list[str]:
+        """Prune journals with no run record older than ``cutoff_ms``: the orphans
+        journal, and with ``scan`` every other one found by a scan of the keys."""
+        marker = self.keys.journal("")
+
+        async def find() -> list[str]:
+            found = self._r.scan_iter(match=_glob_escape(marker) + "*", count=_PAGE)
+            return [_s(key).removeprefix(marker) async for key in found]
+
+        run_ids = sorted({ORPHAN_RUN, *(await self._c.idempotent(find) if scan else ())})
+        pruned: list[str] = []
+        for start in range(0, len(run_ids), _PAGE):
+            batch = run_ids[start : start + _PAGE]
+
+            async def decide(batch: list[str] = batch) -> list[Any]:
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for run_id in batch:
+                        pipe.eval(
+                            PRUNE_UNSAVED_SCRIPT,
+                            2,
+                            self.keys.run(run_id),
+                            self.keys.journal(run_id),
+                            cutoff_ms,
+                        )
+                    return list(await pipe.execute())
+
+            verdicts = await self._c.idempotent(decide)
+            gone = [run_id for run_id, hit in zip(batch, verdicts, strict=True) if hit]
+            if gone:
+
+                async def uncount(gone: list[str] = gone) -> None:
+                    await self._r.hdel(self.keys.journal_counts(), *gone)
+
+                await self._c.idempotent(uncount)
+                pruned.extend(gone)
+        return pruned
 
 
 _CHUNK = CHUNK_FIELD.encode()

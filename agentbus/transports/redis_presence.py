@@ -1,7 +1,9 @@
 """Presence on Redis: runtimes announce themselves; what dead ones owned is pruned.
 
-:class:`RedisPresence` is a mixin of
-:class:`~agentbus.transports.redis.RedisStreamsTransport` (no redis-py import here).
+:class:`RedisPresence` is the part of the Redis transport's ``admin``
+(:class:`~agentbus.transports.redis_admin.RedisAdmin`) that keeps presence records; it
+runs its commands through the shared
+:class:`~agentbus.transports.redis_client.RedisClient` (no redis-py import here).
 
 Each runtime keeps one hash, ``presence:<consumer>``: when it was last seen (Redis's own
 clock, so hosts' clocks do not matter), how often it says so, its broadcast groups and
@@ -17,16 +19,16 @@ and the live runtime would lose its groups.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from ..keys import Keys
 from .base import DeadConsumer
 from .base import text as _s
 
-__all__ = ["RedisPresence"]
+if TYPE_CHECKING:
+    from .redis_client import RedisClient
 
-T = TypeVar("T")
+__all__ = ["RedisPresence"]
 
 _NOW = """
 local t = redis.call('TIME')
@@ -79,11 +81,13 @@ _PAGE = 500
 class RedisPresence:
     """Runtime presence and pruning of dead runtimes' groups and inboxes on Redis."""
 
-    keys: Keys
-    _r: Any
+    def __init__(self, client: RedisClient) -> None:
+        self._c = client
+        self.keys = client.keys
 
-    async def _idempotent(self, fn: Callable[[], Awaitable[T]], attempts: int = 3) -> T:
-        raise NotImplementedError
+    @property
+    def _r(self) -> Any:
+        return self._c.r
 
     async def announce(
         self,
@@ -95,7 +99,7 @@ class RedisPresence:
     ) -> None:
         owned = json.dumps(sorted([t, g] for t, g in groups))
         keys = (self.keys.presence(consumer), self.keys.presences())
-        await self._idempotent(
+        await self._c.idempotent(
             lambda: self._r.eval(
                 ANNOUNCE_SCRIPT, 2, *keys, consumer, int(every_ms), owned, inbox or ""
             )
@@ -103,7 +107,7 @@ class RedisPresence:
 
     async def heartbeat(self, consumer: str) -> bool:
         key = self.keys.presence(consumer)
-        return bool(await self._idempotent(lambda: self._r.eval(HEARTBEAT_SCRIPT, 1, key)))
+        return bool(await self._c.idempotent(lambda: self._r.eval(HEARTBEAT_SCRIPT, 1, key)))
 
     async def withdraw(self, consumer: str) -> None:
         async def run() -> None:
@@ -112,12 +116,12 @@ class RedisPresence:
                 pipe.srem(self.keys.presences(), consumer)
                 await pipe.execute()
 
-        await self._idempotent(run)
+        await self._c.idempotent(run)
 
     async def prune_dead_consumers(
         self, *, idle_ms: int, dry_run: bool = False
     ) -> list[DeadConsumer]:
-        records = await self._idempotent(self._presence_records)
+        records = await self._c.idempotent(self._presence_records)
         now_ms, rows = records
         dead: list[tuple[DeadConsumer, str, str]] = []
         gone: list[str] = []  # in the index without a hash: dropped by the script
@@ -177,5 +181,5 @@ class RedisPresence:
             *(self.keys.topic(t) for t, _ in groups),
         ]
         args = [consumer, int(idle_ms), owned_text, inbox_text, *(g for _, g in groups)]
-        hit = await self._idempotent(lambda: self._r.eval(PRUNE_SCRIPT, len(keys), *keys, *args))
+        hit = await self._c.idempotent(lambda: self._r.eval(PRUNE_SCRIPT, len(keys), *keys, *args))
         return bool(hit)

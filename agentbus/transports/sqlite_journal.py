@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _json
-from .base import JournalEntry, JournalRecord, RunInfo, encode_chunk, tokens_of
+from .base import JournalEntry, JournalRecord, RunInfo
+from .chunks import chunk_by_run, encode_chunk
 
 if TYPE_CHECKING:
     from ..signing import Signer
@@ -88,33 +89,21 @@ class SqliteJournal:
     def append(self, entries: Sequence[JournalEntry], signer: Signer | None = None) -> None:
         """Add records (uncommitted until :meth:`flush`): one chunk row per run.
 
-        ``signer`` signs them (see :func:`~agentbus.transports.base.encode_chunk`).
+        ``signer`` signs them (see :func:`~agentbus.transports.chunks.encode_chunk`).
         """
         if not entries:
             return
-        bodies: dict[str, list[JournalEntry]] = {}
-        events: dict[str, int] = {}
-        spent: dict[str, int] = {}
-        for e in entries:
-            run_bodies = bodies.get(e.run_id)
-            if run_bodies is None:
-                run_bodies = bodies[e.run_id] = []
-            run_bodies.append(e)
-            kind = e.record.get("kind")
-            if kind == "published":
-                events[e.run_id] = events.get(e.run_id, 0) + 1
-            elif kind == "model_call":
-                n = tokens_of(e.record)
-                if n:
-                    spent[e.run_id] = spent.get(e.run_id, 0) + n
+        chunks = chunk_by_run(entries)
         self._db.executemany(
             "INSERT INTO chunks (run_id, n, body) VALUES (?, ?, ?)",
             [
                 # UTF-8 bytes as they are: a BLOB, read back by the same JSON parser
-                (run_id, len(run_bodies), encode_chunk(run_bodies, signer))
-                for run_id, run_bodies in bodies.items()
+                (c.run_id, len(c.entries), encode_chunk(c.entries, signer))
+                for c in chunks
             ],
         )
+        events = {c.run_id: c.events for c in chunks if c.events}
+        spent = {c.run_id: c.tokens for c in chunks if c.tokens}
         # A run's record count is the sum of its chunks' n (see list_runs): not kept here.
         if events:
             self._db.executemany(

@@ -48,14 +48,14 @@ def workers(redis_url: str, redis_prefix: str) -> Iterator[WorkerProcesses]:
 
 async def groups(t: Transport, topic: str) -> dict[str, tuple[int, int | None]]:
     """Each group of ``topic``: (pending, lag)."""
-    for info in await t.topics():
+    for info in await t.admin.topics():
         if info.topic == topic:
             return {g.name: (g.pending, g.lag) for g in info.groups}
     return {}
 
 
 async def topics(t: Transport) -> dict[str, int]:
-    return {info.topic: info.length for info in await t.topics()}
+    return {info.topic: info.length for info in await t.admin.topics()}
 
 
 async def heard(t: Transport) -> set[tuple[int, str]]:
@@ -172,6 +172,6 @@ async def test_agentbus_prune_lists_and_removes_a_killed_workers_leftovers(
         assert list(await groups(t, "prune.news")) == ["listener:survivor"]
         assert "_inbox.victim" not in await topics(t)
         assert "_inbox.survivor" in await topics(t)
-        assert await t.trim_acknowledged("prune.news") == 3
+        assert await t.admin.trim_acknowledged("prune.news") == 3
         again = agentbus("prune", "--older-than", "2s", url=workers.url)
         assert "pruned 0 workers" in again.stdout

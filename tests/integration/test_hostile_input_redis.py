@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from agentbus import Runtime
 from agentbus.testing import unique_prefix
+from agentbus.testing.raw_entries import add_raw
 from agentbus.testing.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis]
@@ -38,8 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
 
 
 async def _redis_add_raw(rt: Runtime, topic: str, fields: dict[str, bytes]) -> str:
-    add_raw = rt.transport.add_raw  # type: ignore[attr-defined]
-    return str(await add_raw(topic, fields))
+    return await add_raw(rt.transport, topic, fields)
 
 
 def test_hostile_entries_on_redis(server: RedisServer) -> None:

@@ -30,23 +30,23 @@ async def test_a_batch_of_records_is_one_chunk_entry(
 ) -> None:
     prefix = redis_prefix
     t = redis_transport
-    await t.save_run(RunInfo("r1", "chunks", started=1.0))
-    await t.write_journal([JournalEntry("r1", {"kind": "step", "n": n}) for n in range(5)])
+    await t.store.save_run(RunInfo("r1", "chunks", started=1.0))
+    await t.store.write_journal([JournalEntry("r1", {"kind": "step", "n": n}) for n in range(5)])
     await t.publish("t", b'{"id":"e"}', journal=[JournalEntry("r1", {"kind": "published"})])
-    await t.write_journal([JournalEntry("r2", {"kind": "step", "n": 9})])  # another run
+    await t.store.write_journal([JournalEntry("r2", {"kind": "step", "n": 9})])  # another run
 
     r = aioredis.Redis.from_url(redis_url)
     try:
         assert await r.xlen(f"{prefix}journal:r1") == 2  # two writes, two chunks
     finally:
         await r.aclose()
-    records = await t.read_journal("r1")
+    records = await t.store.read_journal("r1")
     assert [r.record.get("n") for r in records] == [0, 1, 2, 3, 4, None]
     assert len({r.seq for r in records}) == 6
-    run = await t.get_run("r1")
+    run = await t.store.get_run("r1")
     assert run is not None
     assert (run.events, run.records) == (1, 6)
-    (listed,) = [i for i in await t.list_runs() if i.run_id == "r1"]
+    (listed,) = [i for i in await t.store.list_runs() if i.run_id == "r1"]
     assert listed.records == 6
 
 
@@ -55,7 +55,7 @@ async def test_a_journal_written_one_record_per_entry_still_reads(
 ) -> None:
     prefix = redis_prefix
     t = redis_transport
-    await t.save_run(RunInfo("old", "from 0.1", started=1.0))
+    await t.store.save_run(RunInfo("old", "from 0.1", started=1.0))
     r = aioredis.Redis.from_url(redis_url)
     try:
         for body in (b'{"kind":"run_started"}', b'{"kind":"step","n":1}'):
@@ -63,7 +63,7 @@ async def test_a_journal_written_one_record_per_entry_still_reads(
     finally:
         await r.aclose()
 
-    assert [x.kind for x in await t.read_journal("old")] == ["run_started", "step"]
-    run = await t.get_run("old")
+    assert [x.kind for x in await t.store.read_journal("old")] == ["run_started", "step"]
+    run = await t.store.get_run("old")
     assert run is not None
     assert run.records == 2  # no count was kept: one record per entry

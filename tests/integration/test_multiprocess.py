@@ -57,7 +57,7 @@ async def test_two_workers_share_the_work_and_handle_each_message_once(
         done = await _results(rt.transport, "mp.done")
         assert sorted(d.n for d in done) == list(range(100))  # every one, exactly once
         assert {d.by for d in done} == {"w1", "w2"}  # both replicas took a share
-        topics = {t.topic: t for t in await rt.transport.topics()}
+        topics = {t.topic: t for t in await rt.transport.admin.topics()}
         group = next(g for g in topics["mp.jobs"].groups if g.name == "crunch")
         assert group.pending == 0
         assert group.lag == 0
@@ -101,7 +101,7 @@ async def test_killed_worker_pending_messages_are_claimed_by_the_survivor(
         await wait_for(victim_busy, timeout=20, message="the victim handled a few jobs")
 
         async def pending() -> int:
-            topics = {t.topic: t for t in await rt.transport.topics()}
+            topics = {t.topic: t for t in await rt.transport.admin.topics()}
             return next(g for g in topics["mp.jobs"].groups if g.name == "crunch").pending
 
         # Kill it mid-handler. Freeze it first and look: between its acks landing and its
@@ -124,7 +124,7 @@ async def test_killed_worker_pending_messages_are_claimed_by_the_survivor(
             return {d.n for d in await _results(rt.transport, "mp.done")} == set(range(30))
 
         await wait_for(all_done, timeout=60, message="all 30 jobs handled after the crash")
-        topics = {t.topic: t for t in await rt.transport.topics()}
+        topics = {t.topic: t for t in await rt.transport.admin.topics()}
         group = next(g for g in topics["mp.jobs"].groups if g.name == "crunch")
         assert group.pending == 0
         records = await rt.journal.records(run.run_id)

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from agentbus import Envelope, Runtime
 from agentbus.testing import unique_prefix, wait_for
+from agentbus.testing.raw_entries import add_raw
 
 pytestmark = [pytest.mark.redis]
 
@@ -73,7 +74,6 @@ def test_ten_thousand_hostile_entries_are_dead_lettered_and_nothing_breaks(
     for rt in workers:
         loop.run_until_complete(rt.start())
     transport = workers[0].transport
-    add_raw = transport.add_raw  # type: ignore[attr-defined]
     skus = (f"valid-{n}" for n in itertools.count())
     totals = Counter[str]()
 
@@ -87,12 +87,12 @@ def test_ten_thousand_hostile_entries_are_dead_lettered_and_nothing_breaks(
         expected: dict[str, str] = {}
         valid = 0
         for n, case in enumerate(cases, 1):
-            expected[await add_raw(TOPIC, case.fields)] = case.reason
+            expected[await add_raw(transport, TOPIC, case.fields)] = case.reason
             if n % VALID_EVERY == 0:
                 env = Envelope.for_message(
                     cases_module.Order(sku=next(skus), qty=1), source="fuzz", topic=TOPIC
                 )
-                await add_raw(TOPIC, {"e": env.encode()})
+                await add_raw(transport, TOPIC, {"e": env.encode()})
                 valid += 1
         totals["hostile"] += len(cases)
         totals["valid"] += valid
@@ -101,7 +101,7 @@ def test_ten_thousand_hostile_entries_are_dead_lettered_and_nothing_breaks(
             timeout=60,
             message=f"batch {totals['batches'] + 1} dead-lettered and handled",
         )
-        letters = await transport.dead_letters(TOPIC, count=2 * BATCH)
+        letters = await transport.admin.dead_letters(TOPIC, count=2 * BATCH)
         got = {d.origin_id: d.reason for d in letters}
         wrong = [
             (d.reason, expected.get(d.origin_id), d.error[:120], d.payload[:80])
@@ -111,7 +111,7 @@ def test_ten_thousand_hostile_entries_are_dead_lettered_and_nothing_breaks(
         assert not wrong, wrong[:5]
         assert got.keys() == expected.keys()
         assert all(d.error and d.reason and d.agent == "hostile-clerk" for d in letters)
-        await transport.remove_dead_letters(TOPIC, [d.id for d in letters])
+        await transport.admin.remove_dead_letters(TOPIC, [d.id for d in letters])
         totals["batches"] += 1
 
     @settings(
@@ -130,7 +130,7 @@ def test_ten_thousand_hostile_entries_are_dead_lettered_and_nothing_breaks(
         for rt in workers:
             loop.run_until_complete(rt.idle(timeout=30))
         elapsed = time.monotonic() - started
-        infos = loop.run_until_complete(transport.topics())
+        infos = loop.run_until_complete(transport.admin.topics())
         alive = [
             not task.done()
             for rt in workers
@@ -145,7 +145,7 @@ def test_ten_thousand_hostile_entries_are_dead_lettered_and_nothing_breaks(
         for rt in workers:
             loop.run_until_complete(rt.aclose())
         cleaner = Runtime(url)
-        loop.run_until_complete(cleaner.transport.delete_prefix())  # type: ignore[attr-defined]
+        loop.run_until_complete(cleaner.transport.admin.delete_prefix())  # type: ignore[attr-defined]
         loop.run_until_complete(cleaner.transport.aclose())
         loop.close()
 

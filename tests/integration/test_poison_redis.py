@@ -18,6 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ import redis.asyncio as aioredis
 
 from agentbus import Agent, Context, Envelope, Message, Runtime, TransportUnavailable, handle
 from agentbus.testing import unique_prefix, wait_for
+from agentbus.testing.raw_entries import add_raw
 from agentbus.testing.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis]
@@ -80,7 +82,7 @@ async def test_a_lone_surrogate_is_dead_lettered_and_both_workers_keep_acking(
         two.add(Tally(counts))
         await one.ready()
         await two.ready()
-        add = one.transport.add_raw  # type: ignore[attr-defined]
+        add = partial(add_raw, one.transport)
         poison = await add(TOPIC, {"e": _raw(**{attribute: "01SURR\ud800"})})
         for n in range(300):
             await add(TOPIC, {"e": Envelope.for_message(Job(n=n), source="t").encode()})
@@ -88,8 +90,8 @@ async def test_a_lone_surrogate_is_dead_lettered_and_both_workers_keep_acking(
         await wait_for(lambda: len(counts) == 300, timeout=30, message="300 jobs handled")
         await one.idle()
         await two.idle()
-        letters = await one.transport.dead_letters(TOPIC, count=1000)
-        (info,) = [t for t in await one.transport.topics() if t.topic == TOPIC]
+        letters = await one.transport.admin.dead_letters(TOPIC, count=1000)
+        (info,) = [t for t in await one.transport.admin.topics() if t.topic == TOPIC]
 
     assert [(d.origin_id, d.reason) for d in letters] == [(poison, "invalid JSON")]
     assert "lone surrogate" in letters[0].error
@@ -153,7 +155,7 @@ async def test_out_of_memory_refuses_records_but_never_reruns_handled_events(
                 await wait_for(lambda: len(counts) == events, timeout=30, message="all handled")
 
                 async def acked() -> bool:
-                    (info,) = [t for t in await worker.transport.topics() if t.topic == TOPIC]
+                    (info,) = [t for t in await worker.transport.admin.topics() if t.topic == TOPIC]
                     return info.groups[0].pending == 0
 
                 await wait_for(acked, timeout=10, message="every handled event acked")

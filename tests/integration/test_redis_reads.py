@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from agentbus.testing.raw_entries import add_raw
 from agentbus.transports import Ack, Delivery
 from agentbus.transports.redis import RedisStreamsTransport
 
@@ -30,11 +31,11 @@ async def test_plain_and_odd_entries_keep_their_order_and_bytes(
     tricky = b'{"x": "two words\nand \x00 a NUL \xff"}'
     ids = [
         await t.publish("a", b'{"n":1}'),
-        await t.add_raw("a", {"x": b"garbage"}),
+        await add_raw(t, "a", {"x": b"garbage"}),
         await t.publish("a", tricky),
-        await t.add_raw("a", {"e": b'{"n":2}', "extra": b"1"}),
+        await add_raw(t, "a", {"e": b'{"n":2}', "extra": b"1"}),
         await t.publish("a", b""),
-        await t.add_raw("a", {"e ": b"a field name with a space"}),
+        await add_raw(t, "a", {"e ": b"a field name with a space"}),
     ]
 
     got = await t.read_group("g", "c", ["a"], count=10, block_ms=100)
@@ -46,7 +47,7 @@ async def test_plain_and_odd_entries_keep_their_order_and_bytes(
     assert got[3].fields == {"e": b'{"n":2}', "extra": b"1"}
     assert got[5].fields == {"e ": b"a field name with a space"}
     assert all(d.topic == "a" and d.delivery_count == 1 for d in got)
-    (info,) = [i for i in await t.topics() if i.topic == "a"]
+    (info,) = [i for i in await t.admin.topics() if i.topic == "a"]
     assert info.groups[0].pending == 6  # read through the script, pending like any read
     await t.ack([Ack("a", "g", d.entry_id) for d in got])
     assert await t.read_group("g", "c", ["a"], count=10, block_ms=None, pending=True) == []

@@ -78,7 +78,7 @@ async def _publish_all(rt: Runtime, topic: str, items: list[Message]) -> None:
 
 
 async def _group(transport: Transport, topic: str, group: str) -> Any:
-    for info in await transport.topics():
+    for info in await transport.admin.topics():
         if info.topic == topic:
             return next(g for g in info.groups if g.name == group)
     raise AssertionError(f"no topic {topic!r}")
@@ -134,7 +134,7 @@ async def test_sigkilled_workers_lose_nothing(
         if topic == "rel.once":
             twice = {n: c for n, c in counts.items() if c > 1}
             assert not twice, f"de-duplicated effects happened twice: {twice}"
-        assert await rt.transport.dead_letters(topic) == []
+        assert await rt.transport.admin.dead_letters(topic) == []
 
 
 # -- Redis restarts ------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ async def test_redis_crash_and_restart_loses_no_confirmed_publish(
         stored_ids = {Envelope.decode(d.payload or b"").id for d in stored}
         assert set(confirmed.values()) <= stored_ids
         assert set(echo.seen) >= set(confirmed)
-        assert await rt.transport.dead_letters("rel.pings") == []
+        assert await rt.transport.admin.dead_letters("rel.pings") == []
     noticed = [r for r in caplog.records if "cannot reach Redis" in r.getMessage()]
     assert noticed, "the runtime should log that Redis went away"
 
@@ -308,12 +308,14 @@ async def test_poison_message_is_dead_lettered_while_others_flow(
                 await rt.publish(Ping(n=n), "rel.picky")
 
         async def settled() -> bool:
-            return len(picky.handled) == 29 and bool(await rt.transport.dead_letters("rel.picky"))
+            return len(picky.handled) == 29 and bool(
+                await rt.transport.admin.dead_letters("rel.picky")
+            )
 
         await wait_for(settled, timeout=20, message="29 handled and one dead letter")
         assert 13 not in picky.handled
         assert picky.tries[13] == 3
-        [letter] = await rt.transport.dead_letters("rel.picky")
+        [letter] = await rt.transport.admin.dead_letters("rel.picky")
         assert (letter.reason, letter.attempts, letter.agent) == ("handler failed", 3, "rel-picky")
         assert "ValueError: cannot digest 13" in letter.error
 
@@ -326,7 +328,7 @@ async def test_poison_message_is_dead_lettered_while_others_flow(
         picky.poisoned = False
         assert "re-published 1" in _cli(url, "dlq", "retry", "rel.picky").stdout
         await wait_for(lambda: 13 in picky.handled, message="the retried poison handled")
-        assert await rt.transport.dead_letters("rel.picky") == []
+        assert await rt.transport.admin.dead_letters("rel.picky") == []
 
         picky.poisoned = True
         await rt.publish(Ping(n=13), "rel.picky")
@@ -335,11 +337,11 @@ async def test_poison_message_is_dead_lettered_while_others_flow(
         )
 
         async def dead_again() -> bool:
-            return len(await rt.transport.dead_letters("rel.picky")) == 1
+            return len(await rt.transport.admin.dead_letters("rel.picky")) == 1
 
         await wait_for(dead_again, message="dead-lettered again")
         assert "purged 1" in _cli(url, "dlq", "purge", "rel.picky").stdout
-        assert await rt.transport.dead_letters("rel.picky") == []
+        assert await rt.transport.admin.dead_letters("rel.picky") == []
 
 
 # -- long handlers ----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from agentbus import (
     handle,
 )
 from agentbus.testing import wait_for
+from agentbus.testing.raw_entries import add_raw
 from agentbus.transports import Ack, Transport
 
 FAST: dict[str, Any] = {"block_ms": 100, "visibility_timeout": 5.0, "grace_period": 1.0}
@@ -58,7 +59,7 @@ class Picky(Agent, name="picky"):
 
 
 async def length(transport: Transport, topic: str) -> int:
-    for info in await transport.topics():
+    for info in await transport.admin.topics():
         if info.topic == topic:
             return info.length
     return 0
@@ -146,7 +147,7 @@ async def test_maintenance_removes_idle_consumers_of_its_groups(runtime_for: Any
 
     await wait_for(ghost_removed, timeout=10, message="the idle consumer removed")
     assert "holder" not in removed
-    info = {i.topic: i for i in await rt.transport.topics()}["ret.ticks"]
+    info = {i.topic: i for i in await rt.transport.admin.topics()}["ret.ticks"]
     assert [g.pending for g in info.groups if g.name == "ticker"] == [1]
     # Removing a consumer loses nothing: the group goes on handling new events.
     await rt.publish(Tick(n=3), "ret.ticks")
@@ -167,9 +168,9 @@ async def test_maintenance_prunes_runs_past_the_journal_retention(runtime_for: A
     report = await rt.maintenance.run_once()
 
     assert report.runs == [old.run_id]
-    assert await rt.transport.get_run(old.run_id) is None
-    assert await rt.transport.read_journal(old.run_id) == []
-    assert [r.run_id for r in await rt.transport.list_runs()] == [new.run_id]
+    assert await rt.transport.store.get_run(old.run_id) is None
+    assert await rt.transport.store.read_journal(old.run_id) == []
+    assert [r.run_id for r in await rt.transport.store.list_runs()] == [new.run_id]
 
 
 def test_retention_settings_are_checked() -> None:
@@ -217,7 +218,7 @@ async def test_trimming_during_publishes_reads_and_acks_loses_nothing(
 
         async def trim() -> None:
             while not (len(got["a"]) >= total and len(got["b"]) >= total):
-                trims.append(await t.trim_acknowledged(topic))
+                trims.append(await t.admin.trim_acknowledged(topic))
                 await asyncio.sleep(0.002)
 
         async def late_group() -> None:
@@ -246,7 +247,7 @@ async def test_trimming_during_publishes_reads_and_acks_loses_nothing(
         assert numbers == list(range(numbers[0], total))
         # Once the late group is done too, nothing is left.
         await t.ack([Ack(topic, "late", d.entry_id) for d in late])
-        await t.trim_acknowledged(topic)
+        await t.admin.trim_acknowledged(topic)
         assert await length(t, topic) == 0
     finally:
         await t.aclose()
@@ -310,7 +311,7 @@ async def test_dlq_retry_is_journaled_and_republishes_the_original_bytes(
         assert len(retried) == 1
         assert retried[0].payload == by_id[letter.origin_id]
         # ... and the run says who did it, when, from which letter.
-        records = await rt.transport.read_journal(run.run_id)
+        records = await rt.transport.store.read_journal(run.run_id)
         (rec,) = [r.record for r in records if r.kind == "dlq_retried"]
         event_id = json.loads(by_id[letter.origin_id] or b"{}")["id"]
         assert rec["dead_letter_id"] == letter.id
@@ -328,10 +329,10 @@ async def test_dlq_retry_is_journaled_and_republishes_the_original_bytes(
 
 async def _letters(rt: Runtime, topic: str, n: int) -> list[Any]:
     async def enough() -> bool:
-        return len(await rt.transport.dead_letters(topic)) >= n
+        return len(await rt.transport.admin.dead_letters(topic)) >= n
 
     await wait_for(enough, timeout=10, message=f"{n} dead letters on {topic}")
-    return await rt.transport.dead_letters(topic)
+    return await rt.transport.admin.dead_letters(topic)
 
 
 async def test_dlq_retry_skips_letters_without_an_event() -> None:
@@ -339,16 +340,16 @@ async def test_dlq_retry_skips_letters_without_an_event() -> None:
 
     t = MemoryTransport()
     await t.create_group("ret.x", "g")
-    await t.add_raw("ret.x", {"junk": b"1"})
+    await add_raw(t, "ret.x", {"junk": b"1"})
     (d,) = await t.read_group("g", "c", ["ret.x"], count=1, block_ms=None)
     body = {"origin_id": d.entry_id, "reason": "not an agentbus event", "payload": "{'junk'}"}
     await t.dead_letter("ret.x", "g", d.entry_id, body)
-    (letter,) = await t.dead_letters("ret.x")
+    (letter,) = await t.admin.dead_letters("ret.x")
 
     outcome = await retry_dead_letters(t, "ret.x", [letter.id, "1-1"], by="ops@host")
 
     assert outcome.retried == []
     assert "not an agentbus event" in outcome.skipped[letter.id]
     assert outcome.skipped["1-1"] == "no such dead letter on 'ret.x'"
-    assert await t.dead_letters("ret.x") == [letter]
+    assert await t.admin.dead_letters("ret.x") == [letter]
     await t.aclose()

@@ -32,6 +32,7 @@ from agentbus import (
     handle,
 )
 from agentbus.testing import wait_for
+from agentbus.testing.raw_entries import add_raw
 
 FAST: dict[str, Any] = {
     "block_ms": 100,
@@ -92,14 +93,14 @@ async def started(make: MakeRuntime, *agents: Agent, **options: Any) -> Runtime:
 
 async def dead_letters(rt: Runtime, topic: str, n: int) -> list[Any]:
     async def enough() -> bool:
-        return len(await rt.transport.dead_letters(topic)) >= n
+        return len(await rt.transport.admin.dead_letters(topic)) >= n
 
     await wait_for(enough, timeout=10, message=f"{n} dead letters on {topic}")
-    return await rt.transport.dead_letters(topic)
+    return await rt.transport.admin.dead_letters(topic)
 
 
 async def pending(rt: Runtime, topic: str, group: str) -> int:
-    for info in await rt.transport.topics():
+    for info in await rt.transport.admin.topics():
         if info.topic == topic:
             return sum(g.pending for g in info.groups if g.name == group)
     return 0
@@ -470,7 +471,7 @@ async def test_undecodable_entries_are_dead_lettered(make_runtime: MakeRuntime) 
     }
     origins = {}
     for reason, (fields, _) in garbage.items():
-        origins[await transport.add_raw("rt.inbox", fields)] = reason
+        origins[await add_raw(transport, "rt.inbox", fields)] = reason
     await rt.publish(Job(n=2), "rt.inbox")
 
     letters = await dead_letters(rt, "rt.inbox", len(garbage))
@@ -500,7 +501,7 @@ async def test_message_too_large_is_refused_at_publish(make_runtime: MakeRuntime
     assert info.value.limit == 2000
     assert info.value.size > 2000
     assert "rt.Blob" in str(info.value)
-    lengths = {i.topic: i.length for i in await rt.transport.topics()}
+    lengths = {i.topic: i.length for i in await rt.transport.admin.topics()}
     assert lengths["rt.big"] == 1
     assert (await rt.journal.run(run.run_id)).events == 1
 
@@ -588,7 +589,7 @@ async def test_graceful_stop_leaves_unfinished_entry_pending(make_runtime: MakeR
     await wait_for(lambda: second.finished == [2], timeout=5, message="resumed after restart")
     await wait_for(lambda: _no_pending(probe, "rt.stuck", "stuck"), timeout=5)
     assert second.started == [2]  # handled once, not again while its ack was in flight
-    assert await probe.transport.dead_letters("rt.stuck") == []
+    assert await probe.transport.admin.dead_letters("rt.stuck") == []
 
 
 async def _no_pending(rt: Runtime, topic: str, group: str) -> bool:

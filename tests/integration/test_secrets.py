@@ -79,7 +79,7 @@ async def test_in_process_outputs_hold_no_secret(
             got = await drive(run)
         await rt.idle()
         records = [r.record for r in await rt.journal.records(run.run_id)]
-        letters = [d.to_dict() for d in await rt.transport.dead_letters("secrets.fail")]
+        letters = [d.to_dict() for d in await rt.transport.admin.dead_letters("secrets.fail")]
         info = (await rt.journal.run(run.run_id)).to_dict()
     # The planted secrets did reach agentbus, masked where the shapes were:
     assert "password=***" in got["error"]

@@ -104,7 +104,7 @@ async def test_a_user_restricted_to_the_prefix_can_do_everything(acl_server: Red
         await rt.idle()
         kinds = {r.kind for r in await rt.journal.records(run.run_id)}
         assert {"published", "delivered", "handled", "replied"} <= kinds
-        topics = {t.topic for t in await rt.transport.topics()}
+        topics = {t.topic for t in await rt.transport.admin.topics()}
         assert {"sec.notes", "sec.echoed", "sec.once"} <= topics
     listing = _cli("topics", "--json", "--url", url)
     assert listing.returncode == 0, listing.stderr
@@ -241,10 +241,10 @@ def _runtime(
 
 async def _dead(rt: Runtime, topic: str, n: int) -> list[Any]:
     async def enough() -> bool:
-        return len(await rt.transport.dead_letters(topic)) >= n
+        return len(await rt.transport.admin.dead_letters(topic)) >= n
 
     await wait_for(enough, timeout=10, message=f"{n} dead letters on {topic}")
-    return await rt.transport.dead_letters(topic)
+    return await rt.transport.admin.dead_letters(topic)
 
 
 async def test_signed_events_are_handled_and_others_dead_lettered(
@@ -398,13 +398,13 @@ async def test_a_worker_configured_from_the_environment_verifies(
                 done = await signed.transport.read_tail(
                     "rel.handled", "0-0", count=10, block_ms=None
                 )
-                dead = await signed.transport.dead_letters("rel.items")
+                dead = await signed.transport.admin.dead_letters("rel.items")
                 return len(done) == 1 and len(dead) == 1
 
             await wait_for(outcome, timeout=20, message="one handled, one dead-lettered")
             [done] = await signed.transport.read_tail("rel.handled", "0-0", count=10, block_ms=None)
             assert Envelope.decode(done.payload or b"").data["n"] == 1
-            [dead] = await signed.transport.dead_letters("rel.items")
+            [dead] = await signed.transport.admin.dead_letters("rel.items")
             assert dead.reason == "bad signature"
     finally:
         proc.terminate()
@@ -475,7 +475,7 @@ async def test_secrets_never_reach_journal_logs_traces_or_errors(
         errors.extend(d.error for d in letters)
         journal_text = json.dumps([r.record for r in records])
         # And the transport's own view (every key under the prefix) holds no secret either.
-        info = [t.to_dict() for t in await rt.transport.topics()]
+        info = [t.to_dict() for t in await rt.transport.admin.topics()]
     # Logs at every level, with the outage path: point a runtime at a closed port.
     with pytest.raises(TransportUnavailable) as unreachable:
         async with Runtime(f"redis://agent:{PASSWORD}@127.0.0.1:1/0"):

@@ -35,6 +35,7 @@ from agentbus.inspect import build_trace
 from agentbus.keys import Keys
 from agentbus.replay import UnverifiedRecords, replay_run
 from agentbus.testing import wait_for
+from agentbus.testing.raw_entries import add_raw
 from agentbus.testing.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -64,10 +65,10 @@ def _redis_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 async def _dead(rt: Runtime, topic: str, n: int) -> list[Any]:
     async def enough() -> bool:
-        return len(await rt.transport.dead_letters(topic)) >= n
+        return len(await rt.transport.admin.dead_letters(topic)) >= n
 
     await wait_for(enough, timeout=10, message=f"{n} dead letters on {topic}")
-    return await rt.transport.dead_letters(topic)
+    return await rt.transport.admin.dead_letters(topic)
 
 
 # -- routing and freshness -----------------------------------------------------------------------
@@ -84,14 +85,14 @@ async def test_a_signed_event_copied_into_another_topic_is_dead_lettered(
         # The stored entry, captured and XADDed byte for byte into another topic's stream.
         [entry] = await rt.transport.read_tail("signed.other", "0-0", count=10, block_ms=None)
         assert entry.payload is not None
-        await rt.transport.add_raw("signed.in", {"e": entry.payload})
+        await add_raw(rt.transport, "signed.in", {"e": entry.payload})
         [letter] = await _dead(rt, "signed.in", 1)
         assert letter.reason == "topic mismatch"
         assert "signed for topic 'signed.other' but read from 'signed.in'" in letter.error
         await rt.idle()
         assert greeter.seen == [("other", 1)]  # never handled on signed.in
         # The same bytes in the topic they were signed for are still accepted.
-        await rt.transport.add_raw("signed.other", {"e": entry.payload})
+        await add_raw(rt.transport, "signed.other", {"e": entry.payload})
         await wait_for(lambda: greeter.seen == [("other", 1)] * 2, message="the copy at home")
 
 
@@ -126,14 +127,14 @@ async def test_a_lone_surrogate_with_a_signature_is_dead_lettered(
     async with Runtime(f"{redis_url}?prefix={redis_prefix}", signer=SIGNER, block_ms=100) as rt:
         rt.add(greeter)
         await rt.ready()
-        await rt.transport.add_raw("signed.other", {"e": payload})
+        await add_raw(rt.transport, "signed.other", {"e": payload})
         [letter] = await _dead(rt, "signed.other", 1)
         # Refused while parsing, before any signature is looked at (a lone surrogate is
         # not text); either way dead-lettered with a reason, never a crash.
         assert letter.reason == "invalid JSON"
         assert "surrogate" in letter.error
         # Acked with the dead letter: nothing left pending for the group.
-        topics = {t.topic: t for t in await rt.transport.topics()}
+        topics = {t.topic: t for t in await rt.transport.admin.topics()}
         assert [g.pending for g in topics["signed.other"].groups] == [0]
         assert greeter.seen == []
 
@@ -360,7 +361,7 @@ async def test_the_documented_least_privilege_acl_runs_a_workflow_and_nothing_mo
         await wait_for(lambda: -9 in resumed.seen, message="the pending entry resumed")
         # Outside the rule: operator commands, dangerous commands, other keys.
         with pytest.raises(TransportUnavailable, match=r"(?i)permission"):
-            await again.transport.topics()  # XINFO, SCAN
+            await again.transport.admin.topics()  # XINFO, SCAN
     port = str(least_privilege.port)
     refused = _redis_cli("-p", port, "--user", "worker", "--pass", PASSWORD, "FLUSHALL")
     assert "NOPERM" in refused.stdout + refused.stderr

@@ -66,7 +66,7 @@ class TransportsAgree(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            self.run(self.redis.delete_prefix())
+            self.run(self.redis.admin.delete_prefix())
         finally:
             self.run(self.redis.aclose())
             self.run(self.memory.aclose())
@@ -163,13 +163,13 @@ class TransportsAgree(RuleBasedStateMachine):
                 for i in infos
             ]
 
-        memory, redis = self.on_both(lambda t, _: t.topics())
+        memory, redis = self.on_both(lambda t, _: t.admin.topics())
         assert view(memory) == view(redis)
 
     @invariant()
     def dead_letters_and_effects_agree(self) -> None:
         for topic in TOPICS:
-            memory, redis = self.on_both(lambda t, _, topic=topic: t.dead_letters(topic))
+            memory, redis = self.on_both(lambda t, _, topic=topic: t.admin.dead_letters(topic))
             assert [d.error for d in memory] == [d.error for d in redis]
         memory, redis = self.on_both(
             lambda t, _: t.read_tail("effects", "0-0", count=1000, block_ms=None)

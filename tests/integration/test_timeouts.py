@@ -57,7 +57,7 @@ async def test_a_hung_handler_is_timed_out_and_retried(url_for: str) -> None:
         async with rt.run("timeouts") as run:
             done = await run.request("to.jobs", Job(n=1), expect=Done, timeout=10)
         await rt.idle()
-        records = [r.record for r in await rt.transport.read_journal(run.run_id)]
+        records = [r.record for r in await rt.transport.store.read_journal(run.run_id)]
     assert done.n == 1
     assert sleepy.attempts == [(1, 1), (1, 2)]
     failed = [r for r in records if r["kind"] == "failed"]
@@ -77,7 +77,7 @@ async def test_a_handler_that_always_hangs_is_dead_lettered_and_the_requester_to
             with pytest.raises(RemoteError) as info:
                 await run.request("to.jobs", Job(n=7), expect=Done, timeout=10)
         await rt.idle()
-        letters = await rt.transport.dead_letters("to.jobs")
+        letters = await rt.transport.admin.dead_letters("to.jobs")
     assert "HandlerTimeout" in str(info.value)
     assert len(sleepy.attempts) == 2
     assert len(letters) == 1
@@ -101,7 +101,7 @@ async def test_the_runtime_default_timeout_applies_to_handlers_without_one() -> 
         letters: list[object] = []
 
         async def dead_lettered() -> bool:
-            letters[:] = await rt.transport.dead_letters("to.default")
+            letters[:] = await rt.transport.admin.dead_letters("to.default")
             return bool(letters)
 
         await wait_for(dead_lettered, timeout=10, message="the hung event dead-lettered")
@@ -212,8 +212,8 @@ async def test_an_outage_of_any_length_uses_up_no_attempts(server: RedisServer) 
 
             await wait_for(forwarded, timeout=30, interval=0.1, message="the output published")
         await rt.idle()
-        records = [r.record for r in await rt.transport.read_journal(run.run_id)]
-        assert await rt.transport.dead_letters("to.in") == []
+        records = [r.record for r in await rt.transport.store.read_journal(run.run_id)]
+        assert await rt.transport.admin.dead_letters("to.in") == []
     # Re-run while Redis was away, far more often than the old bound (20), all as attempt 1.
     assert len(forwarder.attempts) > 20
     assert set(forwarder.attempts) == {1}

@@ -55,7 +55,7 @@ async def test_a_winner_giving_up_is_reauctioned_without_retry_or_dead_letter(
             async with rt.run("gave-up") as run:
                 job = MarketJob(tasks=[MarketTask(id="t1", skill="x")])
                 outcome = await run.request(auctioneer.topic, job, expect=MarketOutcome, timeout=30)
-            dead = await rt.transport.dead_letters(f"market.{MARKET}.bidder.cheap")
+            dead = await rt.transport.admin.dead_letters(f"market.{MARKET}.bidder.cheap")
 
     (result,) = outcome.results
     assert result.status == "completed"

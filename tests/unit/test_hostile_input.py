@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from agentbus import Agent, Context, Envelope, MemoryTransport, Message, Runtime, handle
 from agentbus.testing import wait_for
+from agentbus.testing.raw_entries import add_raw
 
 TOPIC = "hostile.orders"
 MAX_BYTES = 16 * 1024
@@ -273,11 +274,11 @@ async def run_scenario(
         await add_raw(rt, TOPIC, {"e": good.encode()})
 
         async def settled() -> bool:
-            letters = await rt.transport.dead_letters(TOPIC, count=1000)
+            letters = await rt.transport.admin.dead_letters(TOPIC, count=1000)
             return clerk.handled == ["sentinel"] and len(letters) >= len(cases)
 
         await wait_for(settled, timeout=20, message="the sentinel handled and every case dead")
-        letters = await rt.transport.dead_letters(TOPIC, count=1000)
+        letters = await rt.transport.admin.dead_letters(TOPIC, count=1000)
         got = {d.origin_id: d.reason for d in letters}
         assert got == expected, [(d.reason, d.error, d.payload[:80]) for d in letters]
         for d in letters:
@@ -290,7 +291,7 @@ async def run_scenario(
 async def _memory_add_raw(rt: Runtime, topic: str, fields: dict[str, bytes]) -> str:
     transport = rt.transport
     assert isinstance(transport, MemoryTransport)
-    return await transport.add_raw(topic, fields)
+    return await add_raw(transport, topic, fields)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -22,19 +22,19 @@ class Greeter(Agent, name="greeter"):
 async def test_journal_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "journal.sqlite3"
     first = MemoryTransport(journal_path=path)
-    await first.save_run(RunInfo("r1", "persisted", started=10.0))
+    await first.store.save_run(RunInfo("r1", "persisted", started=10.0))
     await first.publish(
         "unit.t", b"{}", journal=[JournalEntry("r1", {"kind": "published", "event_id": "e1"})]
     )
-    await first.write_journal([JournalEntry("r1", {"kind": "step", "step": "s"})])
+    await first.store.write_journal([JournalEntry("r1", {"kind": "step", "step": "s"})])
     await first.aclose()  # commits what the flush timer has not yet written
 
     second = MemoryTransport(journal_path=path)
     try:
-        (run,) = await second.list_runs()
+        (run,) = await second.store.list_runs()
         assert (run.run_id, run.name, run.events, run.records) == ("r1", "persisted", 1, 2)
-        assert [r.kind for r in await second.read_journal("r1")] == ["published", "step"]
-        assert await second.topics() == []  # topics are in memory only
+        assert [r.kind for r in await second.store.read_journal("r1")] == ["published", "step"]
+        assert await second.admin.topics() == []  # topics are in memory only
     finally:
         await second.aclose()
 
@@ -123,7 +123,7 @@ def test_records_keep_their_order_across_runs_and_batches() -> None:
 def test_a_chunk_is_the_records_with_their_events_spliced_in() -> None:
     import json
 
-    from agentbus.transports.base import _MARK, encode_chunk
+    from agentbus.transports.chunks import _MARK, encode_chunk
 
     event = b'{"id":"e1","data":{"text":"caf\xc3\xa9 \\u0000 \\"quoted\\""}}'
     entries = [
@@ -147,7 +147,7 @@ async def test_the_journal_file_is_opened_only_when_first_needed(tmp_path: Path)
     transport = MemoryTransport(journal_path=path)
     await transport.publish("unit.t", b"{}")
     assert not path.exists()
-    await transport.write_journal([JournalEntry("r", {"kind": "step"})])
-    await transport.list_runs()  # a read drains the queued records into the file
+    await transport.store.write_journal([JournalEntry("r", {"kind": "step"})])
+    await transport.store.list_runs()  # a read drains the queued records into the file
     assert path.exists()
     await transport.aclose()

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import pytest
@@ -31,8 +32,9 @@ from agentbus import (
 from agentbus._writer import Writer
 from agentbus.errors import DecodeError
 from agentbus.testing import wait_for
+from agentbus.testing.raw_entries import add_raw
 from agentbus.transports import Ack, JournalEntry
-from agentbus.transports.base import encode_chunk
+from agentbus.transports.chunks import encode_chunk
 
 TOPIC = "poison.orders"
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -90,10 +92,10 @@ def valid(sku: str) -> bytes:
 
 async def letters_by_origin(rt: Runtime, count: int) -> dict[str, tuple[str, str]]:
     async def enough() -> bool:
-        return len(await rt.transport.dead_letters(TOPIC, count=1000)) >= count
+        return len(await rt.transport.admin.dead_letters(TOPIC, count=1000)) >= count
 
     await wait_for(enough, timeout=10, message=f"{count} dead letters")
-    letters = await rt.transport.dead_letters(TOPIC, count=1000)
+    letters = await rt.transport.admin.dead_letters(TOPIC, count=1000)
     return {d.origin_id: (d.reason, d.error) for d in letters}
 
 
@@ -132,7 +134,7 @@ async def test_entries_that_raised_past_decoding_are_dead_lettered_at_once() -> 
     async with Runtime(transport=memory(), block_ms=20, max_attempts=2) as rt:
         rt.add(clerk)
         await rt.ready()
-        add = rt.transport.add_raw  # type: ignore[attr-defined]
+        add = partial(add_raw, rt.transport)
         surrogate = await add(TOPIC, {"e": raw_event(id="01SURR\ud800")})
         topic = await add(TOPIC, {"e": raw_event(topic="t\ud800")})
         digits = await add(TOPIC, {"e": raw_event().replace(b'"qty": 1', b'"qty": ' + b"7" * 5000)})
@@ -167,7 +169,7 @@ async def test_anything_verifying_raises_is_a_bad_signature() -> None:
     async with Runtime(transport=memory(), block_ms=20, signer=signer) as rt:
         rt.add(clerk)
         await rt.ready()
-        add = rt.transport.add_raw  # type: ignore[attr-defined]
+        add = partial(add_raw, rt.transport)
         non_ascii = await add(TOPIC, {"e": raw_event(sigkid="k1", sig="é")})
         buggy = await add(TOPIC, {"e": raw_event(sigkid="k1", sig="boom")})
         surrogate = await add(TOPIC, {"e": raw_event(id="01\ud800", sigkid="k1", sig="x")})
@@ -188,8 +190,8 @@ async def test_the_delivery_count_is_checked_before_decoding() -> None:
     # were decoding what kills the worker, it would not get to do it again.
     transport = memory()
     await transport.create_group(TOPIC, "poison-clerk")
-    garbage = await transport.add_raw(TOPIC, {"e": b"{"})
-    good = await transport.add_raw(TOPIC, {"e": valid("was-pending")})
+    garbage = await add_raw(transport, TOPIC, {"e": b"{"})
+    good = await add_raw(transport, TOPIC, {"e": valid("was-pending")})
     await transport.read_group("poison-clerk", "c1", [TOPIC], count=10, block_ms=None)
     for _ in range(3):  # three more deliveries to the same consumer: counts 2, 3, 4
         await transport.read_group(
@@ -237,16 +239,22 @@ class Picky(MemoryTransport):
             raise ValueError("cannot store a poison record")
         await super().ack(acks, journal=journal, mark=mark)
 
-    async def write_journal(self, journal: Sequence[JournalEntry]) -> None:
-        if any(e.record.get("poison") for e in journal):
-            raise ValueError("cannot store a poison record")
-        await super().write_journal(journal)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        write = self.store.write_journal
+
+        async def write_journal(journal: Sequence[JournalEntry]) -> None:
+            if any(e.record.get("poison") for e in journal):
+                raise ValueError("cannot store a poison record")
+            await write(journal)
+
+        self.store.write_journal = write_journal  # type: ignore[method-assign]
 
 
 async def test_the_writer_sets_aside_the_one_item_that_breaks_a_batch() -> None:
     transport = Picky(journal_path=":memory:")
     await transport.create_group(TOPIC, "g")
-    ids = [await transport.add_raw(TOPIC, {"e": valid(str(n))}) for n in range(3)]
+    ids = [await add_raw(transport, TOPIC, {"e": valid(str(n))}) for n in range(3)]
     await transport.read_group("g", "c", [TOPIC], count=10, block_ms=None)
     writer = Writer(transport)
     writer.start()
@@ -257,12 +265,12 @@ async def test_the_writer_sets_aside_the_one_item_that_breaks_a_batch() -> None:
     writer.ack(Ack(TOPIC, "g", ids[2]), JournalEntry("r", {"kind": "handled", "n": 2}))
     await writer.flush()  # the writer lives on
 
-    assert [r.record for r in await transport.read_journal("r")] == [
+    assert [r.record for r in await transport.store.read_journal("r")] == [
         {"kind": "handled", "n": 0},
         {"kind": "handled", "n": 1},
         {"kind": "handled", "n": 2},
     ]
-    (info,) = [t for t in await transport.topics() if t.topic == TOPIC]
+    (info,) = [t for t in await transport.admin.topics() if t.topic == TOPIC]
     assert info.groups[0].pending == 0
     await writer.aclose()
     await transport.aclose()
@@ -301,7 +309,7 @@ async def test_handled_events_are_acked_while_their_records_are_refused() -> Non
             await wait_for(lambda: len(clerk.handled) == 5, message="all handled")
 
             async def acked() -> bool:
-                (info,) = [t for t in await transport.topics() if t.topic == TOPIC]
+                (info,) = [t for t in await transport.admin.topics() if t.topic == TOPIC]
                 return info.groups[0].pending == 0
 
             await wait_for(acked, message="acks written while the records are refused")

@@ -31,6 +31,7 @@ CORE_MODULES = [
     "agentbus.runtime",
     "agentbus.transports",
     "agentbus.transports.base",
+    "agentbus.transports.contract",
     "agentbus.transports.memory",
 ]
 
@@ -38,6 +39,8 @@ CORE_MODULES = [
 #: authors and internals, reachable as ``agentbus.<module>.<name>``.
 NOT_TOP_LEVEL = {
     "Ack",
+    "Admin",
+    "Broker",
     "DEFAULT_JOURNAL_PATH",
     "DEFAULT_PREFIX",
     "Delivery",
@@ -45,9 +48,11 @@ NOT_TOP_LEVEL = {
     "EntryState",
     "GroupInfo",
     "JournalEntry",
+    "JournalStore",
     "Metrics",
     "NullTracer",
     "RECORD_KINDS",
+    "entry_id_key",
     "parse_duration",
     "record",
     "redact_url",

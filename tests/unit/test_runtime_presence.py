@@ -36,7 +36,7 @@ class Watcher(Agent, name="watcher"):
 
 
 async def groups(t: MemoryTransport) -> list[str]:
-    return [g.name for i in await t.topics() if i.topic == "pres.notes" for g in i.groups]
+    return [g.name for i in await t.admin.topics() if i.topic == "pres.notes" for g in i.groups]
 
 
 async def test_a_runtime_announces_its_broadcast_groups_and_inbox() -> None:
@@ -50,7 +50,7 @@ async def test_a_runtime_announces_its_broadcast_groups_and_inbox() -> None:
 
     async def announced_with_inbox() -> bool:
         clock.advance(10)  # no beat can run before the listing below
-        dead = await t.prune_dead_consumers(idle_ms=1000, dry_run=True)
+        dead = await t.admin.prune_dead_consumers(idle_ms=1000, dry_run=True)
         return [(d.consumer, d.groups, d.inbox) for d in dead] == [
             ("me", [("pres.notes", "watcher:me")], "_inbox.me")
         ]
@@ -58,13 +58,13 @@ async def test_a_runtime_announces_its_broadcast_groups_and_inbox() -> None:
     await wait_for(announced_with_inbox, message="the runtime's announcement")
 
     async def fresh() -> bool:  # the heartbeat refreshes it
-        return await t.prune_dead_consumers(idle_ms=1000, dry_run=True) == []
+        return await t.admin.prune_dead_consumers(idle_ms=1000, dry_run=True) == []
 
     await wait_for(fresh, message="a heartbeat")
 
     # Pruned while "paused": its group goes; its reads re-create it and it re-announces.
     clock.advance(10)
-    assert [d.consumer for d in await t.prune_dead_consumers(idle_ms=1000)] == ["me"]
+    assert [d.consumer for d in await t.admin.prune_dead_consumers(idle_ms=1000)] == ["me"]
     assert await groups(t) == []
 
     async def recreated() -> bool:
@@ -73,12 +73,14 @@ async def test_a_runtime_announces_its_broadcast_groups_and_inbox() -> None:
     await wait_for(recreated, message="the group re-created")
     await wait_for(fresh, message="re-announced")
     clock.advance(10)
-    assert [d.consumer for d in await t.prune_dead_consumers(idle_ms=1000, dry_run=True)] == ["me"]
+    assert [d.consumer for d in await t.admin.prune_dead_consumers(idle_ms=1000, dry_run=True)] == [
+        "me"
+    ]
 
     await rt.aclose()
     # A clean stop removed its group and inbox itself, and withdrew: nothing to prune.
     clock.advance(10)
-    assert await t.prune_dead_consumers(idle_ms=1000, dry_run=True) == []
+    assert await t.admin.prune_dead_consumers(idle_ms=1000, dry_run=True) == []
     await t.aclose()
 
 
@@ -90,7 +92,7 @@ async def test_a_runtime_that_owns_nothing_announces_nothing() -> None:
     async with rt:
         await rt.maintenance.run_once()
         clock.advance(10)
-        assert await t.prune_dead_consumers(idle_ms=1, dry_run=True) == []
+        assert await t.admin.prune_dead_consumers(idle_ms=1, dry_run=True) == []
     await t.aclose()
 
 

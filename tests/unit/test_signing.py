@@ -155,6 +155,6 @@ async def test_a_signing_runtime_signs_every_record_of_its_journal() -> None:
 async def _write_and_read(
     transport: MemoryTransport, run_id: str, record: dict[str, Any]
 ) -> list[Any]:
-    transport.journal_signer = None  # an agent without the key writing to the journal
-    await transport.write_journal([JournalEntry(run_id, {"time": 2.0, **record})])
-    return await transport.read_journal(run_id)
+    transport.store.signer = None  # an agent without the key writing to the journal
+    await transport.store.write_journal([JournalEntry(run_id, {"time": 2.0, **record})])
+    return await transport.store.read_journal(run_id)

@@ -1,0 +1,315 @@
+"""The transport contract: three roles, composed.
+
+A transport stores topics as append-only streams with consumer groups, pending lists,
+delivery counts, claiming and dead-letter streams (the Redis Streams model), and keeps
+the journal of every run. Its methods fall into three roles, each a protocol:
+
+* :class:`Broker` — what a runtime calls while it hosts agents: publish, read, ack,
+  commit, claim, dead-letter. The hot path; a :class:`Transport` *is* its broker.
+* :class:`JournalStore` — runs and their records (``transport.store``).
+* :class:`Admin` — what operators and maintenance call: topic listings, dead-letter
+  handling, retention, runtime presence, bulk deletion (``transport.admin``).
+
+:class:`Transport` composes them: a broker with ``store``, ``admin``, ``keys`` (its key
+names) and a lifecycle. An implementation may be one object playing every role
+(``store`` and ``admin`` returning ``self``) or separate objects sharing a connection,
+as :class:`~agentbus.transports.memory.MemoryTransport` and
+:class:`~agentbus.transports.redis.RedisStreamsTransport` are. Both pass the same
+conformance suite, :mod:`agentbus.testing.conformance`, which checks any transport.
+
+Unless noted, every method raises :class:`~agentbus.errors.TransportClosed` after
+``aclose()`` and :class:`~agentbus.errors.TransportUnavailable` when the store cannot
+be reached. Cancelling a blocking read leaves the transport usable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .base import (
+    Ack,
+    DeadConsumer,
+    DeadLetter,
+    Delivery,
+    EntryState,
+    JournalEntry,
+    JournalRecord,
+    RunInfo,
+    TopicInfo,
+)
+
+if TYPE_CHECKING:
+    from ..keys import Keys
+    from ..signing import Signer
+
+__all__ = ["Admin", "Broker", "JournalStore", "Transport"]
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """Topics, consumer groups and deliveries: what a hosting runtime calls.
+
+    Methods that take ``journal`` entries write them atomically with the change they
+    record (see :class:`JournalStore` for how they are stored).
+    """
+
+    async def publish(
+        self, topic: str, payload: bytes, *, journal: Sequence[JournalEntry] = ()
+    ) -> str:
+        """Append an event; the journal entries are written atomically with it."""
+
+    async def publish_many(
+        self, items: Sequence[tuple[str, bytes]], *, journal: Sequence[JournalEntry] = ()
+    ) -> list[str]:
+        """Append several events (and journal entries) in one round trip."""
+
+    async def create_group(self, topic: str, group: str, *, from_start: bool = True) -> None:
+        """Create ``group`` on ``topic`` (and the topic) if missing.
+
+        ``from_start`` delivers entries already in the topic; otherwise only new ones.
+        """
+
+    async def delete_group(self, topic: str, group: str) -> None:
+        """Remove a consumer group and its pending list (a broadcast subscription's end)."""
+
+    async def read_group(
+        self,
+        group: str,
+        consumer: str,
+        topics: Sequence[str],
+        *,
+        count: int,
+        block_ms: int | None,
+        pending: bool = False,
+    ) -> list[Delivery]:
+        """Read up to ``count`` entries per topic for ``consumer``.
+
+        With ``pending`` it returns the consumer's own unacknowledged entries (counting
+        a new delivery) instead of new ones and never blocks. ``block_ms=None`` does
+        not block; otherwise it waits up to that long for new entries. Raises
+        :class:`~agentbus.errors.GroupNotFound` when a topic lacks the group.
+        """
+
+    async def ack(
+        self,
+        acks: Sequence[Ack],
+        *,
+        journal: Sequence[JournalEntry] = (),
+        mark: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """Acknowledge entries, append journal entries and set de-duplication markers
+        (``(key, ttl_seconds)``), all in one atomic round trip."""
+
+    async def commit(
+        self,
+        ack: Ack,
+        mark: tuple[str, int],
+        *,
+        publish: Sequence[tuple[str, bytes]] = (),
+        journal: Sequence[JournalEntry] = (),
+    ) -> bool:
+        """Finish a de-duplicated delivery atomically (exactly-once effects).
+
+        Unless the de-duplication marker ``mark`` (``(key, ttl_seconds)``) exists,
+        append the events ``publish`` (``(topic, payload)``) and the ``journal``
+        entries and set the marker; acknowledge the entry either way, all or nothing.
+        Returns ``False`` when the marker existed (someone already committed this
+        event: nothing was written but the ack). Safe to retry after a failure.
+        """
+
+    async def is_marked(self, key: str) -> bool:
+        """Whether a de-duplication marker set through :meth:`ack` exists."""
+
+    async def claim_idle(
+        self,
+        topic: str,
+        group: str,
+        consumer: str,
+        *,
+        min_idle_ms: int,
+        count: int,
+        cursor: str = "0-0",
+    ) -> tuple[str, list[Delivery]]:
+        """Take over entries pending longer than ``min_idle_ms`` from any consumer.
+
+        Returns the cursor to continue from (``"0-0"`` when the scan wrapped around).
+        """
+
+    async def extend_lease(
+        self, topic: str, group: str, consumer: str, entry_ids: Sequence[str]
+    ) -> None:
+        """Reset the idle time of entries ``consumer`` is still working on."""
+
+    async def dead_letter(
+        self,
+        topic: str,
+        group: str,
+        entry_id: str,
+        letter: dict[str, Any],
+        *,
+        journal: Sequence[JournalEntry] = (),
+    ) -> None:
+        """Move an entry to the topic's dead-letter stream and ack it, atomically."""
+
+    async def read_tail(
+        self, topic: str, after: str, *, count: int, block_ms: int | None
+    ) -> list[Delivery]:
+        """Read entries after ``after`` without a group (for reply inboxes)."""
+
+    async def delete_topic(self, topic: str) -> None:
+        """Delete a topic with its groups (a reply inbox once its request is over)."""
+
+    async def entry_state(self, topic: str, entry_id: str) -> list[EntryState]:
+        """Where entry ``entry_id`` of ``topic`` stands in each of the topic's groups
+        (empty when the topic has none). Not on the hot path: requests ask it when a reply
+        is late."""
+
+
+@runtime_checkable
+class JournalStore(Protocol):
+    """Runs and their journal records (a transport's ``store``)."""
+
+    #: Signs every journal record written, through this store or with a broker call
+    #: (set by a :class:`~agentbus.Runtime` with a signer; ``None``: unsigned).
+    signer: Signer | None
+
+    async def save_run(self, run: RunInfo) -> None:
+        """Create or update a run's metadata (not its counters)."""
+
+    async def write_journal(self, journal: Sequence[JournalEntry]) -> None:
+        """Append journal entries on their own."""
+
+    async def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
+        """Recorded runs, newest first."""
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        """One run's metadata, or ``None``."""
+
+    async def read_journal(self, run_id: str) -> list[JournalRecord]:
+        """A run's journal records in the order they were written."""
+
+    async def prune_runs(self, *, before: float) -> list[str]:
+        """Delete every run in which nothing was recorded since ``before`` (Unix time).
+
+        A run's last activity is the latest of its start, its end and its last journal
+        record; a pruned run loses its metadata, journal and counters. Returns the ids.
+        """
+
+
+@runtime_checkable
+class Admin(Protocol):
+    """Inspection, dead-letter handling, retention, presence and deletion (a transport's
+    ``admin``).
+
+    Presence (``announce``, ``heartbeat``, ``withdraw``, ``prune_dead_consumers``) is
+    retention's: a runtime's maintenance announces what it owns only so that, once it
+    stops announcing, another process can delete it.
+    """
+
+    async def topics(self) -> list[TopicInfo]:
+        """Every topic with its groups, pending counts, lag and dead-letter count."""
+
+    async def dead_letters(self, topic: str, *, count: int = 100) -> list[DeadLetter]:
+        """The oldest ``count`` dead letters of ``topic``."""
+
+    async def remove_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> int:
+        """Delete the given dead letters (all when ``ids`` is ``None``); returns how many."""
+
+    async def retry_dead_letter(
+        self, topic: str, letter_id: str, *, journal: Sequence[JournalEntry] = ()
+    ) -> str | None:
+        """Re-publish the event dead letter ``letter_id`` holds and delete the letter.
+
+        The letter's payload goes back to ``topic`` unchanged (the same bytes as the
+        entry that was dead-lettered), together with ``journal``, atomically. Returns
+        the new entry id, or ``None`` when the letter no longer exists (someone else
+        retried or purged it): nothing is written then.
+        """
+
+    async def trim_acknowledged(self, topic: str, *, consumed: str | None = None) -> int:
+        """Delete the entries of ``topic`` that no consumer group still needs.
+
+        An entry is kept while any group has it pending or has not had it delivered
+        yet; everything older than the oldest such entry, over all groups, is deleted.
+        Consistent with concurrent reads, acks and publishes (nothing a group has not
+        acknowledged is ever deleted). A topic without groups is left alone, unless
+        ``consumed`` gives the entry id up to which its only reader (a reply inbox read
+        without a group) has read. Returns how many entries were deleted.
+        """
+
+    async def remove_idle_consumers(self, topic: str, group: str, *, idle_ms: int) -> list[str]:
+        """Remove the consumers of ``group`` idle longer than ``idle_ms`` with nothing pending.
+
+        A consumer is idle since its last read, claim or lease renewal. One with pending
+        entries is never removed (its entries would be lost to the group); a removed
+        consumer that reads again is simply re-created. Returns the removed names.
+        """
+
+    # -- presence: what a runtime owns, pruned when it stops announcing itself ------------
+    async def announce(
+        self,
+        consumer: str,
+        *,
+        groups: Sequence[tuple[str, str]],
+        inbox: str | None,
+        every_ms: int,
+    ) -> None:
+        """Record that runtime ``consumer`` is alive now and owns the broadcast ``groups``
+        (``(topic, group)``) and the reply ``inbox``, and will say so every ``every_ms``.
+
+        Replaces what it announced before. Its own record, not a key shared by all
+        runtimes, is what a heartbeat touches.
+        """
+
+    async def heartbeat(self, consumer: str) -> bool:
+        """Record that ``consumer`` is alive now; ``False`` when it has no record (never
+        announced, or pruned as dead): the caller announces itself again then."""
+
+    async def withdraw(self, consumer: str) -> None:
+        """Forget ``consumer`` (on a clean stop, after it removed what it owned)."""
+
+    async def prune_dead_consumers(
+        self, *, idle_ms: int, dry_run: bool = False
+    ) -> list[DeadConsumer]:
+        """Delete what runtimes not seen for ``idle_ms`` owned: their broadcast groups
+        (with their pending lists) and reply inboxes, then their records.
+
+        A runtime counts as dead only when it has not been seen for ``idle_ms`` and for
+        three of its own announcement periods, whichever is longer, so a short
+        ``idle_ms`` cannot remove a live runtime's groups. The check and the deletion are
+        one step: a heartbeat in between keeps everything. ``dry_run`` lists them and
+        deletes nothing. Returns the dead runtimes, oldest first.
+        """
+
+    async def delete_prefix(self) -> int:
+        """Delete everything this transport stores under its key prefix: topics, dead
+        letters, markers, presence records, runs and journals (a replay's scratch
+        namespace, tests). Returns how many keys (or, in memory, topics, presence
+        records and runs) went."""
+
+
+@runtime_checkable
+class Transport(Broker, Protocol):
+    """A broker with its journal store and administration. See the module docstring."""
+
+    #: The URL it was opened with, with any password removed.
+    url: str
+
+    @property
+    def keys(self) -> Keys:
+        """Its key names (the prefix every key it writes lives under)."""
+
+    @property
+    def store(self) -> JournalStore:
+        """Runs and journals (possibly the transport itself)."""
+
+    @property
+    def admin(self) -> Admin:
+        """Topic listings, dead letters, retention, deletion (possibly the transport)."""
+
+    async def connect(self) -> None:
+        """Check the store answers. Raises ``TransportUnavailable`` naming the URL."""
+
+    async def aclose(self) -> None:
+        """Release connections (of every role). Idempotent."""
