@@ -35,8 +35,8 @@ class Bus(Protocol):
 
     async def publish(
         self,
-        message: Message,
         topic: str,
+        message: Message,
         *,
         key: str | None = None,
         subject: str | None = None,
@@ -45,7 +45,7 @@ class Bus(Protocol):
     ) -> str: ...
 
     async def publish_envelope(
-        self, env: Envelope, topic: str, *, entry_ids: list[str] | None = None
+        self, topic: str, env: Envelope, *, entry_ids: list[str] | None = None
     ) -> str: ...
 
     @overload

@@ -252,11 +252,11 @@ class Dispatcher:
         bus, agent = self._s.bus, self._stamp.agent
         if env.replyto:
             reply_id = await bus.publish(
-                result, env.replyto, source=agent, correlationid=env.correlationid or env.id
+                env.replyto, result, source=agent, correlationid=env.correlationid or env.id
             )
             self._s.writer.record(self._stamp.record(env, "replied", reply_id=reply_id))
         elif spec.output:
-            await bus.publish(result, spec.output, source=agent)
+            await bus.publish(spec.output, result, source=agent)
         else:
             log.warning(
                 "%s.%s returned a %s but the event was not a request and the handler has no "

@@ -197,6 +197,6 @@ class Outcomes:
             correlationid=env.correlationid or env.id,
         )
         try:
-            await self._s.bus.publish_envelope(error, env.replyto)
+            await self._s.bus.publish_envelope(env.replyto, error)
         except Exception as exc2:  # never keeps the event from its dead letter
             log.warning("could not send the error reply for %s: %s", env.id, exc2)

@@ -115,7 +115,7 @@ class Requests:
                 correlationid=correlation,
             )
             entry_ids: list[str] = []
-            await self._bus.publish_envelope(env, topic, entry_ids=entry_ids)
+            await self._bus.publish_envelope(topic, env, entry_ids=entry_ids)
             reply = await self._wait(future, topic, entry_ids, correlation, timeout)
         finally:
             self._waiters.pop(correlation, None)

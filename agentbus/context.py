@@ -90,14 +90,14 @@ class Context:
         return scope.run_id if scope else None
 
     async def publish(
-        self, message: Message, topic: str, *, key: str | None = None, subject: str | None = None
+        self, topic: str, message: Message, *, key: str | None = None, subject: str | None = None
     ) -> str:
         """Publish ``message`` to ``topic`` as this agent; returns the event id.
 
         ``key`` sets the partition key. Raises ``MessageTooLarge`` or ``TransportError``.
         """
         return await self.runtime.publish(
-            message, topic, key=key, subject=subject, source=self.agent
+            topic, message, key=key, subject=subject, source=self.agent
         )
 
     @overload

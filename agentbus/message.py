@@ -11,7 +11,8 @@ Without ``type=`` the name is ``<module>.<ClassName>``. ``version=`` appends ``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import warnings
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -77,3 +78,25 @@ def lookup_type(name: str) -> type[Message] | None:
 def registered_types() -> dict[str, type[Message]]:
     """A copy of the registry: type name -> message class."""
     return dict(_REGISTRY)
+
+
+_T = TypeVar("_T")
+
+
+def topic_first(topic: Any, what: _T, call: str) -> tuple[str, _T]:
+    """``(topic, what)`` of a call that takes the topic first.
+
+    The 0.1 order (``publish(message, topic)``) is swapped back with a
+    ``DeprecationWarning``; anything else that is not a topic raises :class:`UsageError`.
+    """
+    if isinstance(topic, str):
+        return topic, what
+    if isinstance(what, str):
+        warnings.warn(
+            f"{call}(message, topic) is deprecated: the topic comes first, "
+            f"{call}({what!r}, message)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return what, topic
+    raise UsageError(f"{call}() takes the topic first, then the message; got {topic!r}")

@@ -375,7 +375,7 @@ async def _execute(
                     env.id, env.runid, env.traceparent, env.tracestate = new_id(), None, None, None
                     # Sent now (a signer's max_age judges it by this); compare ignores times.
                     env.time = Envelope(type=env.type, source=env.source).time
-                    inputs.append(rt.publish_envelope(env, str(event.get("topic"))))
+                    inputs.append(rt.publish_envelope(str(event.get("topic")), env))
                 # Started in recorded order, they are queued (and written) in that order.
                 await asyncio.gather(*inputs)
                 await rt.idle(timeout=settle_timeout, drained=True)

@@ -94,15 +94,15 @@ class Run:
         else:
             await self.finish("failed", redact_text(f"{type(exc).__name__}: {exc}"))
 
-    async def publish(self, message: Message, topic: str, *, key: str | None = None) -> str:
-        """Publish into this run (see :meth:`Runtime.publish`)."""
+    async def publish(self, topic: str, message: Message, *, key: str | None = None) -> str:
+        """Publish ``message`` to ``topic`` in this run (see :meth:`Runtime.publish`)."""
         scope = current_scope()
         if scope is not None and scope.run_id == self.run_id and scope.event is None:
             # Already in this run's own scope (inside `async with run`): nothing to set.
-            return await self.runtime.publish(message, topic, key=key)
+            return await self.runtime.publish(topic, message, key=key)
         token = set_scope(Scope(self.run_id))
         try:
-            return await self.runtime.publish(message, topic, key=key)
+            return await self.runtime.publish(topic, message, key=key)
         finally:
             reset_scope(token)
 

@@ -38,7 +38,7 @@ from .envelope import DEFAULT_MAX_EVENT_BYTES, Envelope, new_id
 from .errors import TransportClosed, UsageError
 from .journal import Journal
 from .keys import Keys, validate_topic
-from .message import Message
+from .message import Message, topic_first
 from .records import published
 from .retention import Maintenance, Retention
 from .runs import Run
@@ -296,8 +296,8 @@ class Runtime:
     # -- publishing -------------------------------------------------------------------------
     async def publish(
         self,
-        message: Message,
         topic: str,
+        message: Message,
         *,
         key: str | None = None,
         subject: str | None = None,
@@ -306,24 +306,28 @@ class Runtime:
     ) -> str:
         """Publish ``message`` to ``topic``; returns the event id.
 
-        Inside a handler or a run the event carries the run id and the causing event.
-        Outside both, it starts a run of its own. Raises ``MessageTooLarge`` or
-        ``TransportError``; a publish that returned is stored.
+        The topic comes first, as in every call that names where something goes
+        (``request(topic, message)`` too); the 0.1 order ``publish(message, topic)`` still
+        works with a ``DeprecationWarning``. Inside a handler or a run the event carries
+        the run id and the causing event. Outside both, it starts a run of its own.
+        Raises ``MessageTooLarge`` or ``TransportError``; a publish that returned is stored.
         """
+        topic, message = topic_first(topic, message, "publish")
         validate_topic(topic)
         env = Envelope.for_message(
             message, source=source or "client", partitionkey=key, subject=subject, **attributes
         )
-        return await self.publish_envelope(env, topic)
+        return await self.publish_envelope(topic, env)
 
     async def publish_envelope(
-        self, env: Envelope, topic: str, *, entry_ids: list[str] | None = None
+        self, topic: str, env: Envelope, *, entry_ids: list[str] | None = None
     ) -> str:
-        """Publish a prepared envelope (run and causation filled from the scope).
+        """Publish a prepared envelope to ``topic`` (run and causation filled from the scope).
 
         ``entry_ids``, when given, receives the stored entry's id (requests use it to ask
         where their request stands when the reply is late).
         """
+        topic, env = topic_first(topic, env, "publish_envelope")
         self._check_open()
         scope = current_scope() or await self._open_run(env, topic)
         env.topic = topic

@@ -69,7 +69,7 @@ async def publish_all(run: Run, n: int, topic: str, window: int = WINDOW) -> Non
 
     async def lane(start: int) -> None:
         for seq in range(start, n, window):
-            await run.publish(ping(seq), topic)
+            await run.publish(topic, ping(seq))
 
     await asyncio.gather(*(lane(i) for i in range(min(window, n))))
 

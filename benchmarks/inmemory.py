@@ -57,7 +57,7 @@ async def agentbus_memory(n: int, *, journal: bool = True) -> float:
         async with rt.run("bench-memory") as run:
             with Stopwatch() as sw:
                 for seq in range(n):
-                    await run.publish(ping(seq), TOPIC)
+                    await run.publish(TOPIC, ping(seq))
                 await asyncio.wait_for(sink.done.wait(), timeout=30 + n / 100)
                 await rt.writer.flush()
         topics = {t.topic: t for t in await rt.transport.admin.topics()}

@@ -75,10 +75,10 @@ async def scenario(url: str, events: int, inside_run: bool) -> dict[str, Any]:
         if inside_run:
             async with rt.run("bytes") as run:
                 for _ in range(events):
-                    await run.publish(probe, TOPIC)
+                    await run.publish(TOPIC, probe)
         else:
             for _ in range(events):
-                await rt.publish(probe, TOPIC)
+                await rt.publish(TOPIC, probe)
         await wait_for(lambda: sink.handled == events, timeout=120, message="all handled")
         await rt.idle()
         after = await used_memory(r)

@@ -112,7 +112,7 @@ async def publish_steadily(
         env = Envelope.for_message(Load(n=n, sent=time.time()), source="soak")
         while True:
             try:
-                await rt.publish_envelope(env, topic)
+                await rt.publish_envelope(topic, env)
                 break
             except TransportUnavailable:
                 await asyncio.sleep(0.05)

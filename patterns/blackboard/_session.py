@@ -93,7 +93,7 @@ class BoardSession:
                 author=author,
                 round=round_,
             )
-            await self.ctx.publish(entry, self.cfg.topics["entries"], key=self.cfg.board)
+            await self.ctx.publish(self.cfg.topics["entries"], entry, key=self.cfg.board)
             self.state = self.state.apply(entry)
 
     async def solve(self, task: SolveBoard) -> BoardOutcome:
@@ -130,7 +130,7 @@ class BoardSession:
         closed = BoardClosed(
             board=cfg.board, ending=ending, reason=reason, rounds=rounds, version=self.state.version
         )
-        await ctx.publish(closed, cfg.topics["entries"], key=cfg.board)
+        await ctx.publish(cfg.topics["entries"], closed, key=cfg.board)
         await self.note(
             "board-closed", ending=ending, reason=reason, rounds=rounds, version=self.state.version
         )
@@ -206,7 +206,7 @@ class BoardSession:
             poll = BoardPoll(
                 board=cfg.board, poll_id=poll_id, round=round_, version=self.state.version
             )
-            await self.ctx.publish(poll, cfg.topics["poll"], key=cfg.board)
+            await self.ctx.publish(cfg.topics["poll"], poll, key=cfg.board)
             try:
                 await asyncio.wait_for(waiting.done.wait(), cfg.poll_timeout)
             except TimeoutError:

@@ -140,6 +140,7 @@ class KnowledgeSource(Agent):
             ctx.logger.warning("%s could not judge board %s: %s", self.name, self.board, exc)
             fields["error"] = f"{type(exc).__name__}: {exc}"
         await ctx.publish(
+            self.topics["replies"],
             Eligibility(
                 board=self.board,
                 poll_id=poll.poll_id,
@@ -147,7 +148,6 @@ class KnowledgeSource(Agent):
                 priority=self.priority,
                 **fields,
             ),
-            self.topics["replies"],
         )
 
     async def _on_contribute(self, request: ContributeRequest, ctx: Context) -> Contribution:

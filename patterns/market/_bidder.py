@@ -161,7 +161,7 @@ class Bidder(Agent):
             except Exception as exc:
                 ctx.logger.warning("%s could not price %s: %s", self.name, call.auction_id, exc)
                 bid.note = f"error: {type(exc).__name__}: {exc}"
-        await ctx.publish(bid, self.topics["bids"])
+        await ctx.publish(self.topics["bids"], bid)
 
     async def _on_award(self, award: AuctionAwarded, ctx: Context) -> None:
         await self.notified(award, award.winner == self.name, ctx)

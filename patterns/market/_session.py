@@ -106,7 +106,7 @@ class MarketSession:
                 "price": price,
             }
         )
-        await self.ctx.publish(event, self.au.topics["ledger"], key=agent)
+        await self.ctx.publish(self.au.topics["ledger"], event, key=agent)
         self.ledgers.apply(event)
 
     async def run(self, tasks: list[MarketTask]) -> MarketOutcome:
@@ -152,7 +152,7 @@ class MarketSession:
                 excluded=sorted(excluded),
                 ledger_version=self.ledgers.version,
             )
-            await self.ctx.publish(call, au.topics["cfp"], key=task.id)
+            await self.ctx.publish(au.topics["cfp"], call, key=task.id)
             try:
                 await asyncio.wait_for(box.done.wait(), au.bid_timeout)
             except TimeoutError:
@@ -203,7 +203,7 @@ class MarketSession:
             reason=award.reason,
             losers=losers,
         )
-        await self.ctx.publish(notice, au.topics["awards"], key=task.id)
+        await self.ctx.publish(au.topics["awards"], notice, key=task.id)
         await self.record(award.winner, "awarded", task, auction_id, award.price)
         await self.note(
             "awarded", auction=auction_id, task=task.id, winner=award.winner,

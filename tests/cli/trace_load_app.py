@@ -51,7 +51,7 @@ class Dispatcher(Agent, name="dispatcher"):
         for i in range(job.parts):
             worker = WORKERS[i % len(WORKERS)]
             await ctx.note("dispatch", job_id=job.id, index=i, to=worker)
-            await ctx.publish(Part(job_id=job.id, index=i), f"load.{worker}", key=job.id)
+            await ctx.publish(f"load.{worker}", Part(job_id=job.id, index=i), key=job.id)
         winner = "reviewer-a" if int(job.id[1:]) % 3 else "reviewer-b"
         await ctx.note("award", job_id=job.id, winner=winner, reason=f"lowest quote for {job.id}")
         verdict: Verdict = await ctx.request(
@@ -63,7 +63,7 @@ class Dispatcher(Agent, name="dispatcher"):
 class Drafter(Agent, name="drafter"):
     @handle("load.drafter")
     async def work(self, part: Part, ctx: Context) -> None:
-        await ctx.publish(PartDone(job_id=part.job_id, index=part.index, by="drafter"), "load.done")
+        await ctx.publish("load.done", PartDone(job_id=part.job_id, index=part.index, by="drafter"))
 
 
 class Checker(Agent, name="checker"):
@@ -73,7 +73,7 @@ class Checker(Agent, name="checker"):
     async def work(self, part: Part, ctx: Context) -> None:
         if int(part.job_id[1:]) % 5 == 0:
             raise RuntimeError(f"checker cannot read part {part.index} of {part.job_id}")
-        await ctx.publish(PartDone(job_id=part.job_id, index=part.index, by="checker"), "load.done")
+        await ctx.publish("load.done", PartDone(job_id=part.job_id, index=part.index, by="checker"))
 
 
 class Collector(Agent, name="collector"):

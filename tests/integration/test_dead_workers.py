@@ -74,20 +74,20 @@ async def leave_a_dead_worker(
     workers.start(consumer="victim", extra=FAST)
     workers.start(consumer="survivor", extra=survivor)
     t = rt.transport
-    await rt.publish(News(n=1), "prune.news")
+    await rt.publish("prune.news", News(n=1))
     await wait_for(
         lambda: _has(heard(t), {(1, "victim"), (1, "survivor")}),
         timeout=20,
         message="both workers heard news 1 (each made a request)",
     )
-    await rt.publish(News(n=2, hold_on="victim"), "prune.news")
+    await rt.publish("prune.news", News(n=2, hold_on="victim"))
 
     async def in_hand() -> bool:
         return (await groups(t, "prune.news")).get("listener:victim", (0, 0))[0] == 1
 
     await wait_for(in_hand, timeout=20, message="the victim holds news 2")
     workers.kill("victim")
-    await rt.publish(News(n=3), "prune.news")  # never delivered to the victim's group
+    await rt.publish("prune.news", News(n=3))  # never delivered to the victim's group
     await wait_for(
         lambda: _has(heard(t), {(2, "survivor"), (3, "survivor")}),
         timeout=20,
@@ -124,7 +124,7 @@ async def test_a_killed_workers_group_and_inbox_are_pruned_automatically(
 
         await wait_for(trimmed, timeout=10, message="prune.news trimmed after the prune")
         # The survivor, alive all along, still hears news (its group and inbox work).
-        await rt.publish(News(n=4), "prune.news")
+        await rt.publish("prune.news", News(n=4))
         await wait_for(lambda: _has(heard(t), {(4, "survivor")}), timeout=20, message="news 4")
 
 

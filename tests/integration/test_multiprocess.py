@@ -47,7 +47,7 @@ async def test_two_workers_share_the_work_and_handle_each_message_once(
     async with Runtime(workers.url) as rt:
         async with rt.run("share") as run:
             for n in range(100):
-                await run.publish(Job(n=n, sleep=0.01), "mp.jobs")
+                await run.publish("mp.jobs", Job(n=n, sleep=0.01))
 
         async def all_done() -> bool:
             return len(await _results(rt.transport, "mp.done")) >= 100
@@ -72,7 +72,7 @@ async def test_broadcast_reaches_every_worker(workers: WorkerProcesses) -> None:
     async with Runtime(workers.url) as rt:
         async with rt.run("broadcast") as run:
             for n in range(5):
-                await run.publish(Job(n=n), "mp.announce")
+                await run.publish("mp.announce", Job(n=n))
 
         async def heard_by_both() -> bool:
             return len(await _results(rt.transport, "mp.heard")) >= 10
@@ -92,7 +92,7 @@ async def test_killed_worker_pending_messages_are_claimed_by_the_survivor(
     async with Runtime(workers.url) as rt:
         async with rt.run("crash") as run:
             for n in range(30):
-                await run.publish(Job(n=n, sleep=0.3), "mp.jobs")
+                await run.publish("mp.jobs", Job(n=n, sleep=0.3))
 
         async def victim_busy() -> bool:
             done = await _results(rt.transport, "mp.done")

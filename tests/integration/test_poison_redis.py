@@ -139,7 +139,7 @@ async def test_out_of_memory_refuses_records_but_never_reruns_handled_events(
             await worker.ready()
             async with publisher.run("under pressure") as run:
                 for n in range(events):
-                    await run.publish(Job(n=n), TOPIC)
+                    await run.publish(TOPIC, Job(n=n))
                 await wait_for(lambda: worker.busy, message="handlers waiting at the gate")
 
                 # Fill Redis past its limit: from now on it refuses every write that
@@ -147,9 +147,9 @@ async def test_out_of_memory_refuses_records_but_never_reruns_handled_events(
                 await _fill(r, prefix, megabytes=8)
                 await r.config_set("maxmemory", str(await _used(r) - 1024 * 1024))
                 with pytest.raises(TransportUnavailable, match="out of memory"):
-                    await run.publish(Job(n=-1), TOPIC)
+                    await run.publish(TOPIC, Job(n=-1))
                 with pytest.raises(TransportUnavailable, match="out of memory"):
-                    await publisher.publish(Job(n=-2), TOPIC)  # outside a run: its start
+                    await publisher.publish(TOPIC, Job(n=-2))  # outside a run: its start
 
                 gate.set()  # the handlers finish while their records are refused
                 await wait_for(lambda: len(counts) == events, timeout=30, message="all handled")
@@ -178,7 +178,7 @@ async def test_out_of_memory_refuses_records_but_never_reruns_handled_events(
                     return sum(rec.kind == "handled" for rec in records) == events
 
                 await wait_for(recovered, timeout=15, message="the held records written")
-                await run.publish(Job(n=events), TOPIC)
+                await run.publish(TOPIC, Job(n=events))
                 await wait_for(lambda: counts[events] == 1, message="a publish after recovery")
                 recovery_s = time.monotonic() - freed
             records = await publisher.journal.records(run.run_id)

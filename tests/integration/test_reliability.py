@@ -74,7 +74,7 @@ async def _outputs(transport: Transport, topic: str) -> list[Any]:
 async def _publish_all(rt: Runtime, topic: str, items: list[Message]) -> None:
     for start in range(0, len(items), 250):
         chunk = items[start : start + 250]
-        await asyncio.gather(*(rt.publish(m, topic) for m in chunk))
+        await asyncio.gather(*(rt.publish(topic, m) for m in chunk))
 
 
 async def _group(transport: Transport, topic: str, group: str) -> Any:
@@ -169,7 +169,7 @@ async def _publish_through_outage(
     for n in range(count):
         while True:
             try:
-                confirmed[n] = await rt.publish(Ping(n=n), "rel.pings")
+                confirmed[n] = await rt.publish("rel.pings", Ping(n=n))
                 break
             except TransportUnavailable:
                 await asyncio.sleep(0.05)
@@ -222,7 +222,7 @@ async def test_groups_lost_with_the_data_are_recreated_with_a_warning(
         async with Runtime(server.url + "?prefix=rel:", block_ms=200) as rt:
             rt.add(echo)
             async with rt.run("before"):
-                await rt.publish(Ping(n=1), "rel.pings")
+                await rt.publish("rel.pings", Ping(n=1))
             await wait_for(lambda: echo.seen == [1], message="the first ping handled")
             # Its output and ack written too: a stop while the handler's publish is in
             # flight would (rightly, at-least-once) run the handler again after the outage.
@@ -236,7 +236,7 @@ async def test_groups_lost_with_the_data_are_recreated_with_a_warning(
                 message="a warning that the group vanished",
             )
             async with rt.run("after"):
-                await rt.publish(Ping(n=2), "rel.pings")
+                await rt.publish("rel.pings", Ping(n=2))
             await wait_for(lambda: echo.seen == [1, 2], timeout=20, message="the second ping")
             # The group was recreated once, not in a hot loop.
             await asyncio.sleep(1.0)
@@ -305,7 +305,7 @@ async def test_poison_message_is_dead_lettered_while_others_flow(
         rt.add(picky)
         async with rt.run("poison"):
             for n in range(30):
-                await rt.publish(Ping(n=n), "rel.picky")
+                await rt.publish("rel.picky", Ping(n=n))
 
         async def settled() -> bool:
             return len(picky.handled) == 29 and bool(
@@ -331,7 +331,7 @@ async def test_poison_message_is_dead_lettered_while_others_flow(
         assert await rt.transport.admin.dead_letters("rel.picky") == []
 
         picky.poisoned = True
-        await rt.publish(Ping(n=13), "rel.picky")
+        await rt.publish("rel.picky", Ping(n=13))
         await wait_for(
             lambda: picky.tries[13] == 7, timeout=10, message="the poison tried 3 more times"
         )
@@ -370,7 +370,7 @@ async def test_long_handler_keeps_its_lease_and_runs_once(where: str, tmp_path: 
             a.add(Slow())
             await asyncio.sleep(0.2)
             async with a.run("slow") as run:
-                await a.publish(Ping(n=1), "rel.slow")
+                await a.publish("rel.slow", Ping(n=1))
                 await wait_for(lambda: Slow.calls[1] == 1, message="the handler started")
                 b.add(Slow())  # an idle replica that claims whatever looks abandoned
                 await a.idle(timeout=10)
@@ -392,7 +392,7 @@ class Flaky(Agent, name="rel-flaky"):
     @handle("rel.flaky", output="rel.flaky.out", dedupe=True)
     async def on_ping(self, ping: Ping, ctx: Context) -> Pong:
         self.attempts[ping.n] += 1
-        await ctx.publish(Pong(n=-ping.n), "rel.flaky.side")  # an effect before failing
+        await ctx.publish("rel.flaky.side", Pong(n=-ping.n))  # an effect before failing
         if self.attempts[ping.n] == 1:
             raise RuntimeError("first attempt fails after its side effect")
         return Pong(n=ping.n)
@@ -409,7 +409,7 @@ async def test_dedupe_handler_effects_land_once_with_the_ack(where: str, tmp_pat
         async with Runtime(url, transport=shared, retry_backoff=(0.01, 0.02)) as rt:
             rt.add(flaky)
             async with rt.run("flaky") as run:
-                await rt.publish(Ping(n=7), "rel.flaky")
+                await rt.publish("rel.flaky", Ping(n=7))
                 await wait_for(lambda: flaky.attempts[7] == 2, message="the second attempt")
                 await rt.idle()
             side = await rt.transport.read_tail("rel.flaky.side", "0-0", count=10, block_ms=None)

@@ -87,7 +87,7 @@ async def test_maintenance_trims_handled_events_and_keeps_unhandled_ones(runtime
     await rt.start()
     async with rt.run("ticks") as run:
         for n in range(50):
-            await run.publish(Tick(n=n), "ret.ticks")
+            await run.publish("ret.ticks", Tick(n=n))
     await wait_for(lambda: len(ticker.seen) == 50, message="50 ticks handled")
 
     # Handled and acknowledged: the periodic step deletes them without being asked.
@@ -99,7 +99,7 @@ async def test_maintenance_trims_handled_events_and_keeps_unhandled_ones(runtime
     # A group whose workers are away keeps everything it has not handled.
     await rt.transport.create_group("ret.ticks", "absent", from_start=False)
     for n in range(20):
-        await rt.publish(Tick(n=n), "ret.ticks")
+        await rt.publish("ret.ticks", Tick(n=n))
     await wait_for(lambda: len(ticker.seen) == 70, message="20 more ticks handled")
     report = await rt.maintenance.run_once()
     assert report.trimmed["ret.ticks"] == 0
@@ -150,7 +150,7 @@ async def test_maintenance_removes_idle_consumers_of_its_groups(runtime_for: Any
     info = {i.topic: i for i in await rt.transport.admin.topics()}["ret.ticks"]
     assert [g.pending for g in info.groups if g.name == "ticker"] == [1]
     # Removing a consumer loses nothing: the group goes on handling new events.
-    await rt.publish(Tick(n=3), "ret.ticks")
+    await rt.publish("ret.ticks", Tick(n=3))
     await wait_for(lambda: 3 in ticker.seen, message="tick 3 handled")
 
 
@@ -158,11 +158,11 @@ async def test_maintenance_prunes_runs_past_the_journal_retention(runtime_for: A
     rt: Runtime = runtime_for(Ticker(), retention=Retention(interval=None, journal=0.2))
     await rt.start()
     async with rt.run("old") as old:
-        await old.publish(Tick(n=1), "ret.ticks")
+        await old.publish("ret.ticks", Tick(n=1))
     await rt.idle()
     await asyncio.sleep(0.3)  # the old run's last record falls out of the 0.2 s window
     async with rt.run("new") as new:
-        await new.publish(Tick(n=2), "ret.ticks")
+        await new.publish("ret.ticks", Tick(n=2))
     await rt.idle()
 
     report = await rt.maintenance.run_once()
@@ -291,7 +291,7 @@ async def test_dlq_retry_is_journaled_and_republishes_the_original_bytes(
         rt.add(Picky())
         await rt.ready()
         async with rt.run("picky") as run:
-            await run.publish(Tick(n=13), "ret.picky")
+            await run.publish("ret.picky", Tick(n=13))
         (letter,) = await _letters(rt, "ret.picky", 1)
 
         done = await asyncio.to_thread(

@@ -171,7 +171,7 @@ async def test_remote_error_carries_type_and_message(make_runtime: MakeRuntime) 
 class Front(Agent, name="front"):
     @handle("rt.front")
     async def on_ping(self, msg: Ping, ctx: Context) -> Pong:
-        await ctx.publish(Note(text="front was here"), "rt.audit")
+        await ctx.publish("rt.audit", Note(text="front was here"))
         back: Pong = await ctx.request("rt.back", Ping(text=msg.text), timeout=5, expect=Pong)
         return Pong(text=back.text + "!")
 
@@ -184,7 +184,7 @@ class Back(Agent, name="back"):
     @handle("rt.back")
     async def on_ping(self, msg: Ping, ctx: Context) -> Pong:
         self.run_ids.append(ctx.run_id)
-        await ctx.publish(Note(text="back was here"), "rt.audit")
+        await ctx.publish("rt.audit", Note(text="back was here"))
         return Pong(text=msg.text)
 
 
@@ -263,8 +263,8 @@ async def test_journal_records_every_publish_and_outcome(make_runtime: MakeRunti
 
     async with rt.run("journal") as run:
         assert await run.request("rt.flaky", Job(n=0), timeout=5) == Pong(text="0")
-        retried = await run.publish(Job(n=1), "rt.flaky")
-        doomed = await run.publish(Job(n=2), "rt.flaky")
+        retried = await run.publish("rt.flaky", Job(n=1))
+        doomed = await run.publish("rt.flaky", Job(n=2))
         await dead_letters(rt, "rt.flaky", 1)
         await wait_for(lambda: flaky.calls[1] == 2)
         await rt.idle()
@@ -336,7 +336,7 @@ async def test_retries_back_off_then_dead_letter(make_runtime: MakeRuntime) -> N
     doomed = Doomed()
     rt = await started(make_runtime, doomed, max_attempts=3, retry_backoff=(0.1, 1.0))
 
-    event_id = await rt.publish(Job(n=7), "rt.doomed")
+    event_id = await rt.publish("rt.doomed", Job(n=7))
     (letter,) = await dead_letters(rt, "rt.doomed", 1)
 
     assert len(doomed.times) == 3
@@ -352,7 +352,7 @@ async def test_retries_back_off_then_dead_letter(make_runtime: MakeRuntime) -> N
     assert await pending(rt, "rt.doomed", "doomed") == 0
 
     # A handler's own max_attempts overrides the runtime's.
-    await rt.publish(Job(n=8), "rt.doomed.once")
+    await rt.publish("rt.doomed.once", Job(n=8))
     (once,) = await dead_letters(rt, "rt.doomed.once", 1)
     assert once.attempts == 1
     assert len(doomed.times) == 4
@@ -374,7 +374,7 @@ async def test_reject_dead_letters_at_once(make_runtime: MakeRuntime) -> None:
     rt = await started(make_runtime, picky, max_attempts=5)
 
     async with rt.run("reject") as run:
-        event_id = await run.publish(Job(n=3), "rt.picky")
+        event_id = await run.publish("rt.picky", Job(n=3))
         (letter,) = await dead_letters(rt, "rt.picky", 1)
         await rt.idle()
 
@@ -406,7 +406,7 @@ async def test_shared_mode_splits_work_exactly_once(make_runtime: MakeRuntime) -
     await started(make_runtime, two, concurrency=1, batch_size=1)
 
     for n in range(20):
-        await rt.publish(Job(n=n), "rt.jobs")
+        await rt.publish("rt.jobs", Job(n=n))
     await wait_for(lambda: len(one.done) + len(two.done) >= 20, message="20 jobs handled")
     await rt.idle()
 
@@ -432,7 +432,7 @@ async def test_broadcast_mode_reaches_every_instance(make_runtime: MakeRuntime) 
     await started(make_runtime, two)
 
     for n in range(5):
-        await rt.publish(Job(n=n), "rt.news")
+        await rt.publish("rt.news", Job(n=n))
     await wait_for(lambda: len(one.seen) == len(two.seen) == 5, message="both saw all news")
 
     assert sorted(one.seen) == sorted(two.seen) == [0, 1, 2, 3, 4]
@@ -459,7 +459,7 @@ async def test_undecodable_entries_are_dead_lettered(make_runtime: MakeRuntime) 
     inbox = Inbox()
     rt = await started(make_runtime, inbox)
     transport: Any = rt.transport
-    await rt.publish(Job(n=1), "rt.inbox")
+    await rt.publish("rt.inbox", Job(n=1))
 
     garbage = {
         "not an agentbus event": ({"x": b"garbage"}, "no 'e' field"),
@@ -472,7 +472,7 @@ async def test_undecodable_entries_are_dead_lettered(make_runtime: MakeRuntime) 
     origins = {}
     for reason, (fields, _) in garbage.items():
         origins[await add_raw(transport, "rt.inbox", fields)] = reason
-    await rt.publish(Job(n=2), "rt.inbox")
+    await rt.publish("rt.inbox", Job(n=2))
 
     letters = await dead_letters(rt, "rt.inbox", len(garbage))
     await wait_for(lambda: sorted(inbox.got) == [1, 2], message="good jobs handled")
@@ -482,7 +482,7 @@ async def test_undecodable_entries_are_dead_lettered(make_runtime: MakeRuntime) 
         assert garbage[x.reason][1] in x.error
         assert (x.agent, x.attempts) == ("inbox", 1)
     # ... and the runtime keeps going.
-    await rt.publish(Job(n=3), "rt.inbox")
+    await rt.publish("rt.inbox", Job(n=3))
     await wait_for(lambda: sorted(inbox.got) == [1, 2, 3], message="later job handled")
     await rt.idle()
     assert await pending(rt, "rt.inbox", "inbox") == 0
@@ -493,10 +493,10 @@ async def test_message_too_large_is_refused_at_publish(make_runtime: MakeRuntime
 
     async with rt.run("big") as run:
         with pytest.raises(MessageTooLarge) as info:
-            await run.publish(Blob(data="x" * 5000), "rt.big")
+            await run.publish("rt.big", Blob(data="x" * 5000))
         with pytest.raises(MessageTooLarge):
             await rt.request("rt.big", Blob(data="y" * 5000), timeout=5)
-        await run.publish(Blob(data="small"), "rt.big")
+        await run.publish("rt.big", Blob(data="small"))
 
     assert info.value.limit == 2000
     assert info.value.size > 2000
@@ -535,10 +535,10 @@ async def test_dedupe_skips_redelivered_event_ids(make_runtime: MakeRuntime) -> 
 
     async with rt.run("dedupe") as run:
         env = Envelope.for_message(Job(n=1), source="producer")
-        await rt.publish_envelope(env, "rt.dedupe")
+        await rt.publish_envelope("rt.dedupe", env)
         await wait_for(lambda: len(every.got) == 1 and len(once.got) == 1)
         await rt.idle()
-        await rt.publish_envelope(env, "rt.dedupe")  # a producer's retry: same event id
+        await rt.publish_envelope("rt.dedupe", env)  # a producer's retry: same event id
         await wait_for(lambda: len(every.got) == 2)
         await rt.idle()
 
@@ -572,7 +572,7 @@ async def test_graceful_stop_leaves_unfinished_entry_pending(make_runtime: MakeR
     probe = await started(make_runtime)
     first = Stuck(hang=True)
     rt = await started(make_runtime, first, consumer="fixed-consumer", grace_period=0.2)
-    await probe.publish(Job(n=1), "rt.stuck")
+    await probe.publish("rt.stuck", Job(n=1))
     await wait_for(lambda: first.started == [1], message="handler started")
 
     begun = time.monotonic()
@@ -615,7 +615,7 @@ async def test_lease_extension_keeps_long_handlers_unclaimed(make_runtime: MakeR
     # as a second "start" (the first runtime would skip its own in-flight entry).
     rt.settings = dataclasses.replace(rt.settings, claim_interval=60)
     await rt.start()
-    await rt.publish(Job(n=1), "rt.slow")
+    await rt.publish("rt.slow", Job(n=1))
     await wait_for(lambda: log == ["start"], message="slow job started")
     await started(make_runtime, Slow(log), visibility_timeout=0.3)
 
@@ -631,7 +631,7 @@ async def test_dead_consumers_entries_are_claimed(make_runtime: MakeRuntime) -> 
     probe = await started(make_runtime)
     await probe.transport.create_group("rt.jobs", "worker")
     for n in range(3):
-        await probe.publish(Job(n=n), "rt.jobs")
+        await probe.publish("rt.jobs", Job(n=n))
     taken = await probe.transport.read_group("worker", "dead", ["rt.jobs"], count=10, block_ms=None)
     assert len(taken) == 3  # read, never acknowledged: the consumer "died"
 
@@ -669,9 +669,9 @@ async def test_a_handler_runs_in_its_own_task(make_runtime: MakeRuntime) -> None
     patient = Patient()
     rt = await started(make_runtime, patient)
     for n in range(3):
-        await rt.publish(Job(n=n), "rt.patient")
+        await rt.publish("rt.patient", Job(n=n))
     await wait_for(lambda: len(patient.outcomes) == 3, timeout=10, message="3 timeouts")
-    await rt.publish(Job(n=3), "rt.patient")  # the read loop still reads
+    await rt.publish("rt.patient", Job(n=3))  # the read loop still reads
     await wait_for(lambda: len(patient.outcomes) == 4, timeout=10, message="a 4th timeout")
     assert sorted(patient.outcomes) == [f"timed out {n}" for n in range(4)]
     assert len(patient.tasks) == 4  # each handler ran in a task of its own

@@ -94,9 +94,9 @@ async def test_a_user_restricted_to_the_prefix_can_do_everything(acl_server: Red
     async with Runtime(url) as rt:
         rt.add(keeper)
         async with rt.run("acl") as run:
-            await run.publish(Note(text="hello"), "sec.notes")
+            await run.publish("sec.notes", Note(text="hello"))
             reply = await run.request("sec.ask", Note(text="quiet"), expect=Echoed, timeout=10)
-            await run.publish(Note(text="x"), "sec.once")
+            await run.publish("sec.once", Note(text="x"))
         assert reply.text == "QUIET"
         await wait_for(
             lambda: keeper.notes == ["hello", "once:x"] or set(keeper.notes) == {"hello", "once:x"}
@@ -155,7 +155,7 @@ async def test_requirepass_default_user(tmp_path: Path) -> None:
         async with Runtime(server.url + "?prefix=sec:") as rt:
             assert PASSWORD not in rt.transport.url
             async with rt.run("default-user"):
-                await rt.publish(Note(text="in"), "sec.notes")
+                await rt.publish("sec.notes", Note(text="in"))
         with pytest.raises(TransportUnavailable) as info:
             async with Runtime(server.url_for(None, None)):
                 pass
@@ -256,12 +256,12 @@ async def test_signed_events_are_handled_and_others_dead_lettered(
         guarded.add(keeper)
         await asyncio.sleep(0.1)
         async with guarded.run("signed"):
-            await guarded.publish(Note(text="signed"), "sec.notes")
+            await guarded.publish("sec.notes", Note(text="signed"))
         await wait_for(lambda: keeper.notes == ["signed"], message="the signed note handled")
 
         # Unsigned, from a runtime without the key.
         async with outsider.run("unsigned"):
-            await outsider.publish(Note(text="unsigned"), "sec.notes")
+            await outsider.publish("sec.notes", Note(text="unsigned"))
         # Tampered: a validly signed event with its data changed on the way.
         env = Envelope.for_message(Note(text="genuine"), source="client", topic="sec.notes")
         signer.sign(env)
@@ -303,7 +303,7 @@ async def test_key_rotation(shared: tuple[str | None, Transport | None]) -> None
                 _runtime(shared, publisher_signer) as publisher,
                 publisher.run(f"rotate-{n}"),
             ):
-                await publisher.publish(Note(text=f"n{n}"), "sec.notes")
+                await publisher.publish("sec.notes", Note(text=f"n{n}"))
         await wait_for(lambda: len(keeper.notes) == 4, message="all four handled during rotation")
     # After the old key is dropped everywhere, what it signed is refused.
     keeper2 = Keeper()
@@ -311,7 +311,7 @@ async def test_key_rotation(shared: tuple[str | None, Transport | None]) -> None
         consumer.add(keeper2)
         await asyncio.sleep(0.1)
         async with late.run("too-late"):
-            await late.publish(Note(text="old key"), "sec.notes")
+            await late.publish("sec.notes", Note(text="old key"))
         letters = await _dead(consumer, "sec.notes", 1)
         assert "unknown signing key id 'k1'" in letters[-1].error
         assert keeper2.notes == []
@@ -390,9 +390,9 @@ async def test_a_worker_configured_from_the_environment_verifies(
         ):
             unsigned.signer = None  # the environment of this process has no keys anyway
             async with signed.run("env-signed"):
-                await signed.publish(module.Item(n=1), "rel.items")
+                await signed.publish("rel.items", module.Item(n=1))
             async with unsigned.run("env-unsigned"):
-                await unsigned.publish(module.Item(n=2), "rel.items")
+                await unsigned.publish("rel.items", module.Item(n=2))
 
             async def outcome() -> bool:
                 done = await signed.transport.read_tail(
@@ -458,8 +458,8 @@ async def test_secrets_never_reach_journal_logs_traces_or_errors(
     async with Runtime(url, tracer=tracer, max_attempts=1) as rt:
         rt.add(Caller())
         async with rt.run("secrets", meta={"url": rt.transport.url}) as run:
-            await rt.publish(Note(text="ok"), "sec.call")
-            await rt.publish(Note(text="fail"), "sec.call")
+            await rt.publish("sec.call", Note(text="ok"))
+            await rt.publish("sec.call", Note(text="fail"))
             letters = await _dead(rt, "sec.call", 1)
         await rt.idle()
         records = await rt.journal.records(run.run_id)

@@ -80,7 +80,7 @@ async def test_a_signed_event_copied_into_another_topic_is_dead_lettered(
         rt.add(greeter)
         await rt.ready()
         async with rt.run("route") as run:
-            await run.publish(Hello(n=1), "signed.other")
+            await run.publish("signed.other", Hello(n=1))
         await wait_for(lambda: greeter.seen == [("other", 1)], message="the genuine event")
         # The stored entry, captured and XADDed byte for byte into another topic's stream.
         [entry] = await rt.transport.read_tail("signed.other", "0-0", count=10, block_ms=None)
@@ -109,7 +109,7 @@ async def test_an_old_signed_event_past_max_age_is_dead_lettered(
         signer.sign(old)  # validly signed, long ago
         await rt.transport.publish("signed.other", old.encode())
         async with rt.run("fresh") as run:
-            await run.publish(Hello(n=2), "signed.other")
+            await run.publish("signed.other", Hello(n=2))
         [letter] = await _dead(rt, "signed.other", 1)
         assert letter.reason == "event too old"
         assert "max_age is 60s" in letter.error
@@ -149,11 +149,11 @@ async def test_a_forged_journal_record_is_flagged_by_trace_and_refused_by_replay
         rt.add(greeter)
         await rt.ready()
         async with rt.run("genuine", meta={"app": APP_REF}) as run:
-            await run.publish(Hello(n=1), "signed.in")
+            await run.publish("signed.in", Hello(n=1))
             await wait_for(lambda: greeter.seen == [("in", 1)], message="the input handled")
             await rt.idle()
         async with rt.run("elsewhere") as other:
-            await other.publish(Hello(n=7), "signed.other")
+            await other.publish("signed.other", Hello(n=7))
         await rt.idle()
         genuine = await rt.journal.records(run.run_id)
         elsewhere = await rt.journal.records(other.run_id)
@@ -282,7 +282,7 @@ class AclWorker(Agent, name="acl-worker"):
 
     @handle("acl.once", dedupe=True)
     async def once(self, p: Ping, ctx: Context) -> None:
-        await ctx.publish(Ping(n=p.n), "acl.out")
+        await ctx.publish("acl.out", Ping(n=p.n))
         self.seen.append(100 + p.n)
 
     @handle("acl.bad")
@@ -331,12 +331,12 @@ async def test_the_documented_least_privilege_acl_runs_a_workflow_and_nothing_mo
         rt.add(worker)
         await rt.ready()
         async with rt.run("acl") as run:
-            await run.publish(Ping(n=1), "acl.in")
+            await run.publish("acl.in", Ping(n=1))
             reply = await run.request("acl.ask", Ping(n=2), timeout=10)
-            await run.publish(Ping(n=3), "acl.once")
-            await run.publish(Ping(n=4), "acl.bad")
-            await run.publish(Ping(n=5), "acl.slow")
-            await run.publish(Ping(n=6), "acl.all")
+            await run.publish("acl.once", Ping(n=3))
+            await run.publish("acl.bad", Ping(n=4))
+            await run.publish("acl.slow", Ping(n=5))
+            await run.publish("acl.all", Ping(n=6))
             await wait_for(
                 lambda: {1, 103, -5, 1006} <= set(worker.seen), message="every path handled"
             )
@@ -351,7 +351,7 @@ async def test_the_documented_least_privilege_acl_runs_a_workflow_and_nothing_mo
     async with Runtime(worker_url, consumer="w2", **opts) as crashed:
         crashed.add(slow)
         await crashed.ready()
-        await crashed.publish(Ping(n=9), "acl.slow")
+        await crashed.publish("acl.slow", Ping(n=9))
         await wait_for(lambda: crashed.busy, message="the slow handler running")
         await crashed.stop(grace=0)
     # ... and the same consumer resumes its own pending entry on restart.
@@ -368,7 +368,7 @@ async def test_the_documented_least_privilege_acl_runs_a_workflow_and_nothing_mo
     outside = least_privilege.url_for("worker", PASSWORD) + "?prefix=other:"
     async with Runtime(outside, signer=SIGNER) as stranger:
         with pytest.raises(TransportUnavailable, match=r"(?i)permission"):
-            await stranger.publish(Ping(n=0), "acl.in")
+            await stranger.publish("acl.in", Ping(n=0))
 
     # The operator's rule covers the CLI.
     topics = _cli("topics", "--json", "--url", operator_url)

@@ -97,7 +97,7 @@ async def test_the_runtime_default_timeout_applies_to_handlers_without_one() -> 
     ) as rt:
         rt.add(Hangs())
         async with rt.run("default"):
-            await rt.publish(Job(n=1), "to.default")
+            await rt.publish("to.default", Job(n=1))
         letters: list[object] = []
 
         async def dead_lettered() -> bool:
@@ -144,10 +144,10 @@ async def test_stuck_handlers_on_one_topic_do_not_starve_the_agents_other_topics
         rt.add(agent)
         async with rt.run("starve"):
             for n in range(5):  # more than the agent's concurrency, all stuck
-                await rt.publish(Job(n=n), "to.stuck")
+                await rt.publish("to.stuck", Job(n=n))
             await wait_for(lambda: len(agent.stuck) == 2, message="two stuck handlers")
             for n in range(3):
-                await rt.publish(Job(n=n), "to.flowing")
+                await rt.publish("to.flowing", Job(n=n))
             await wait_for(
                 lambda: sorted(agent.flowing) == [0, 1, 2],
                 timeout=10,
@@ -181,7 +181,7 @@ class Forwarder(Agent, name="to-forward"):
         self.attempts.append(ctx.attempt)
         self.started.set()
         await self.gate.wait()
-        await ctx.publish(Done(n=-job.n), "to.side")  # fails while Redis is down
+        await ctx.publish("to.side", Done(n=-job.n))  # fails while Redis is down
         return Done(n=job.n)
 
 
@@ -199,7 +199,7 @@ async def test_an_outage_of_any_length_uses_up_no_attempts(server: RedisServer) 
     ) as rt:
         rt.add(forwarder)
         async with rt.run("outage") as run:
-            await rt.publish(Job(n=1), "to.in")
+            await rt.publish("to.in", Job(n=1))
             await asyncio.wait_for(forwarder.started.wait(), timeout=10)
             server.stop()
             forwarder.gate.set()

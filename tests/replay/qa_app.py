@@ -28,7 +28,7 @@ class Coordinator(Agent, name="coordinator"):
                 "qa.ask", Prompt(text=f"Explain {subject}"), expect=Reply
             )
             note = Note(subject=subject, text=reply.text)
-            await ctx.publish(note, "qa.notes")
+            await ctx.publish("qa.notes", note)
             notes.append(note)
         return Notes(notes=notes)
 

@@ -173,7 +173,7 @@ async def test_anything_verifying_raises_is_a_bad_signature() -> None:
         non_ascii = await add(TOPIC, {"e": raw_event(sigkid="k1", sig="é")})
         buggy = await add(TOPIC, {"e": raw_event(sigkid="k1", sig="boom")})
         surrogate = await add(TOPIC, {"e": raw_event(id="01\ud800", sigkid="k1", sig="x")})
-        await rt.publish(Order(sku="signed", qty=1), TOPIC)
+        await rt.publish(TOPIC, Order(sku="signed", qty=1))
 
         letters = await letters_by_origin(rt, 3)
         await wait_for(lambda: clerk.handled == ["signed"], message="the signed event handled")
@@ -304,7 +304,7 @@ async def test_handled_events_are_acked_while_their_records_are_refused() -> Non
         async with rt.run("full") as run:
             transport.full = False  # the run's own records go in
             for n in range(5):
-                await run.publish(Order(sku=f"o{n}", qty=1), TOPIC)
+                await run.publish(TOPIC, Order(sku=f"o{n}", qty=1))
             transport.full = True
             await wait_for(lambda: len(clerk.handled) == 5, message="all handled")
 
@@ -355,7 +355,7 @@ async def test_a_crashed_lease_task_is_restarted(caplog: pytest.LogCaptureFixtur
     async with Runtime(transport=transport, block_ms=20, visibility_timeout=0.15) as rt:
         rt.add(clerk)
         await rt.ready()
-        await rt.publish(Order(sku="slow", qty=1), TOPIC)
+        await rt.publish(TOPIC, Order(sku="slow", qty=1))
         await wait_for(lambda: transport.calls >= 3, message="leases renewed after the crash")
         await wait_for(lambda: clerk.handled == ["slow"], message="the slow handler done")
     assert any("agentbus-leases crashed" in m for m in caplog.messages)
@@ -367,6 +367,6 @@ async def test_a_crashed_read_loop_is_restarted(caplog: pytest.LogCaptureFixture
     async with Runtime(transport=transport, block_ms=20) as rt:
         rt.add(clerk)
         await rt.ready()
-        await rt.publish(Order(sku="after", qty=1), TOPIC)
+        await rt.publish(TOPIC, Order(sku="after", qty=1))
         await wait_for(lambda: clerk.handled == ["after"], message="read after the crash")
     assert any("agentbus-read-poison-clerk crashed" in m for m in caplog.messages)

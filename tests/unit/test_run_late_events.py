@@ -31,7 +31,7 @@ class Slow(Agent, name="slow"):
     @handle("late.ask")
     async def on_ask(self, msg: Ask, ctx: Context) -> Answer:
         await self.release.wait()
-        await ctx.publish(Note(text="finished anyway"), "late.notes")
+        await ctx.publish("late.notes", Note(text="finished anyway"))
         self.done.set()
         return Answer(text=msg.text)
 

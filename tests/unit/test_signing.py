@@ -130,7 +130,7 @@ async def test_a_signing_runtime_signs_every_record_of_its_journal() -> None:
     transport = MemoryTransport()
     async with Runtime(transport=transport, signer=signer) as rt:
         async with rt.run("signed") as run:
-            await run.publish(Hi(text="héllo\u2028"), "t.a")
+            await run.publish("t.a", Hi(text="héllo\u2028"))
         records = await rt.journal.records(run.run_id)
         info = await rt.journal.run(run.run_id)
     assert {r.kind for r in records} == {"run_started", "published", "run_finished"}

@@ -330,9 +330,9 @@ async def test_metrics_count_time_and_sample_pending_and_lag() -> None:
         rt.add(Sage(), Slow())
         async with rt.run("metrics") as run:
             await run.request("unit.tracing.ask", Question(text="q"), timeout=10)
-            await run.publish(Question(text="reject"), "unit.tracing.ask")
+            await run.publish("unit.tracing.ask", Question(text="reject"))
             for n in range(3):
-                await run.publish(Question(text=f"slow {n}"), "unit.tracing.slow")
+                await run.publish("unit.tracing.slow", Question(text=f"slow {n}"))
 
         def slow_state(metric: str) -> int | None:
             for p in spans.points(metric):
@@ -550,7 +550,7 @@ async def test_secrets_never_reach_spans_even_with_content_capture() -> None:
     async with Runtime("memory://?journal=", tracer=spans.tracer, max_attempts=1) as rt:
         rt.add(Leaky())
         async with rt.run("leaky") as run:
-            await run.publish(Question(text="q"), "unit.tracing.leaky")
+            await run.publish("unit.tracing.leaky", Question(text="q"))
         await wait_for(lambda: rt.metrics.counts["dead_lettered"] == 1, message="dead letter")
         await rt.idle()
 
