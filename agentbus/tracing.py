@@ -278,7 +278,7 @@ def configure_tracing(
     """Build OpenTelemetry providers exporting to ``exporter`` and a tracer using them.
 
     ``exporter`` is ``"console"`` (spans and metrics to stderr), ``"otlp"`` (needs
-    ``pip install 'agentbus[otlp]'``; configured by the standard ``OTEL_EXPORTER_OTLP_*``
+    ``pip install 'agentbus-streams[otlp]'``; configured by the standard ``OTEL_EXPORTER_OTLP_*``
     variables), ``"jsonl:PATH"`` (spans as JSON lines, no metrics) or ``"off"``; ``None``
     reads ``$AGENTBUS_TRACING``. Returns ``None`` when tracing is off (or
     ``OTEL_SDK_DISABLED=true``), which :class:`~agentbus.Runtime` takes as "no tracer".
@@ -370,7 +370,7 @@ def _otlp_exporters() -> tuple[SpanExporter, MetricExporter]:
     except ImportError as exc:
         raise UsageError(
             f"tracing to OTLP ({protocol}) needs the exporter package: "
-            f"pip install 'agentbus[otlp]' ({exc})"
+            f"pip install 'agentbus-streams[otlp]' ({exc})"
         ) from exc
     span_exporter: SpanExporter = traces.OTLPSpanExporter()
     metric_exporter: MetricExporter = metrics.OTLPMetricExporter()

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agents.call import call_model
-from agents.env import model_from_env
-from agents.errors import (
+from agentbus.agents.call import call_model
+from agentbus.agents.env import model_from_env
+from agentbus.agents.errors import (
     ModelAuthError,
     ModelError,
     ModelRateLimited,
@@ -27,8 +27,8 @@ from agents.errors import (
     ModelUnavailable,
     ToolArgumentsError,
 )
-from agents.llm import LLMAgent, LLMResult, Memory, Prompt, Reply, StepLimitExceeded
-from agents.model import (
+from agentbus.agents.llm import LLMAgent, LLMResult, Memory, Prompt, Reply, StepLimitExceeded
+from agentbus.agents.model import (
     ChatMessage,
     ChatModel,
     ChatRequest,
@@ -37,11 +37,11 @@ from agents.model import (
     ToolSpec,
     Usage,
 )
-from agents.offline import OFFLINE_LABEL, OfflineModel
-from agents.tools import Tool, tool, tool_result_to_text
+from agentbus.agents.offline import OFFLINE_LABEL, OfflineModel
+from agentbus.agents.tools import Tool, tool, tool_result_to_text
 
 if TYPE_CHECKING:
-    from agents.openai_model import OpenAIChatModel
+    from agentbus.agents.openai_model import OpenAIChatModel
 
 __all__ = [
     "OFFLINE_LABEL",
@@ -79,7 +79,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The OpenAI SDK takes most of a second to import; offline runs and the CLI need not pay.
     if name == "OpenAIChatModel":
-        from agents.openai_model import OpenAIChatModel
+        from agentbus.agents.openai_model import OpenAIChatModel
 
         return OpenAIChatModel
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

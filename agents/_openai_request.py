@@ -19,7 +19,7 @@ from openai.types.chat import (
 )
 from openai.types.shared_params import FunctionDefinition
 
-from agents.model import ChatMessage, ToolCall
+from agentbus.agents.model import ChatMessage, ToolCall
 
 __all__ = ["message_param", "strict_schema", "tool_param"]
 

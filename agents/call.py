@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agents.model import ChatModel, ChatRequest, ChatResponse
+from agentbus.agents.model import ChatModel, ChatRequest, ChatResponse
 
 if TYPE_CHECKING:
     from agentbus import Context

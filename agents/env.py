@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from agents.model import DEFAULT_MODEL
-from agents.offline import OfflineModel
+from agentbus.agents.model import DEFAULT_MODEL
+from agentbus.agents.offline import OfflineModel
 
 if TYPE_CHECKING:
-    from agents.openai_model import OpenAIChatModel
+    from agentbus.agents.openai_model import OpenAIChatModel
 
 __all__ = ["model_from_env"]
 
@@ -39,6 +39,6 @@ def model_from_env() -> OpenAIChatModel | OfflineModel:
         return OfflineModel()
     # Imported here, not at the top: the OpenAI client loads the SDK (most of a second),
     # which an offline run should not pay for.
-    from agents.openai_model import OpenAIChatModel
+    from agentbus.agents.openai_model import OpenAIChatModel
 
     return OpenAIChatModel(name, base_url=base_url, api_key=api_key)

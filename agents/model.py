@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol, Self, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agents.errors import ModelResponseError
+from agentbus.agents.errors import ModelResponseError
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
+from agentbus.agents.model import ChatMessage, ChatRequest, ChatResponse, ToolCall, ToolSpec, Usage
 from agentbus.errors import UsageError
-from agents.model import ChatMessage, ChatRequest, ChatResponse, ToolCall, ToolSpec, Usage
 
 __all__ = ["OFFLINE_LABEL", "OfflineModel"]
 

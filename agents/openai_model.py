@@ -30,9 +30,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from agentbus.errors import UsageError
-from agentbus.redact import redact_text
-from agents.errors import (
+from agentbus.agents.errors import (
     ModelAuthError,
     ModelError,
     ModelRateLimited,
@@ -41,7 +39,16 @@ from agents.errors import (
     ModelTimeout,
     ModelUnavailable,
 )
-from agents.model import DEFAULT_MODEL, ChatMessage, ChatRequest, ChatResponse, ToolCall, Usage
+from agentbus.agents.model import (
+    DEFAULT_MODEL,
+    ChatMessage,
+    ChatRequest,
+    ChatResponse,
+    ToolCall,
+    Usage,
+)
+from agentbus.errors import UsageError
+from agentbus.redact import redact_text
 
 from ._openai_request import message_param, strict_schema, tool_param
 from ._openai_retry import RETRY_AFTER_STATUSES, is_transient, retry_after

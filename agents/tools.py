@@ -33,9 +33,9 @@ import pydantic
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentbus.agents.errors import ToolArgumentsError
+from agentbus.agents.model import ToolSpec
 from agentbus.errors import UsageError
-from agents.errors import ToolArgumentsError
-from agents.model import ToolSpec
 
 __all__ = ["Tool", "tool", "tool_result_to_text"]
 

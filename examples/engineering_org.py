@@ -32,9 +32,9 @@ from collections.abc import Callable
 from typing import Any
 
 from agentbus import Agent, App, Context, Run
-from agents import ChatMessage, ChatModel, ChatRequest, call_model, model_from_env
-from patterns.hierarchical import Delegation, Escalation, Hierarchy, Node, Team
-from patterns.orchestrator_worker import (
+from agentbus.agents import ChatMessage, ChatModel, ChatRequest, call_model, model_from_env
+from agentbus.patterns.hierarchical import Delegation, Escalation, Hierarchy, Node, Team
+from agentbus.patterns.orchestrator_worker import (
     Job,
     JobResult,
     Orchestrator,

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from agentbus import App, Context, Message, Run
-from agents import ChatMessage, ChatModel, ChatRequest, ChatResponse, model_from_env
-from patterns.blackboard import (
+from agentbus.agents import ChatMessage, ChatModel, ChatRequest, ChatResponse, model_from_env
+from agentbus.patterns.blackboard import (
     BlackboardController,
     BoardOutcome,
     BoardState,

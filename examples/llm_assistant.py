@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 
 from agentbus import App, Run
-from agents import LLMAgent, Prompt, Reply, tool
+from agentbus.agents import LLMAgent, Prompt, Reply, tool
 
 ORDERS = {
     "A-1001": {"status": "shipped", "carrier": "DHL", "eta": "2025-06-03", "items": 2},

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from agentbus import App, Context, Run
-from agents import ChatMessage, ChatModel, ChatRequest, call_model, model_from_env
-from agents.tools import tool
-from patterns.orchestrator_worker import (
+from agentbus.agents import ChatMessage, ChatModel, ChatRequest, call_model, model_from_env
+from agentbus.agents.tools import tool
+from agentbus.patterns.orchestrator_worker import (
     Job,
     JobResult,
     ModelAggregator,

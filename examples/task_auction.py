@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 from agentbus import App, Context, Message, Run
-from patterns.market import (
+from agentbus.patterns.market import (
     Auctioneer,
     Bidder,
     Contract,

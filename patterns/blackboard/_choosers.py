@@ -11,7 +11,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 
 from agentbus import Context
-from agents import ChatMessage, ChatModel, ChatRequest, call_model
+from agentbus.agents import ChatMessage, ChatModel, ChatRequest, call_model
 
 from ._board import BoardState, Eligibility
 

@@ -119,7 +119,7 @@ async def solve(
     when the controller failed.
     """
     warnings.warn(
-        "patterns.blackboard.solve() is deprecated: use "
+        "agentbus.patterns.blackboard.solve() is deprecated: use "
         "run.request(controller.topic, SolveBoard(problem=...), expect=BoardOutcome)",
         DeprecationWarning,
         stacklevel=2,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, Field
 
 from agentbus import Context, UsageError
-from agents import ChatMessage, ChatModel, ChatRequest, ChatResponse, call_model
+from agentbus.agents import ChatMessage, ChatModel, ChatRequest, ChatResponse, call_model
 
 from ._messages import Job, Summary, Task, TaskFailure, TaskResult
 from ._steps import Child, Delegation

@@ -85,7 +85,7 @@ def __getattr__(name: str) -> object:
         import warnings
 
         warnings.warn(
-            "patterns.market.Task is deprecated: use patterns.market.MarketTask "
+            "agentbus.patterns.market.Task is deprecated: use agentbus.patterns.market.MarketTask "
             "(patterns.orchestrator_worker.Task is a different type)",
             DeprecationWarning,
             stacklevel=2,

@@ -120,7 +120,7 @@ async def auction(
     :class:`~agentbus.RemoteError` when the auctioneer failed.
     """
     warnings.warn(
-        "patterns.market.auction() is deprecated: use "
+        "agentbus.patterns.market.auction() is deprecated: use "
         "run.request(auctioneer.topic, MarketJob(tasks=...), expect=MarketOutcome)",
         DeprecationWarning,
         stacklevel=2,

@@ -73,10 +73,10 @@ def __getattr__(name: str) -> Any:
     if name == "ask_model":
         import warnings
 
-        from agents import call_model
+        from agentbus.agents import call_model
 
         warnings.warn(
-            "patterns.orchestrator_worker.ask_model is deprecated: use agents.call_model",
+            "agentbus.patterns.orchestrator_worker.ask_model is deprecated: use agentbus.agents.call_model",
             DeprecationWarning,
             stacklevel=2,
         )

@@ -16,23 +16,23 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULT_TYPES = [
     "agents.llm.LLMResult",
     "agents.llm.Reply",
-    "patterns.market._messages.MarketTask",
-    "patterns.market._messages.AuctionResult",
-    "patterns.market._messages.Attempt",
-    "patterns.market._messages.MarketOutcome",
-    "patterns.market._ledger.Ledger",
-    "patterns.market._bidder.Quote",
-    "patterns.market._bidder.Decline",
+    "agentbus.patterns.market._messages.MarketTask",
+    "agentbus.patterns.market._messages.AuctionResult",
+    "agentbus.patterns.market._messages.Attempt",
+    "agentbus.patterns.market._messages.MarketOutcome",
+    "agentbus.patterns.market._ledger.Ledger",
+    "agentbus.patterns.market._bidder.Quote",
+    "agentbus.patterns.market._bidder.Decline",
     "patterns.common._messages.Task",
     "patterns.common._messages.TaskResult",
     "patterns.common._messages.TaskFailure",
     "patterns.common._messages.JobResult",
     "patterns.common._messages.Summary",
-    "patterns.blackboard._board.Draft",
-    "patterns.blackboard._board.RoundRecord",
-    "patterns.blackboard._board.BoardOutcome",
-    "patterns.blackboard._board.SolveBoard",
-    "patterns.market._messages.MarketJob",
+    "agentbus.patterns.blackboard._board.Draft",
+    "agentbus.patterns.blackboard._board.RoundRecord",
+    "agentbus.patterns.blackboard._board.BoardOutcome",
+    "agentbus.patterns.blackboard._board.SolveBoard",
+    "agentbus.patterns.market._messages.MarketJob",
 ]
 
 
@@ -56,16 +56,16 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("page", "anchor"),
     [
-        ("reference/patterns/index.html", "patterns.market.AuctionResult.task_id"),
-        ("reference/patterns/index.html", "patterns.market.Bidder"),
-        ("reference/patterns/index.html", "patterns.market.MarketTask"),
-        ("reference/patterns/index.html", "patterns.blackboard.Verdict"),
-        ("reference/patterns/index.html", "patterns.orchestrator_worker.WorkOutput"),
-        ("reference/patterns/index.html", "patterns.orchestrator_worker.Task"),
+        ("reference/patterns/index.html", "agentbus.patterns.market.AuctionResult.task_id"),
+        ("reference/patterns/index.html", "agentbus.patterns.market.Bidder"),
+        ("reference/patterns/index.html", "agentbus.patterns.market.MarketTask"),
+        ("reference/patterns/index.html", "agentbus.patterns.blackboard.Verdict"),
+        ("reference/patterns/index.html", "agentbus.patterns.orchestrator_worker.WorkOutput"),
+        ("reference/patterns/index.html", "agentbus.patterns.orchestrator_worker.Task"),
         ("reference/agentbus/index.html", "agentbus.Journal.open"),
         ("reference/agentbus/index.html", "agentbus.Runtime"),
-        ("reference/agents/index.html", "agents.LLMAgent"),
-        ("reference/agents/index.html", "agents.Reply.offline"),
+        ("reference/agents/index.html", "agentbus.agents.LLMAgent"),
+        ("reference/agents/index.html", "agentbus.agents.Reply.offline"),
         ("tutorial/index.html", "7-give-the-reporter-a-model-and-a-tool"),
     ],
 )
@@ -75,7 +75,7 @@ def test_the_site_builds_strictly_and_documents(site: Path, page: str, anchor: s
 
 def test_bidders_constructor_arguments_are_documented(site: Path) -> None:
     page = (site / "reference/patterns/index.html").read_text()
-    start = page.index('id="patterns.market.Bidder"')
+    start = page.index('id="agentbus.patterns.market.Bidder"')
     assert "the market to bid in" in page[start : start + 20_000]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from agentbus import App, Context
-from patterns.orchestrator_worker import Job, Orchestrator, Task, worker
+from agentbus.patterns.orchestrator_worker import Job, Orchestrator, Task, worker
 
 JOBS = "crash.jobs"
 TASKS = "crash.tasks"

@@ -13,9 +13,9 @@ import pytest
 from crash_lead_app import JOBS, researchers
 
 from agentbus import Runtime
+from agentbus.patterns.orchestrator_worker import Job, JobResult
 from agentbus.testing import wait_for
 from agentbus.testing.workers import WorkerProcesses
-from patterns.orchestrator_worker import Job, JobResult
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

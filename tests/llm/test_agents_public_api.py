@@ -8,18 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import agents
+from agentbus import agents
 
 PACKAGE = Path(agents.__file__).parent
 SUBMODULES = [
-    "agents.call",
-    "agents.env",
-    "agents.errors",
-    "agents.llm",
-    "agents.model",
-    "agents.offline",
-    "agents.openai_model",
-    "agents.tools",
+    "agentbus.agents.call",
+    "agentbus.agents.env",
+    "agentbus.agents.errors",
+    "agentbus.agents.llm",
+    "agentbus.agents.model",
+    "agentbus.agents.offline",
+    "agentbus.agents.openai_model",
+    "agentbus.agents.tools",
 ]
 
 
@@ -62,7 +62,7 @@ def test_only_the_openai_client_modules_import_openai_or_httpx() -> None:
 
 def test_importing_agents_loads_neither_redis_nor_the_openai_sdk() -> None:
     code = (
-        "import sys, agents; "
+        "import sys, agentbus.agents; "
         "print(sorted(m for m in ('redis', 'openai', 'httpx') if m in sys.modules))"
     )
     result = subprocess.run(
@@ -70,7 +70,7 @@ def test_importing_agents_loads_neither_redis_nor_the_openai_sdk() -> None:
         capture_output=True,
         text=True,
         check=True,
-        cwd=PACKAGE.parent,
+        cwd=Path(__file__).resolve().parents[2],
         timeout=60,
     )
     loaded = result.stdout.strip()

@@ -8,9 +8,9 @@ import pytest
 from openai_server import OpenAIServer
 
 from agentbus import Runtime
-from agents import OfflineModel, tool
-from agents.llm import LLMAgent, Memory, Prompt, Reply, StepLimitExceeded
-from agents.openai_model import OpenAIChatModel
+from agentbus.agents import OfflineModel, tool
+from agentbus.agents.llm import LLMAgent, Memory, Prompt, Reply, StepLimitExceeded
+from agentbus.agents.openai_model import OpenAIChatModel
 
 SECRET = "sk-test-VERY-SECRET-0123456789"
 

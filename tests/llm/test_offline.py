@@ -11,8 +11,7 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel, Field
 
-from agentbus.errors import UsageError
-from agents import (
+from agentbus.agents import (
     OFFLINE_LABEL,
     ChatMessage,
     ChatModel,
@@ -22,6 +21,7 @@ from agents import (
     ToolCall,
     tool,
 )
+from agentbus.errors import UsageError
 
 
 @tool

@@ -14,8 +14,7 @@ import pytest
 from openai_server import OpenAIServer
 from pydantic import BaseModel, Field
 
-from agentbus.errors import AgentBusError, UsageError
-from agents import (
+from agentbus.agents import (
     ChatMessage,
     ChatModel,
     ChatRequest,
@@ -33,6 +32,7 @@ from agents import (
     ToolSpec,
     model_from_env,
 )
+from agentbus.errors import AgentBusError, UsageError
 
 KEY = "sk-test-SECRET-0123456789"
 

@@ -10,8 +10,15 @@ from typing import Annotated, Any, Literal
 import pytest
 from pydantic import BaseModel, Field
 
+from agentbus.agents import (
+    ModelError,
+    Tool,
+    ToolArgumentsError,
+    ToolSpec,
+    tool,
+    tool_result_to_text,
+)
 from agentbus.errors import UsageError
-from agents import ModelError, Tool, ToolArgumentsError, ToolSpec, tool, tool_result_to_text
 
 
 class Colour(enum.Enum):

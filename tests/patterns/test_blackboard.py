@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from agentbus import Agent, Context, Runtime
-from agents.offline import OfflineModel
-from patterns.blackboard import (
+from agentbus.agents.offline import OfflineModel
+from agentbus.patterns.blackboard import (
     BlackboardController,
     BoardEntry,
     BoardOutcome,

@@ -10,10 +10,17 @@ from typing import Any
 import pytest
 
 from agentbus import Agent, Context, MemoryTransport, RemoteError, Runtime, UsageError, load_app
-from agents.offline import OfflineModel
-from patterns.hierarchical import Delegation, Escalation, Hierarchy, ModelRouter, Node, Team
-from patterns.hierarchical import budget as budget_of
-from patterns.orchestrator_worker import Job, JobResult, Orchestrator, Task, worker
+from agentbus.agents.offline import OfflineModel
+from agentbus.patterns.hierarchical import (
+    Delegation,
+    Escalation,
+    Hierarchy,
+    ModelRouter,
+    Node,
+    Team,
+)
+from agentbus.patterns.hierarchical import budget as budget_of
+from agentbus.patterns.orchestrator_worker import Job, JobResult, Orchestrator, Task, worker
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MakeRuntime = Callable[..., Runtime]

@@ -8,32 +8,31 @@ import warnings
 
 import pytest
 
-import patterns
-from agentbus import Runtime
-from patterns.blackboard import BlackboardController, BoardOutcome, board_topics
-from patterns.market import Auctioneer, MarketOutcome, MarketTask
+from agentbus import Runtime, patterns
+from agentbus.patterns.blackboard import BlackboardController, BoardOutcome, board_topics
+from agentbus.patterns.market import Auctioneer, MarketOutcome, MarketTask
 
 #: The public names of each pattern's package: what ``from patterns.<pattern> import X``
 #: promises. Changing a list is changing the public API.
 PUBLIC = {
-    "patterns.orchestrator_worker": {
+    "agentbus.patterns.orchestrator_worker": {
         "AggregateFn", "Aggregator", "FailurePolicy", "Job", "JobFailed", "JobResult",
         "ModelAggregator", "ModelPlanner", "Orchestrator", "PlanFn", "Planner", "Summary",
         "Task", "TaskFailure", "TaskResult", "WorkFn", "WorkOutput", "Worker", "worker",
     },
-    "patterns.hierarchical": {
+    "agentbus.patterns.hierarchical": {
         "AggregateFn", "Aggregator", "Child", "Delegation", "Escalation", "Hierarchy", "Job",
         "JobFailed", "JobResult", "ModelAggregator", "ModelRouter", "Node", "RouteFn", "Router",
         "Summary", "Supervisor", "TaskFailure", "TaskResult", "Team", "budget",
     },
-    "patterns.blackboard": {
+    "agentbus.patterns.blackboard": {
         "BlackboardController", "BoardClosed", "BoardEntry", "BoardOutcome", "BoardPoll",
         "BoardSettings", "BoardState", "Chooser", "ContributeRequest", "Contribution", "Draft",
         "Eligibility", "Ending", "Goal", "KnowledgeSource", "RoundRecord", "SequencedView",
         "SolveBoard", "StaleView", "Verdict", "board_topics", "by_priority", "model_chooser",
         "ranked", "rebuild_board",
     },
-    "patterns.market": {
+    "agentbus.patterns.market": {
         "STRATEGIES", "Attempt", "AuctionAwarded", "AuctionResult", "Auctioneer",
         "AuctioneerSettings", "Award", "Bid", "Bidder", "CallForProposals", "Contract",
         "ContractFailed", "ContractResult", "Decline", "Ledger", "LedgerEvent", "Ledgers", "MarketJob",
@@ -45,12 +44,12 @@ PUBLIC = {
 
 #: What a user implements or sends to use each pattern: reachable from ``patterns`` itself.
 TOP_LEVEL = {
-    "patterns.orchestrator_worker": [
+    "agentbus.patterns.orchestrator_worker": [
         "Planner", "Aggregator", "PlanFn", "AggregateFn", "WorkFn", "WorkOutput", "Job",
     ],
-    "patterns.hierarchical": ["Router", "RouteFn", "Child", "Delegation"],
-    "patterns.blackboard": ["Chooser", "Goal", "Verdict", "SolveBoard", "KnowledgeSource"],
-    "patterns.market": ["Strategy", "Award", "Quote", "Decline", "MarketJob", "Bidder"],
+    "agentbus.patterns.hierarchical": ["Router", "RouteFn", "Child", "Delegation"],
+    "agentbus.patterns.blackboard": ["Chooser", "Goal", "Verdict", "SolveBoard", "KnowledgeSource"],
+    "agentbus.patterns.market": ["Strategy", "Award", "Quote", "Decline", "MarketJob", "Bidder"],
 }  # fmt: skip
 
 
@@ -69,12 +68,15 @@ def test_each_pattern_is_a_package_with_a_curated_all(module_name: str) -> None:
         # Implementation lives in private modules of the package or of patterns.common.
         owner = getattr(obj, "__module__", None)
         if isinstance(obj, type) and owner and owner.startswith("patterns."):
-            assert owner.startswith((module_name + "._", "patterns.common._")), (name, owner)
+            assert owner.startswith((module_name + "._", "agentbus.patterns.common._")), (
+                name,
+                owner,
+            )
 
 
 def test_one_name_is_one_object_across_every_import_path() -> None:
     owners: dict[str, object] = {}
-    for module_name in [*sorted(PUBLIC), "patterns.common"]:
+    for module_name in [*sorted(PUBLIC), "agentbus.patterns.common"]:
         module = importlib.import_module(module_name)
         for name in module.__all__:
             assert owners.setdefault(name, getattr(module, name)) is getattr(module, name), name
@@ -93,16 +95,20 @@ def test_what_a_user_implements_is_exported_at_the_top() -> None:
 
 
 def test_the_old_flat_modules_are_gone() -> None:
-    for old in ["patterns.ow_messages", "patterns.bb_board", "patterns.market_session"]:
+    for old in [
+        "agentbus.patterns.ow_messages",
+        "agentbus.patterns.bb_board",
+        "agentbus.patterns.market_session",
+    ]:
         with pytest.raises(ModuleNotFoundError):
             importlib.import_module(old)
 
 
 def test_ask_model_is_deprecated_for_agents_call_model() -> None:
-    from agents import call_model
+    from agentbus.agents import call_model
 
-    with pytest.warns(DeprecationWarning, match="agents.call_model"):
-        from patterns.orchestrator_worker import ask_model
+    with pytest.warns(DeprecationWarning, match="agentbus.agents.call_model"):
+        from agentbus.patterns.orchestrator_worker import ask_model
     assert ask_model is call_model
 
 

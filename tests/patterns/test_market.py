@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from agentbus import Agent, Context, Runtime, UsageError
-from patterns.market import (
+from agentbus.patterns.market import (
     Auctioneer,
     Bid,
     Bidder,

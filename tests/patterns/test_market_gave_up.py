@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agentbus import Context, Runtime
-from patterns.market import (
+from agentbus.patterns.market import (
     Auctioneer,
     Bidder,
     Contract,

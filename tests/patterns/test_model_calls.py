@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from agentbus import Context, Runtime
-from agents import LLMAgent, OfflineModel, Prompt, Reply
-from patterns.blackboard import (
+from agentbus.agents import LLMAgent, OfflineModel, Prompt, Reply
+from agentbus.patterns.blackboard import (
     BlackboardController,
     BoardOutcome,
     BoardState,
@@ -17,7 +17,7 @@ from patterns.blackboard import (
     Verdict,
     model_chooser,
 )
-from patterns.orchestrator_worker import Job, JobResult, ModelPlanner, Orchestrator, worker
+from agentbus.patterns.orchestrator_worker import Job, JobResult, ModelPlanner, Orchestrator, worker
 
 
 class Writer(KnowledgeSource, name="writer"):

@@ -11,9 +11,9 @@ import pytest
 from pydantic import BaseModel
 
 from agentbus import Context, MemoryTransport, RemoteError, Runtime, UsageError, load_app
-from agents.model import ChatMessage, ChatResponse
-from agents.offline import OfflineModel
-from patterns.orchestrator_worker import (
+from agentbus.agents.model import ChatMessage, ChatResponse
+from agentbus.agents.offline import OfflineModel
+from agentbus.patterns.orchestrator_worker import (
     Job,
     JobResult,
     ModelAggregator,
@@ -468,7 +468,7 @@ async def test_structured_output_is_validated_against_the_workers_output_model(
 
 
 def test_a_worker_returning_something_else_names_what_it_may_return() -> None:
-    from patterns.orchestrator_worker._worker import as_result
+    from agentbus.patterns.orchestrator_worker._worker import as_result
 
     with pytest.raises(TypeError, match=r"returned 'int'; a worker returns a TaskResult"):
         as_result(Task(title="t"), 42, "w")  # type: ignore[arg-type]

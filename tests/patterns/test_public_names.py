@@ -7,16 +7,15 @@ import inspect
 
 import pytest
 
-import patterns
-from agentbus import lookup_type
-from patterns.market import MarketTask
-from patterns.orchestrator_worker import Task
+from agentbus import lookup_type, patterns
+from agentbus.patterns.market import MarketTask
+from agentbus.patterns.orchestrator_worker import Task
 
 PATTERN_MODULES = [
-    "patterns.orchestrator_worker",
-    "patterns.hierarchical",
-    "patterns.blackboard",
-    "patterns.market",
+    "agentbus.patterns.orchestrator_worker",
+    "agentbus.patterns.hierarchical",
+    "agentbus.patterns.blackboard",
+    "agentbus.patterns.market",
 ]
 
 
@@ -60,7 +59,7 @@ def test_wire_type_names_stay_stable() -> None:
 
 def test_the_old_market_task_name_still_imports_with_a_warning() -> None:
     with pytest.warns(DeprecationWarning, match="MarketTask"):
-        from patterns.market import Task as OldTask
+        from agentbus.patterns.market import Task as OldTask
     assert OldTask is MarketTask
     with pytest.raises(AttributeError, match="Nope"):
         patterns.market.Nope  # noqa: B018

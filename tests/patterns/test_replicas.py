@@ -17,7 +17,7 @@ import pytest
 
 from agentbus import Agent, Context, MemoryTransport, Runtime
 from agentbus.inspect import build_trace, render_tree
-from patterns.blackboard import (
+from agentbus.patterns.blackboard import (
     BlackboardController,
     BoardOutcome,
     BoardState,
@@ -27,7 +27,7 @@ from patterns.blackboard import (
     Verdict,
     board_topics,
 )
-from patterns.market import (
+from agentbus.patterns.market import (
     AuctionAwarded,
     Auctioneer,
     Bidder,

@@ -6,7 +6,7 @@ Recorded against an OpenAI-compatible server, it must replay with no model confi
 from __future__ import annotations
 
 from agentbus import App, Run
-from agents import LLMAgent, Prompt, Reply
+from agentbus.agents import LLMAgent, Prompt, Reply
 
 
 def city_weather(city: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agentbus import Agent, App, Context, Message, Run, handle
-from agents import ChatModel, LLMAgent, OfflineModel, Prompt, Reply
+from agentbus.agents import ChatModel, LLMAgent, OfflineModel, Prompt, Reply
 
 
 class Study(Message, type="qa.Study"):

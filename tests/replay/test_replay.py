@@ -7,9 +7,9 @@ from pathlib import Path
 from qa_app import build
 
 from agentbus import Journal, Runtime
+from agentbus.agents import OfflineModel
 from agentbus.compare import diff_runs
 from agentbus.replay import replay_run
-from agents import OfflineModel
 
 
 async def record(url: str) -> str:

@@ -14,14 +14,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("agentbus", "agents", "patterns")
+#: Folder -> package name: the top-level folders agents/ and patterns/ are the packages
+#: agentbus.agents and agentbus.patterns (agentbus/agents and agentbus/patterns link to them).
+PACKAGES = {"agentbus": "agentbus", "agents": "agentbus.agents", "patterns": "agentbus.patterns"}
 
 
 def _modules() -> dict[str, Path]:
     mods: dict[str, Path] = {}
-    for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            relative = path.relative_to(ROOT / folder)
+            if folder == "agentbus" and relative.parts[0] in ("agents", "patterns"):
+                continue  # the links: found under their own folders
+            parts = [package, *relative.with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             mods[".".join(parts)] = path
@@ -58,9 +63,18 @@ def import_graph() -> dict[str, set[str]]:
     graph = {name: _imports(name, path, mods) for name, path in mods.items()}
     packages = {name for name, path in mods.items() if path.name == "__init__.py"}
     return {
-        name: {d for d in deps if not (d in packages and name.startswith(d + "."))}
+        name: {
+            d
+            for d in deps
+            if not (d in packages and name.startswith(d + ".") and _root(d) == _root(name))
+        }
         for name, deps in graph.items()
     }
+
+
+def _root(module: str) -> str:
+    """The package of the folder ``module`` lives in (agentbus.agents, not agentbus)."""
+    return max((p for p in PACKAGES.values() if module == p or module.startswith(p + ".")), key=len)
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -107,7 +121,11 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _cycles_touching(package: str) -> list[list[str]]:
-    return [c for c in cycles(import_graph()) if any(m.split(".")[0] == package for m in c)]
+    return [
+        c
+        for c in cycles(import_graph())
+        if any(m == package or m.startswith(package + ".") for m in c)
+    ]
 
 
 def test_the_checker_sees_every_kind_of_import_and_finds_cycles(tmp_path: Path) -> None:
@@ -125,11 +143,11 @@ def test_the_checker_sees_every_kind_of_import_and_finds_cycles(tmp_path: Path) 
     assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
     graph = import_graph()
-    assert "agentbus" in graph["agents.llm"]  # edges across the packages count
-    assert "patterns.common" in graph["patterns.market._bidder"]
+    assert "agentbus" in graph["agentbus.agents.llm"]  # edges across the packages count
+    assert "agentbus.patterns.common" in graph["agentbus.patterns.market._bidder"]
 
 
-@pytest.mark.parametrize("package", ["agents", "patterns"])
+@pytest.mark.parametrize("package", ["agentbus.agents", "agentbus.patterns"])
 def test_no_import_cycle(package: str) -> None:
     assert _cycles_touching(package) == []
 
