@@ -78,7 +78,7 @@ class Outcomes:
                 Ack(d.topic, self._group, d.entry_id),
                 (dedupe_key, self._s.settings.dedupe_ttl),
                 publish=[(topic, payload) for topic, payload, _ in outbox],
-                journal=records,
+                records=records,
             )
 
         try:
@@ -175,7 +175,7 @@ class Outcomes:
     ) -> None:
         async def write() -> None:
             await self._s.transport.dead_letter(
-                d.topic, self._group, d.entry_id, letter, journal=records
+                d.topic, self._group, d.entry_id, letter, records=records
             )
 
         await retry_io(write, what=f"dead-lettering {d.entry_id}", delays=_DELAYS)

@@ -110,7 +110,7 @@ class Writer:
                     return
                 continue
             try:
-                await self._transport.ack(acks, journal=records, mark=marks)
+                await self._transport.ack(acks, records=records, mark=marks)
                 failures = 0
             except TransportError as exc:
                 await self._put_back(acks, records, marks, exc)

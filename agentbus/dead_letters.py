@@ -75,7 +75,7 @@ async def retry_dead_letters(
             "agent": letter.agent,
         }
         entry = await transport.admin.retry_dead_letter(
-            topic, letter.id, journal=[JournalEntry(run_id, record)]
+            topic, letter.id, records=[JournalEntry(run_id, record)]
         )
         if entry is None:
             outcome.skipped[letter.id] = "gone (retried or purged meanwhile)"

@@ -348,7 +348,7 @@ class Runtime:
             if outbox is not None:
                 outbox.append((topic, payload, records))
                 return env.id
-            entry_id = await self.transport.publish(topic, payload, journal=records)
+            entry_id = await self.transport.publish(topic, payload, records=records)
             if entry_ids is not None:
                 entry_ids.append(entry_id)
         self.metrics.published(topic)

@@ -38,10 +38,10 @@ class RunChunk:
     tokens: int = 0
 
 
-def chunk_by_run(journal: Sequence[JournalEntry]) -> list[RunChunk]:
+def chunk_by_run(records: Sequence[JournalEntry]) -> list[RunChunk]:
     """Group ``journal`` per run (runs in order of first appearance, records in order)."""
     by_run: dict[str, RunChunk] = {}
-    for entry in journal:
+    for entry in records:
         chunk = by_run.get(entry.run_id)
         if chunk is None:
             chunk = by_run[entry.run_id] = RunChunk(entry.run_id)

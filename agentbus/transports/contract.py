@@ -55,12 +55,12 @@ class Broker(Protocol):
     """
 
     async def publish(
-        self, topic: str, payload: bytes, *, journal: Sequence[JournalEntry] = ()
+        self, topic: str, payload: bytes, *, records: Sequence[JournalEntry] = ()
     ) -> str:
         """Append an event; the journal entries are written atomically with it."""
 
     async def publish_many(
-        self, items: Sequence[tuple[str, bytes]], *, journal: Sequence[JournalEntry] = ()
+        self, items: Sequence[tuple[str, bytes]], *, records: Sequence[JournalEntry] = ()
     ) -> list[str]:
         """Append several events (and journal entries) in one round trip."""
 
@@ -95,7 +95,7 @@ class Broker(Protocol):
         self,
         acks: Sequence[Ack],
         *,
-        journal: Sequence[JournalEntry] = (),
+        records: Sequence[JournalEntry] = (),
         mark: Sequence[tuple[str, int]] = (),
     ) -> None:
         """Acknowledge entries, append journal entries and set de-duplication markers
@@ -107,7 +107,7 @@ class Broker(Protocol):
         mark: tuple[str, int],
         *,
         publish: Sequence[tuple[str, bytes]] = (),
-        journal: Sequence[JournalEntry] = (),
+        records: Sequence[JournalEntry] = (),
     ) -> bool:
         """Finish a de-duplicated delivery atomically (exactly-once effects).
 
@@ -148,7 +148,7 @@ class Broker(Protocol):
         entry_id: str,
         letter: dict[str, Any],
         *,
-        journal: Sequence[JournalEntry] = (),
+        records: Sequence[JournalEntry] = (),
     ) -> None:
         """Move an entry to the topic's dead-letter stream and ack it, atomically."""
 
@@ -177,7 +177,7 @@ class JournalStore(Protocol):
     async def save_run(self, run: RunInfo) -> None:
         """Create or update a run's metadata (not its counters)."""
 
-    async def write_journal(self, journal: Sequence[JournalEntry]) -> None:
+    async def write_journal(self, records: Sequence[JournalEntry]) -> None:
         """Append journal entries on their own."""
 
     async def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
@@ -217,7 +217,7 @@ class Admin(Protocol):
         """Delete the given dead letters (all when ``ids`` is ``None``); returns how many."""
 
     async def retry_dead_letter(
-        self, topic: str, letter_id: str, *, journal: Sequence[JournalEntry] = ()
+        self, topic: str, letter_id: str, *, records: Sequence[JournalEntry] = ()
     ) -> str | None:
         """Re-publish the event dead letter ``letter_id`` holds and delete the letter.
 

@@ -72,20 +72,20 @@ class MemoryTransport:
 
     # -- publishing -------------------------------------------------------------------
     async def publish(
-        self, topic: str, payload: bytes, *, journal: Sequence[JournalEntry] = ()
+        self, topic: str, payload: bytes, *, records: Sequence[JournalEntry] = ()
     ) -> str:
         self._check()
         entry_id = self._s.append(topic, {EVENT_FIELD: payload})
-        self.store.append(journal)
+        self.store.append(records)
         self._s.wake()
         return entry_id
 
     async def publish_many(
-        self, items: Sequence[tuple[str, bytes]], *, journal: Sequence[JournalEntry] = ()
+        self, items: Sequence[tuple[str, bytes]], *, records: Sequence[JournalEntry] = ()
     ) -> list[str]:
         self._check()
         ids = [self._s.append(topic, {EVENT_FIELD: payload}) for topic, payload in items]
-        self.store.append(journal)
+        self.store.append(records)
         self._s.wake()
         return ids
 
@@ -152,7 +152,7 @@ class MemoryTransport:
         self,
         acks: Sequence[Ack],
         *,
-        journal: Sequence[JournalEntry] = (),
+        records: Sequence[JournalEntry] = (),
         mark: Sequence[tuple[str, int]] = (),
     ) -> None:
         self._check()
@@ -163,7 +163,7 @@ class MemoryTransport:
         now = time.monotonic()
         for key, ttl in mark:
             self._s.marks[key] = now + ttl
-        self.store.append(journal)
+        self.store.append(records)
 
     async def commit(
         self,
@@ -171,14 +171,14 @@ class MemoryTransport:
         mark: tuple[str, int],
         *,
         publish: Sequence[tuple[str, bytes]] = (),
-        journal: Sequence[JournalEntry] = (),
+        records: Sequence[JournalEntry] = (),
     ) -> bool:
         self._check()
         fresh = not await self.is_marked(mark[0])
         if fresh:
             for topic, payload in publish:
                 self._s.append(topic, {EVENT_FIELD: payload})
-            await self.ack([ack], journal=journal, mark=[mark])
+            await self.ack([ack], records=records, mark=[mark])
             self._s.wake()
         else:
             await self.ack([ack])
@@ -269,11 +269,11 @@ class MemoryTransport:
         entry_id: str,
         letter: dict[str, Any],
         *,
-        journal: Sequence[JournalEntry] = (),
+        records: Sequence[JournalEntry] = (),
     ) -> None:
         self._check()
         self._s.add_letter(topic, json.dumps(letter).encode())
-        await self.ack([Ack(topic, group, entry_id)], journal=journal)
+        await self.ack([Ack(topic, group, entry_id)], records=records)
 
     async def is_marked(self, key: str) -> bool:
         self._check()

@@ -80,7 +80,7 @@ class MemoryAdmin:
         return len(doomed)
 
     async def retry_dead_letter(
-        self, topic: str, letter_id: str, *, journal: Sequence[JournalEntry] = ()
+        self, topic: str, letter_id: str, *, records: Sequence[JournalEntry] = ()
     ) -> str | None:
         self._s.check()
         dlq = self._s.dlq.get(topic)
@@ -92,7 +92,7 @@ class MemoryAdmin:
         entry_id = self._s.append(topic, {EVENT_FIELD: payload})
         dlq.ids.remove(key)
         del dlq.fields[key]
-        self._store.append(journal)
+        self._store.append(records)
         self._s.wake()
         return entry_id
 

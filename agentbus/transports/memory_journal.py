@@ -47,11 +47,11 @@ class MemoryJournalStore:
             self._sqlite = SqliteJournal(self._path)
         return self._sqlite
 
-    def append(self, journal: Sequence[JournalEntry]) -> None:
+    def append(self, records: Sequence[JournalEntry]) -> None:
         """Queue records for the next batch (a broker call's journal entries)."""
-        if not journal:
+        if not records:
             return
-        self._pending.extend(journal)
+        self._pending.extend(records)
         self._schedule_flush()
 
     def close(self) -> None:
@@ -87,9 +87,9 @@ class MemoryJournalStore:
         self._db.save_run(run)
         self._schedule_flush()
 
-    async def write_journal(self, journal: Sequence[JournalEntry]) -> None:
+    async def write_journal(self, records: Sequence[JournalEntry]) -> None:
         self._check()
-        self.append(journal)
+        self.append(records)
 
     async def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
         self._check()

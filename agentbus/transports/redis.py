@@ -42,7 +42,7 @@ class _Publish:
     """A publish waiting for its group commit."""
 
     items: Sequence[tuple[str, bytes]]
-    journal: Sequence[JournalEntry]
+    records: Sequence[JournalEntry]
     done: asyncio.Future[list[str]]
 
 
@@ -126,19 +126,19 @@ class RedisStreamsTransport:
             )
 
     async def publish(
-        self, topic: str, payload: bytes, *, journal: Sequence[JournalEntry] = ()
+        self, topic: str, payload: bytes, *, records: Sequence[JournalEntry] = ()
     ) -> str:
-        return (await self.publish_many([(topic, payload)], journal=journal))[0]
+        return (await self.publish_many([(topic, payload)], records=records))[0]
 
     async def publish_many(
-        self, items: Sequence[tuple[str, bytes]], *, journal: Sequence[JournalEntry] = ()
+        self, items: Sequence[tuple[str, bytes]], *, records: Sequence[JournalEntry] = ()
     ) -> list[str]:
         # Group commit: a round trip costs far more than the commands in it, so publishes
         # made while another is being written wait and go out together in the next
         # MULTI/EXEC. A lone publisher is written at once; each publish still lands with
         # its journal records, and each caller sees only its own errors.
         self._c.check()
-        pending = _Publish(items, journal, asyncio.get_running_loop().create_future())
+        pending = _Publish(items, records, asyncio.get_running_loop().create_future())
         self._queued.append(pending)
         if self._writing is None:
             self._writing = asyncio.get_running_loop().create_task(self._write_queued())
@@ -165,11 +165,11 @@ class RedisStreamsTransport:
             self._writing = None
 
     async def _write_batch(self, batch: list[_Publish]) -> None:
-        journal = [entry for p in batch for entry in p.journal]
+        records = [entry for p in batch for entry in p.records]
         try:
             self._c.check()
             items = [item for p in batch for item in p.items]
-            keys, args = publish_args(self.keys, self._maxlen, items, journal, self.store.signer)
+            keys, args = publish_args(self.keys, self._maxlen, items, records, self.store.signer)
             results = (await self._publish_script(keys=keys, args=args)).split(b"\n")
         except Exception as exc:
             error = self._c.translate(exc) if isinstance(exc, RedisError) else exc
@@ -314,7 +314,7 @@ class RedisStreamsTransport:
         self,
         acks: Sequence[Ack],
         *,
-        journal: Sequence[JournalEntry] = (),
+        records: Sequence[JournalEntry] = (),
         mark: Sequence[tuple[str, int]] = (),
     ) -> None:
         grouped: dict[tuple[str, str], list[str]] = {}
@@ -326,7 +326,7 @@ class RedisStreamsTransport:
         # MULTI/EXEC only when there is more than one command to keep together: acks
         # alone need none, and Redis out of memory refuses any MULTI but still takes
         # XACKs, which is how the writer acks while journal writes are refused.
-        atomic = bool(mark or journal) and len(grouped) + len(mark) + (1 if journal else 0) > 1
+        atomic = bool(mark or records) and len(grouped) + len(mark) + (1 if records else 0) > 1
 
         async def run() -> None:
             async with self._r.pipeline(transaction=atomic) as pipe:
@@ -334,11 +334,11 @@ class RedisStreamsTransport:
                     pipe.xack(self.keys.topic(topic), group, *ids)
                 for key, ttl in mark:
                     pipe.set(key, b"1", ex=ttl)
-                self.store.queue(pipe, journal)
+                self.store.queue(pipe, records)
                 await pipe.execute()
 
         # Retrying is safe only without journal records (they would be written twice).
-        if journal:
+        if records:
             await self._call(run)
         else:
             await self._idempotent(run)
@@ -349,7 +349,7 @@ class RedisStreamsTransport:
         mark: tuple[str, int],
         *,
         publish: Sequence[tuple[str, bytes]] = (),
-        journal: Sequence[JournalEntry] = (),
+        records: Sequence[JournalEntry] = (),
     ) -> bool:
         key, ttl = mark
         stream = self.keys.topic(ack.topic)
@@ -369,7 +369,7 @@ class RedisStreamsTransport:
                             self._xadd(pipe, topic, payload)
                         pipe.xack(stream, ack.group, ack.entry_id)
                         pipe.set(key, b"1", ex=ttl)
-                        self.store.queue(pipe, journal)
+                        self.store.queue(pipe, records)
                         await pipe.execute()
                         return True
                     except WatchError:
@@ -464,13 +464,13 @@ class RedisStreamsTransport:
         entry_id: str,
         letter: dict[str, Any],
         *,
-        journal: Sequence[JournalEntry] = (),
+        records: Sequence[JournalEntry] = (),
     ) -> None:
         async def run() -> None:
             async with self._r.pipeline(transaction=True) as pipe:
                 pipe.xadd(self.keys.dead_letters(topic), {LETTER_FIELD: json.dumps(letter)})
                 pipe.xack(self.keys.topic(topic), group, entry_id)
-                self.store.queue(pipe, journal)
+                self.store.queue(pipe, records)
                 await pipe.execute()
 
         await self._call(run)

@@ -189,7 +189,7 @@ class RedisAdmin:
         return await self._c.idempotent(run)
 
     async def retry_dead_letter(
-        self, topic: str, letter_id: str, *, journal: Sequence[JournalEntry] = ()
+        self, topic: str, letter_id: str, *, records: Sequence[JournalEntry] = ()
     ) -> str | None:
         dlq = self._keys.dead_letters(topic)
 
@@ -210,7 +210,7 @@ class RedisAdmin:
                         pipe.eval(
                             REQUEUE_SCRIPT, 2, self._keys.topic(topic), dlq, payload, letter_id
                         )
-                        self._store.queue(pipe, journal)
+                        self._store.queue(pipe, records)
                         entry_id = await pipe.execute()
                         return _s(entry_id[0])
                     except self._c.watch_error:

@@ -128,7 +128,7 @@ def publish_args(
     keys: Keys,
     maxlen: int | None,
     items: Sequence[tuple[str, bytes]],
-    journal: Sequence[JournalEntry],
+    records: Sequence[JournalEntry],
     signer: Signer | None = None,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of :data:`PUBLISH_SCRIPT` for ``items`` and their journal records.
@@ -138,7 +138,7 @@ def publish_args(
     script_keys = [keys.topic(topic) for topic, _ in items]
     args: list[Any] = [len(script_keys), "" if maxlen is None else maxlen]
     args.extend(payload for _, payload in items)
-    chunks = chunk_by_run(journal)
+    chunks = chunk_by_run(records)
     counters: list[tuple[str, str, int]] = []
     args.append(len(chunks))
     for chunk in chunks:
@@ -172,7 +172,7 @@ class RedisJournalStore:
     def _r(self) -> Any:
         return self._c.r
 
-    def queue(self, pipe: Any, journal: Sequence[JournalEntry]) -> None:
+    def queue(self, pipe: Any, records: Sequence[JournalEntry]) -> None:
         """Queue journal records (and their run counters) on ``pipe`` as one script call.
 
         The same script as a publish, with no events: redis-py spends far more client CPU
@@ -180,9 +180,9 @@ class RedisJournalStore:
         XADD per record. Same entries, same order per run. (How the broker writes a
         call's records atomically with its acks or dead letters.)
         """
-        if not journal:
+        if not records:
             return
-        keys, args = publish_args(self.keys, None, (), journal, self.signer)
+        keys, args = publish_args(self.keys, None, (), records, self.signer)
         pipe.eval(PUBLISH_SCRIPT, len(keys), *keys, *args)
 
     # -- journal --------------------------------------------------------------------------------
@@ -204,13 +204,13 @@ class RedisJournalStore:
 
         await self._c.idempotent(go)
 
-    async def write_journal(self, journal: Sequence[JournalEntry]) -> None:
-        if not journal:
+    async def write_journal(self, records: Sequence[JournalEntry]) -> None:
+        if not records:
             return
 
         async def run() -> None:
             async with self._r.pipeline(transaction=True) as pipe:
-                self.queue(pipe, journal)
+                self.queue(pipe, records)
                 await pipe.execute()
 
         await self._c.call(run)

@@ -32,7 +32,7 @@ async def test_a_batch_of_records_is_one_chunk_entry(
     t = redis_transport
     await t.store.save_run(RunInfo("r1", "chunks", started=1.0))
     await t.store.write_journal([JournalEntry("r1", {"kind": "step", "n": n}) for n in range(5)])
-    await t.publish("t", b'{"id":"e"}', journal=[JournalEntry("r1", {"kind": "published"})])
+    await t.publish("t", b'{"id":"e"}', records=[JournalEntry("r1", {"kind": "published"})])
     await t.store.write_journal([JournalEntry("r2", {"kind": "step", "n": 9})])  # another run
 
     r = aioredis.Redis.from_url(redis_url)

@@ -24,7 +24,7 @@ async def test_journal_survives_reopening(tmp_path: Path) -> None:
     first = MemoryTransport(journal_path=path)
     await first.store.save_run(RunInfo("r1", "persisted", started=10.0))
     await first.publish(
-        "unit.t", b"{}", journal=[JournalEntry("r1", {"kind": "published", "event_id": "e1"})]
+        "unit.t", b"{}", records=[JournalEntry("r1", {"kind": "published", "event_id": "e1"})]
     )
     await first.store.write_journal([JournalEntry("r1", {"kind": "step", "step": "s"})])
     await first.aclose()  # commits what the flush timer has not yet written

@@ -232,21 +232,21 @@ class Picky(MemoryTransport):
         self,
         acks: Sequence[Ack],
         *,
-        journal: Sequence[JournalEntry] = (),
+        records: Sequence[JournalEntry] = (),
         mark: Sequence[tuple[str, int]] = (),
     ) -> None:
-        if any(e.record.get("poison") for e in journal):
+        if any(e.record.get("poison") for e in records):
             raise ValueError("cannot store a poison record")
-        await super().ack(acks, journal=journal, mark=mark)
+        await super().ack(acks, records=records, mark=mark)
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         write = self.store.write_journal
 
-        async def write_journal(journal: Sequence[JournalEntry]) -> None:
-            if any(e.record.get("poison") for e in journal):
+        async def write_journal(records: Sequence[JournalEntry]) -> None:
+            if any(e.record.get("poison") for e in records):
                 raise ValueError("cannot store a poison record")
-            await write(journal)
+            await write(records)
 
         self.store.write_journal = write_journal  # type: ignore[method-assign]
 
@@ -286,13 +286,13 @@ class Full(MemoryTransport):
         self,
         acks: Sequence[Ack],
         *,
-        journal: Sequence[JournalEntry] = (),
+        records: Sequence[JournalEntry] = (),
         mark: Sequence[tuple[str, int]] = (),
     ) -> None:
-        if journal and self.full:
+        if records and self.full:
             self.refused += 1
             raise TransportUnavailable("out of memory")
-        await super().ack(acks, journal=journal, mark=mark)
+        await super().ack(acks, records=records, mark=mark)
 
 
 async def test_handled_events_are_acked_while_their_records_are_refused() -> None:

@@ -242,7 +242,7 @@ class AdminChecks(PresenceChecks):
         await transport.store.save_run(RunInfo("run-r", "retry", started=1.0))
 
         entry_id = await transport.admin.retry_dead_letter(
-            TOPIC, dead.id, journal=[note("run-r", "dlq_retried")]
+            TOPIC, dead.id, records=[note("run-r", "dlq_retried")]
         )
 
         assert entry_id is not None
@@ -252,7 +252,7 @@ class AdminChecks(PresenceChecks):
         assert [r.kind for r in await transport.store.read_journal("run-r")] == ["dlq_retried"]
         # A second retry of the same letter (it is gone) publishes and records nothing.
         assert (
-            await transport.admin.retry_dead_letter(TOPIC, dead.id, journal=[note("run-r", "x")])
+            await transport.admin.retry_dead_letter(TOPIC, dead.id, records=[note("run-r", "x")])
             is None
         )
         assert await read(transport, "g", "c") == []

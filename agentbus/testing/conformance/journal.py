@@ -21,11 +21,11 @@ class JournalChecks(ConformanceBase):
         )
         event = b'{"specversion":"1.0","id":"E1","source":"s","type":"t"}'
         await transport.publish(
-            TOPIC, event, journal=[JournalEntry("run-a", {"kind": "published", "n": 1}, event)]
+            TOPIC, event, records=[JournalEntry("run-a", {"kind": "published", "n": 1}, event)]
         )
         await transport.publish_many(
             [(TOPIC, event), (TOPIC, event)],
-            journal=[
+            records=[
                 JournalEntry("run-a", {"kind": "published", "n": 2}, event),
                 JournalEntry("run-a", {"kind": "published", "n": 3}, event),
                 entry("run-b", "step", step="x"),
@@ -78,7 +78,7 @@ class JournalChecks(ConformanceBase):
         # A worker may journal into a run before (or without) its metadata being saved.
         event = b'{"specversion":"1.0","id":"E1","source":"s","type":"t"}'
         await transport.publish(
-            TOPIC, event, journal=[JournalEntry("run-late", {"kind": "published"}, event)]
+            TOPIC, event, records=[JournalEntry("run-late", {"kind": "published"}, event)]
         )
         await transport.store.write_journal([entry("run-quiet", "step")])
 
@@ -113,7 +113,7 @@ class JournalChecks(ConformanceBase):
         assert not await transport.is_marked(marker)
         await transport.ack(
             [Ack(TOPIC, "g", d.entry_id)],
-            journal=[entry("run-m", "handled")],
+            records=[entry("run-m", "handled")],
             mark=[(marker, 60)],
         )
 
@@ -129,7 +129,7 @@ class JournalChecks(ConformanceBase):
         (d,) = await read(transport, "c1")
 
         await transport.dead_letter(
-            TOPIC, "g", d.entry_id, letter(d.entry_id), journal=[entry("run-d", "dead_lettered")]
+            TOPIC, "g", d.entry_id, letter(d.entry_id), records=[entry("run-d", "dead_lettered")]
         )
 
         assert kinds(await transport.store.read_journal("run-d")) == ["dead_lettered"]
