@@ -478,7 +478,7 @@ def test_otlp_without_the_exporter_package_is_a_usage_error(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     # Hide the exporter package whether or not it is installed.
     monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter", None)
-    with pytest.raises(UsageError, match=r"agentbus\[otlp\]"):
+    with pytest.raises(UsageError, match=r"agentbus-streams\[otlp\]"):
         configure_tracing("otlp")
 
 
