@@ -83,7 +83,6 @@ class RedisStreamsTransport:
         self.connect_timeout = connect_timeout
         self.store = RedisJournalStore(self._c)
         self.admin = RedisAdmin(self._c, self.store)
-        self._maxlen: int | None = None
         self._r: Any = self._c.r
         self._blocking: Any = self._c.blocking
         # The client's helpers, bound once: the hot path calls them as before.
@@ -115,15 +114,7 @@ class RedisStreamsTransport:
 
     # -- topics ---------------------------------------------------------------------------
     def _xadd(self, pipe: Any, topic: str, payload: bytes) -> None:
-        if self._maxlen is None:
-            pipe.xadd(self.keys.topic(topic), {EVENT_FIELD: payload})
-        else:
-            pipe.xadd(
-                self.keys.topic(topic),
-                {EVENT_FIELD: payload},
-                maxlen=self._maxlen,
-                approximate=True,
-            )
+        pipe.xadd(self.keys.topic(topic), {EVENT_FIELD: payload})
 
     async def publish(
         self, topic: str, payload: bytes, *, records: Sequence[JournalEntry] = ()
@@ -169,7 +160,7 @@ class RedisStreamsTransport:
         try:
             self._c.check()
             items = [item for p in batch for item in p.items]
-            keys, args = publish_args(self.keys, self._maxlen, items, records, self.store.signer)
+            keys, args = publish_args(self.keys, items, records, self.store.signer)
             results = (await self._publish_script(keys=keys, args=args)).split(b"\n")
         except Exception as exc:
             error = self._c.translate(exc) if isinstance(exc, RedisError) else exc

@@ -43,18 +43,12 @@ RECORD_FIELD = "r"
 # journal stream a few hundred times shorter. The last key counts records per run.
 PUBLISH_SCRIPT = f"""
 local n = tonumber(ARGV[1])
-local maxlen = ARGV[2]
 local out = {{}}
 for i = 1, n do
-  local r
-  if maxlen == '' then
-    r = redis.pcall('XADD', KEYS[i], '*', '{EVENT_FIELD}', ARGV[2 + i])
-  else
-    r = redis.pcall('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', '{EVENT_FIELD}', ARGV[2 + i])
-  end
+  local r = redis.pcall('XADD', KEYS[i], '*', '{EVENT_FIELD}', ARGV[1 + i])
   if type(r) == 'table' and r.err then out[i] = '!' .. r.err else out[i] = r end
 end
-local a = 2 + n
+local a = 1 + n
 local k = n
 local streams = tonumber(ARGV[a + 1])
 a = a + 1
@@ -126,7 +120,6 @@ def _glob_escape(text: str) -> str:
 
 def publish_args(
     keys: Keys,
-    maxlen: int | None,
     items: Sequence[tuple[str, bytes]],
     records: Sequence[JournalEntry],
     signer: Signer | None = None,
@@ -136,7 +129,7 @@ def publish_args(
     ``signer`` signs the records (see :func:`~agentbus.transports.chunks.encode_chunk`).
     """
     script_keys = [keys.topic(topic) for topic, _ in items]
-    args: list[Any] = [len(script_keys), "" if maxlen is None else maxlen]
+    args: list[Any] = [len(script_keys)]
     args.extend(payload for _, payload in items)
     chunks = chunk_by_run(records)
     counters: list[tuple[str, str, int]] = []
@@ -182,7 +175,7 @@ class RedisJournalStore:
         """
         if not records:
             return
-        keys, args = publish_args(self.keys, None, (), records, self.signer)
+        keys, args = publish_args(self.keys, (), records, self.signer)
         pipe.eval(PUBLISH_SCRIPT, len(keys), *keys, *args)
 
     # -- journal --------------------------------------------------------------------------------
