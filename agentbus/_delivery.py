@@ -61,9 +61,41 @@ class Stamp:
     agent: str
     replica: dict[str, str]
 
+    def delivered(self, env: Envelope, attempt: int) -> JournalEntry:
+        """The ``delivered`` record (:meth:`record` spelled out: one per delivery)."""
+        return JournalEntry(
+            env.runid or ORPHAN_RUN,
+            {
+                "kind": "delivered",
+                "time": time.time(),
+                "event_id": env.id,
+                "type": env.type,
+                "topic": env.topic,
+                "agent": self.agent,
+                **self.replica,
+                "attempt": attempt,
+            },
+        )
+
+    def handled(self, env: Envelope, attempt: int, duration_ms: float) -> JournalEntry:
+        """The ``handled`` record (:meth:`record` spelled out: one per delivery)."""
+        return JournalEntry(
+            env.runid or ORPHAN_RUN,
+            {
+                "kind": "handled",
+                "time": time.time(),
+                "event_id": env.id,
+                "type": env.type,
+                "topic": env.topic,
+                "agent": self.agent,
+                **self.replica,
+                "attempt": attempt,
+                "duration_ms": duration_ms,
+            },
+        )
+
     def record(self, env: Envelope, kind: str, **fields: Any) -> JournalEntry:
         """A delivery record of ``kind`` about ``env``, filed under its run."""
-        # record(kind, ...) spelled out: two of these are built for every delivery.
         return JournalEntry(
             env.runid or ORPHAN_RUN,
             {

@@ -46,15 +46,23 @@ class _Attempt:
     most: int
     dedupe_key: str | None
     limit: float | None
+    #: (topic, entry id): how the runner and the watchdog know this delivery.
+    key: tuple[str, str]
     started: float = 0.0
     scope: Scope | None = None
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.d.topic, self.d.entry_id)
-
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
+
+
+class _Refused(Exception):
+    """A delivery that ends before any attempt: dead-lettered, or acked as unmatched."""
+
+    def __init__(
+        self, env: Envelope | None, reason: str, error: str, *, unmatched: bool = False
+    ) -> None:
+        super().__init__(reason)
+        self.env, self.reason, self.error, self.unmatched = env, reason, error, unmatched
 
 
 class Dispatcher:
@@ -73,6 +81,7 @@ class Dispatcher:
         self._stamp = stamp
         self._handlers = handlers
         self._out = outcomes
+        self._traced = services.traced  # read on every delivery; the property is not free
         #: Per topic, the most deliveries any of its handlers allows (checked before decoding).
         self._limits: dict[str, int] = {}
         for (topic, _), (spec, _) in handlers.items():
@@ -98,31 +107,36 @@ class Dispatcher:
                 d.delivery_count,
             )
             return
-        attempt = await self._screen(d)
-        if attempt is not None:
-            await self._handle(attempt)
+        try:
+            attempt = self._screen(d)
+        except _Refused as refused:
+            if refused.unmatched:
+                await self._unmatched(d, refused.env)
+            else:
+                await self._out.dead_letter(
+                    d, refused.env, refused.reason, refused.error, d.delivery_count
+                )
+            return
+        await self._handle(attempt)
 
     # -- decode, match, validate ---------------------------------------------------------------
-    async def _screen(self, d: Delivery) -> _Attempt | None:
-        """The delivery ready to handle, or ``None`` when it was ended here."""
+    def _screen(self, d: Delivery) -> _Attempt:
+        """The delivery ready to handle; raises :class:`_Refused` when it ends here.
+
+        Not a coroutine: nothing here waits, and a coroutine per delivery is not free.
+        """
         try:
             env = self._s.decoder.decode(d)
         except Exception as exc:  # any failure to decode or verify: this entry alone
-            await self._out.dead_letter(
-                d, None, *failure("undecodable event", exc), d.delivery_count
-            )
-            return None
+            raise _Refused(None, *failure("undecodable event", exc)) from None
         match = self._handlers.get((d.topic, env.type))
         if match is None:
-            await self._unmatched(d, env)
-            return None
+            raise _Refused(env, "", "", unmatched=True)
         spec, cls = match
         try:
             message = cls.model_validate(env.data if env.data is not None else {})
         except Exception as exc:  # invalid, or a validator that raised something else
-            why = failure("invalid payload", worded(env, cls, exc))
-            await self._out.dead_letter(d, env, *why, d.delivery_count)
-            return None
+            raise _Refused(env, *failure("invalid payload", worded(env, cls, exc))) from None
         settings = self._s.settings
         return _Attempt(
             d,
@@ -133,9 +147,11 @@ class Dispatcher:
             most=spec.max_attempts or settings.max_attempts,
             dedupe_key=self._s.keys.dedup(self._stamp.agent, env.id) if spec.dedupe else None,
             limit=spec.timeout if spec.timeout is not None else settings.handler_timeout,
+            key=(d.topic, d.entry_id),
         )
 
-    async def _unmatched(self, d: Delivery, env: Envelope) -> None:
+    async def _unmatched(self, d: Delivery, env: Envelope | None) -> None:
+        assert env is not None
         if lookup_type(env.type) is None:
             await self._out.dead_letter(
                 d, env, "unknown message type", repr(env.type), d.delivery_count
@@ -159,18 +175,13 @@ class Dispatcher:
             )
             return
         if self._s.writer.recording:  # with it off, not even build the records
-            self._s.writer.record(self._stamp.record(a.env, "delivered", attempt=a.number))
-        what = f"handling {a.d.topic}/{a.d.entry_id}"
+            self._s.writer.record(self._stamp.delivered(a.env, a.number))
         while True:
             try:
-                # The store is down (a restart, a failover): not the handler's fault, so
-                # wait it out, however long, without using up attempts.
-                await retry_io(
-                    lambda: self._attempt(a),
-                    what=what,
-                    delays=self._s.settings.outage_delay,
-                    retry_on=TransportUnavailable,
-                )
+                try:
+                    await self._attempt(a)  # no retry wrapper per delivery: the common case
+                except TransportUnavailable as exc:
+                    await self._outage(a, exc)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -185,6 +196,20 @@ class Dispatcher:
                 continue
             await self._succeeded(a)
             return
+
+    async def _outage(self, a: _Attempt, exc: TransportUnavailable) -> None:
+        """The store is down (a restart, a failover): not the handler's fault, so wait it
+        out, however long, and run the handler again without using up an attempt."""
+        delays = self._s.settings.outage_delay
+        what = f"handling {a.d.topic}/{a.d.entry_id}"
+        log.warning("%s failed: %s; again in %.2fs", what, exc, delays(1))
+        await asyncio.sleep(delays(1))
+        await retry_io(
+            lambda: self._attempt(a),
+            what=what,
+            delays=lambda n: delays(n + 1),
+            retry_on=TransportUnavailable,
+        )
 
     async def _is_marked(self, dedupe_key: str) -> bool:
         """The de-dup check, waiting out an outage (it must not cost an attempt)."""
@@ -209,7 +234,15 @@ class Dispatcher:
             # delivery would cost more than a fast handler itself.
             self.deadlines[a.key] = asyncio.get_running_loop().time() + a.limit
         try:
-            await self._call(a, ctx)
+            if self._traced:
+                with self._s.tracer.consume(env, self._stamp.agent, a.d.topic):
+                    await self._run_handler(a, ctx)  # the reply is part of handling
+            else:  # the same without a no-op context or a coroutine more per delivery
+                result = await getattr(self._agent, a.spec.method)(a.message, ctx)
+                if result is not None:
+                    await self._emit(a.spec, env, result)
+        except asyncio.CancelledError:
+            self._timed_out(a)  # raises HandlerTimeout, or re-raises a shutdown's
         except Exception:
             scope.outbox = None  # a failed attempt's events are never sent
             raise
@@ -219,24 +252,20 @@ class Dispatcher:
                 self.deadlines.pop(a.key, None)
                 self.expired.discard(a.key)
 
-    async def _call(self, a: _Attempt, ctx: Context) -> None:
-        try:
-            if self._s.traced:
-                with self._s.tracer.consume(a.env, self._stamp.agent, a.d.topic):
-                    await self._run_handler(a, ctx)  # the reply is part of handling
-            else:  # the same without entering a no-op context per delivery
-                await self._run_handler(a, ctx)
-        except asyncio.CancelledError:
-            if a.key not in self.expired:
-                raise  # shutdown: the entry stays pending for a later delivery
-            self.expired.discard(a.key)
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()  # ours, not a shutdown's: a failed attempt
-            raise HandlerTimeout(
-                f"{type(self._agent).__name__}.{a.spec.method} did not finish within "
-                f"{a.limit}s (timeout=)"
-            ) from None
+    def _timed_out(self, a: _Attempt) -> None:
+        """Called on a cancellation: ours (the watchdog's) is a failed attempt."""
+        if a.key not in self.expired:
+            raise  # shutdown: the entry stays pending for a later delivery
+        self.expired.discard(a.key)
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # ours, not a shutdown's: a failed attempt
+        if a.scope is not None:
+            a.scope.outbox = None  # a failed attempt's events are never sent
+        raise HandlerTimeout(
+            f"{type(self._agent).__name__}.{a.spec.method} did not finish within "
+            f"{a.limit}s (timeout=)"
+        ) from None
 
     async def _run_handler(self, a: _Attempt, ctx: Context) -> None:
         result = await getattr(self._agent, a.spec.method)(a.message, ctx)
@@ -299,7 +328,7 @@ class Dispatcher:
     async def _succeeded(self, a: _Attempt) -> None:
         duration = a.elapsed_ms()
         handled = (
-            self._stamp.record(a.env, "handled", attempt=a.number, duration_ms=round(duration, 3))
+            self._stamp.handled(a.env, a.number, round(duration, 3))
             if self._s.writer.recording
             else None
         )

@@ -312,7 +312,8 @@ class Runtime:
         the run id and the causing event. Outside both, it starts a run of its own.
         Raises ``MessageTooLarge`` or ``TransportError``; a publish that returned is stored.
         """
-        topic, message = topic_first(topic, message, "publish")
+        if not isinstance(topic, str):  # the 0.1 order, or a mistake
+            topic, message = topic_first(topic, message, "publish")
         validate_topic(topic)
         env = Envelope.for_message(
             message, source=source or "client", partitionkey=key, subject=subject, **attributes
@@ -327,7 +328,8 @@ class Runtime:
         ``entry_ids``, when given, receives the stored entry's id (requests use it to ask
         where their request stands when the reply is late).
         """
-        topic, env = topic_first(topic, env, "publish_envelope")
+        if not isinstance(topic, str):  # the 0.1 order, or a mistake
+            topic, env = topic_first(topic, env, "publish_envelope")
         self._check_open()
         scope = current_scope() or await self._open_run(env, topic)
         env.topic = topic
