@@ -58,6 +58,11 @@ class Hosting:
         """The (topic, group) pairs of this instance's own (broadcast) groups."""
         return [(t, s.group) for s in self.subs if s.mode == "broadcast" for t in s.topics]
 
+    def owned(self, inbox: tuple[str, str] | None) -> tuple[list[tuple[str, str]], str | None]:
+        """What another process must delete if this one dies: its broadcast groups and
+        its reply inbox (``inbox``: the requests' (inbox, last read), or ``None``)."""
+        return self.broadcast_groups(), None if inbox is None else inbox[0]
+
     def read_groups(self) -> list[tuple[str, str]]:
         """The (topic, consumer group) pairs read here."""
         return [(topic, sub.group) for sub in self.subs for topic in sub.topics]

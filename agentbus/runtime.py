@@ -146,7 +146,7 @@ class Runtime:
             self._hosted.read_groups,
             lambda: self._requests.reading,
             consumer=self.consumer,
-            owned=self._owned,
+            owned=lambda: self._hosted.owned(self._requests.reading),
         )
         self._started = False
         self._closed = False
@@ -482,11 +482,6 @@ class Runtime:
     @property
     def agents(self) -> Sequence[Agent]:
         return tuple(self._agents)
-
-    def _owned(self) -> tuple[list[tuple[str, str]], str | None]:
-        """What another process must delete if this one dies: broadcast groups, inbox."""
-        reading = self._requests.reading
-        return self._hosted.broadcast_groups(), None if reading is None else reading[0]
 
     @property
     def busy(self) -> bool:
