@@ -68,6 +68,18 @@ class _Refused(Exception):
 class Dispatcher:
     """Handles the deliveries of one subscription (called by its runners)."""
 
+    __slots__ = (
+        "_agent",
+        "_handlers",
+        "_limits",
+        "_out",
+        "_s",
+        "_stamp",
+        "_traced",
+        "deadlines",
+        "expired",
+    )
+
     def __init__(
         self,
         services: Services,
@@ -91,7 +103,8 @@ class Dispatcher:
         #: the runtime's watchdog interrupts the suspended ones past theirs.
         self.deadlines: dict[tuple[str, str], float] = {}
         #: Attempts the watchdog interrupted (a failed attempt, not a shutdown).
-        self.expired: set[tuple[str, str]] = set()
+        #: (Made on first use: most subscriptions never time a handler out.)
+        self.expired: set[tuple[str, str]] | None = None
 
     async def __call__(self, d: Delivery) -> None:
         # Before decoding: an entry that keeps coming back (say its decoding or handling
@@ -250,11 +263,12 @@ class Dispatcher:
             reset_scope(token)
             if a.limit is not None:
                 self.deadlines.pop(a.key, None)
-                self.expired.discard(a.key)
+                if self.expired:
+                    self.expired.discard(a.key)
 
     def _timed_out(self, a: _Attempt) -> None:
         """Called on a cancellation: ours (the watchdog's) is a failed attempt."""
-        if a.key not in self.expired:
+        if not self.expired or a.key not in self.expired:
             raise  # shutdown: the entry stays pending for a later delivery
         self.expired.discard(a.key)
         task = asyncio.current_task()

@@ -40,6 +40,12 @@ Outbox = list[tuple[str, bytes, list[JournalEntry]]]
 class Outcomes:
     """The three ways out of a delivery, for one subscription (one consumer group)."""
 
+    __slots__ = (
+        "_group",
+        "_s",
+        "_stamp",
+    )
+
     def __init__(self, services: Services, stamp: Stamp, group: str) -> None:
         self._s = services
         self._stamp = stamp

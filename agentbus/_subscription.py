@@ -35,6 +35,25 @@ _READ_DELAYS = doubling(0.05, 5.0)
 class Subscription:
     """The handlers of one agent instance that share a mode (one consumer group)."""
 
+    __slots__ = (
+        "_cursors",
+        "_dispatch",
+        "_from_start",
+        "_next_claim",
+        "_recovered",
+        "_released",
+        "_runners",
+        "_s",
+        "_stopping",
+        "_task",
+        "agent",
+        "concurrency",
+        "group",
+        "mode",
+        "shortest_timeout",
+        "topics",
+    )
+
     def __init__(
         self,
         services: Services,
@@ -119,12 +138,14 @@ class Subscription:
 
     def expire(self, now: float) -> None:
         """Interrupt suspended handler attempts past their deadline (a failed attempt)."""
-        expired = self._dispatch.expired
+        dispatch = self._dispatch
         for key, deadline in list(self.deadlines.items()):
-            if now >= deadline and key not in expired:
+            if now >= deadline and (dispatch.expired is None or key not in dispatch.expired):
                 runner = self._runners.get(key[0])
                 if runner is not None and runner.interrupt(key):
-                    expired.add(key)
+                    if dispatch.expired is None:
+                        dispatch.expired = set()
+                    dispatch.expired.add(key)
 
     # -- reading ---------------------------------------------------------------------------
     async def _loop(self) -> None:
