@@ -154,3 +154,11 @@ def test_no_import_cycle(package: str) -> None:
 
 def test_no_import_cycle_in_agentbus() -> None:
     assert _cycles_touching("agentbus") == []
+
+
+def test_the_runtime_is_imported_by_no_collaborator() -> None:
+    """Helpers receive what they use: only the package and the entry points import it."""
+    importers = sorted(m for m, deps in import_graph().items() if "agentbus.runtime" in deps)
+    assert set(importers) <= {"agentbus", "agentbus.cli", "agentbus.replay", "agentbus.testing"}, (
+        importers
+    )
