@@ -21,6 +21,7 @@ publishes is published once per process.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import types
@@ -85,28 +86,13 @@ def handle(
 
     Raises :class:`UsageError` for a bad topic, mode, timeout or non-async function.
     """
-    _check_options(topic, mode, output, max_attempts, timeout)
-    explicit = (message,) if isinstance(message, type) else message
+    template = _template(topic, message, mode, output, dedupe, max_attempts, from_start, timeout)
 
     def decorate(fn: F) -> F:
-        if not inspect.iscoroutinefunction(fn):
-            raise UsageError(f"handler {fn.__qualname__} must be an 'async def' function")
         specs: list[HandlerSpec] = list(getattr(fn, _SPEC_ATTR, ()))
-        specs.append(
-            HandlerSpec(
-                topic=topic,
-                method=fn.__name__,
-                mode=mode,
-                message_types=explicit,
-                output=output,
-                dedupe=dedupe,
-                max_attempts=max_attempts,
-                from_start=from_start,
-                timeout=timeout,
-            )
-        )
+        specs.append(_for(template, fn))
         setattr(fn, _SPEC_ATTR, tuple(specs))
-        return fn  # type: ignore[return-value]  # mypy narrows F by the iscoroutinefunction check
+        return fn
 
     return decorate
 
@@ -218,33 +204,45 @@ class Agent:
         ``timeout``, for a method that is not an ``async def`` method of this agent, or
         when the message type cannot be resolved.
         """
-        _check_options(topic, mode, output, max_attempts, timeout)
+        template = _template(
+            topic, message, mode, output, dedupe, max_attempts, from_start, timeout
+        )
         fn = getattr(method, "__func__", None)
         if getattr(method, "__self__", None) is not self or fn is None:
             raise UsageError(
                 f"bind() takes a method of this agent ({self.name!r}), such as "
                 f"self.on_job, got {method!r}"
             )
-        if not inspect.iscoroutinefunction(fn):
-            raise UsageError(f"handler {fn.__qualname__} must be an 'async def' function")
-        explicit = (message,) if isinstance(message, type) else message
-        types_ = explicit or _message_types(fn)
-        spec = HandlerSpec(
-            topic=topic,
-            method=fn.__name__,
-            mode=mode,
-            message_types=explicit,
-            output=output,
-            dedupe=dedupe,
-            max_attempts=max_attempts,
-            from_start=from_start,
-            timeout=timeout,
-        )
+        spec = _for(template, fn)
+        types_ = spec.message_types or _message_types(fn)
         self.__dict__.setdefault(_BINDINGS_ATTR, []).append((spec, types_))
         return spec
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"
+
+
+def _template(
+    topic: str,
+    message: type[Message] | tuple[type[Message], ...] | None,
+    mode: Mode,
+    output: str | None,
+    dedupe: bool,
+    max_attempts: int | None,
+    from_start: bool | None,
+    timeout: float | None,
+) -> HandlerSpec:
+    """The checked options of :func:`handle` and :meth:`Agent.bind`, for any method."""
+    _check_options(topic, mode, output, max_attempts, timeout)
+    explicit = (message,) if isinstance(message, type) else message
+    return HandlerSpec(topic, "", mode, explicit, output, dedupe, max_attempts, from_start, timeout)
+
+
+def _for(template: HandlerSpec, fn: Callable[..., Any]) -> HandlerSpec:
+    """``template`` bound to the handler function ``fn`` (which must be ``async def``)."""
+    if not inspect.iscoroutinefunction(fn):
+        raise UsageError(f"handler {fn.__qualname__} must be an 'async def' function")
+    return dataclasses.replace(template, method=fn.__name__)
 
 
 def _message_types(fn: Callable[..., Any]) -> tuple[type[Message], ...]:
