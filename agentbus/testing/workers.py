@@ -1,4 +1,4 @@
-"""``agentbus worker`` subprocesses for multi-process and crash tests (public test helper).
+"""``agentbus`` subprocesses for multi-process, crash and CLI tests (public test helpers).
 
 ::
 
@@ -22,7 +22,28 @@ import threading
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 
-__all__ = ["WorkerProcesses"]
+__all__ = ["WorkerProcesses", "run_cli"]
+
+
+def run_cli(
+    *args: str,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``agentbus ARGS`` in a subprocess (this interpreter), as a user would.
+
+    ``env`` is added to the current environment. Returns the finished process with its
+    text output; raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "agentbus", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 class WorkerProcesses:

@@ -11,21 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from agentbus.testing.workers import run_cli
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "support_desk.py"
 
 
-def agentbus(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentbus", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+agentbus = run_cli  # `agentbus ARGS` as a subprocess
 
 
 def test_run_embedded_prints_result_and_run_id_and_runs_lists_it_after_exit(tmp_path: Path) -> None:

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from agentbus.testing.workers import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "support_desk.py"
 NO_URL = {"AGENTBUS_URL": ""}
 
 
-def agentbus(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentbus", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+agentbus = run_cli  # `agentbus ARGS` as a subprocess
 
 
 def test_a_worker_without_a_url_refuses_with_a_one_line_hint(tmp_path: Path) -> None:
