@@ -13,11 +13,13 @@ from ._hooks import CallSpan, MetricsSink, Tracer
 from ._settings import Settings
 from .agent import Agent, HandlerSpec, Mode, handle
 from .app import App, load_app
+from .budget import Budget
 from .clock import Clock, FakeClock, SystemClock
 from .context import CallKind, Context, Scope, current_scope
 from .envelope import DEFAULT_MAX_EVENT_BYTES, Envelope, decode_data, new_id
 from .errors import (
     AgentBusError,
+    BudgetExceeded,
     DecodeError,
     GroupNotFound,
     HandlerError,
@@ -27,6 +29,8 @@ from .errors import (
     Reject,
     RemoteError,
     RequestTimeout,
+    ResumeMismatch,
+    RunCancelled,
     SignatureError,
     TransportClosed,
     TransportError,
@@ -36,6 +40,7 @@ from .errors import (
 from .journal import Journal
 from .keys import Keys
 from .message import Message, lookup_type, registered_types
+from .partitions import partition_of, partition_stream
 from .retention import MaintenanceReport, Retention
 from .runs import Run
 from .runtime import Runtime
@@ -48,8 +53,11 @@ from .transports import (
     RunInfo,
     TopicInfo,
     Transport,
+    open_archive,
     open_transport,
 )
+from .transports.archive_format import RunSummary
+from .transports.run_query import RunFilter
 
 if TYPE_CHECKING:
     from .tracing import OpenTelemetryTracer, configure_tracing
@@ -76,6 +84,8 @@ __all__ = [
     "Agent",
     "AgentBusError",
     "App",
+    "Budget",
+    "BudgetExceeded",
     "Bus",
     "CallKind",
     "CallSpan",
@@ -104,9 +114,13 @@ __all__ = [
     "Reject",
     "RemoteError",
     "RequestTimeout",
+    "ResumeMismatch",
     "Retention",
     "Run",
+    "RunCancelled",
+    "RunFilter",
     "RunInfo",
+    "RunSummary",
     "Runtime",
     "Scope",
     "Settings",
@@ -127,6 +141,9 @@ __all__ = [
     "load_app",
     "lookup_type",
     "new_id",
+    "open_archive",
     "open_transport",
+    "partition_of",
+    "partition_stream",
     "registered_types",
 ]

@@ -45,8 +45,10 @@ class Bus(Protocol):
     ) -> str: ...
 
     async def publish_envelope(
-        self, topic: str, env: Envelope, *, entry_ids: list[str] | None = None
+        self, topic: str, env: Envelope, *, stored: list[tuple[str, str]] | None = None
     ) -> str: ...
+
+    async def cancel_run(self, run_id: str, *, by: str = ...) -> bool: ...
 
     @overload
     async def request(

@@ -2,7 +2,8 @@
 
 Every call made through :meth:`Context.invoke` is numbered within the event being
 handled, traced, and recorded with its request, response (or error) and duration; on
-replay a substitute answers it from the recording instead.
+replay a substitute answers it from the recording instead, and on a redelivery after a
+crash the crashed attempt's record of it does (:mod:`agentbus._resume`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .transports import JournalEntry
 if TYPE_CHECKING:
     from ._hooks import Tracer
     from ._writer import Writer
+    from .budget import Budgets
 
 __all__ = ["Calls", "Substitute"]
 
@@ -36,6 +38,8 @@ class Calls:
         self._tracer = tracer
         #: Replaces live model/tool calls (replay installs one); ``None`` calls live.
         self.substitute: Substitute | None = None
+        #: Reserves live calls against their runs' budgets (set by the runtime).
+        self.budgets: Budgets | None = None
 
     def note(self, step: str, agent: str | None, details: dict[str, Any]) -> None:
         """Record a ``step`` note in the current run (and a tracing span)."""
@@ -102,13 +106,31 @@ class Calls:
         agent: str | None,
         outcome: dict[str, Any],
     ) -> dict[str, Any]:
+        if scope is not None and scope.resume is not None:
+            # Redelivered after a crash: what the crashed attempt already got is not
+            # asked again (a different call here raises ResumeMismatch).
+            response = scope.resume.answer(kind, name, shown, index)
+            if response is not None:
+                outcome["substituted"] = True
+                outcome["resumed"] = True
+                return response
         if self.substitute is not None and scope is not None:
             response = await self.substitute(kind, name, shown, scope, index)
             if response is not None:
                 outcome["substituted"] = True
                 return response
+        # Only a live call is charged: one answered from a recording or a crashed
+        # attempt above was paid for when it was made.
+        ticket = None
+        if self.budgets is not None and scope is not None:
+            ticket = await self.budgets.before(kind, name, shown, scope)
         who = agent or (scope.agent if scope else None)
-        with self._tracer.call(kind, name, who, shown) as span:
-            response = await call()
-            span.response(response)
-        return response
+        answer: dict[str, Any] | None = None
+        try:
+            with self._tracer.call(kind, name, who, shown) as span:
+                answer = await call()
+                span.response(answer)
+        finally:
+            if ticket is not None and self.budgets is not None:
+                await self.budgets.after(ticket, answer)  # a failed call: estimate back
+        return answer

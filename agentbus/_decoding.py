@@ -51,16 +51,20 @@ class Decoder:
     max_event_bytes: int
     signer: Signer | None
 
-    def try_decode(self, d: Delivery) -> Envelope | None:
+    def try_decode(self, d: Delivery, topic: str | None = None) -> Envelope | None:
         """``d`` decoded and verified, or ``None`` when that fails (for filing a record)."""
         try:
-            return self.decode(d)
+            return self.decode(d, topic)
         except Exception:
             return None
 
-    def decode(self, d: Delivery) -> Envelope:
+    def decode(self, d: Delivery, topic: str | None = None) -> Envelope:
         """``d``'s envelope, size-checked, parsed and verified. Raises ``DecodeError``, or
-        ``SignatureError`` whatever verifying raised; anything else parsing raised passes."""
+        ``SignatureError`` whatever verifying raised; anything else parsing raised passes.
+
+        ``topic``: the topic the entry's stream carries, when not the stream itself (a
+        partition stream ``orders#3`` carries ``orders``: what the event was signed for).
+        """
         if d.payload is None:
             fields = ", ".join(sorted(d.fields)) or "none"
             raise DecodeError(
@@ -73,10 +77,12 @@ class Decoder:
                 "(Runtime(max_event_bytes=))",
             )
         env = Envelope.decode(d.payload)
+        if topic is None:
+            topic = d.topic
         if self.signer is not None:
-            self._verify(env, d.topic)
+            self._verify(env, topic)
         if env.topic is None:
-            env.topic = d.topic
+            env.topic = topic
         return env
 
     def _verify(self, env: Envelope, topic: str) -> None:

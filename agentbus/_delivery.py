@@ -17,11 +17,14 @@ from .transports import JournalEntry
 
 if TYPE_CHECKING:
     from ._bus import Bus
+    from ._cancel import Cancels
     from ._decoding import Decoder
+    from ._resume import Resumer
     from ._settings import Settings
     from ._writer import Writer
     from .envelope import Envelope
     from .keys import Keys
+    from .partitions import PartitionTable
     from .transports import Transport
 
 __all__ = ["ORPHAN_RUN", "Services", "Stamp"]
@@ -42,6 +45,12 @@ class Services:
     settings: Settings
     keys: Keys
     decoder: Decoder
+    #: Which topics are partitioned, and into how many streams.
+    partitions: PartitionTable
+    #: Reads what a crashed attempt recorded, for a redelivered delivery.
+    resumer: Resumer
+    #: The runs this process knows are cancelled (their deliveries are not handled).
+    cancels: Cancels
 
     @property
     def traced(self) -> bool:

@@ -14,14 +14,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ._cancel import RunCancelled
 from ._decoding import failure, worded
 from ._delivery import ORPHAN_RUN, Services, Stamp
 from ._outcome import Outcomes
+from ._resume import ResumeTape
 from ._retry import retry_io
 from .agent import Agent, HandlerSpec
 from .context import Context, Scope, reset_scope, set_scope
 from .envelope import Envelope
-from .errors import HandlerTimeout, Reject, TransportUnavailable
+from .errors import BudgetExceeded, HandlerTimeout, Reject, TransportUnavailable
 from .message import Message, lookup_type
 from .redact import redact_text
 from .transports import Delivery
@@ -50,6 +52,8 @@ class _Attempt:
     key: tuple[str, str]
     started: float = 0.0
     scope: Scope | None = None
+    #: What a crashed attempt at this delivery recorded (its first attempt here only).
+    resume: ResumeTape | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -76,8 +80,11 @@ class Dispatcher:
         "_s",
         "_stamp",
         "_traced",
+        "active",
         "deadlines",
+        "dropped",
         "expired",
+        "logical",
     )
 
     def __init__(
@@ -102,9 +109,22 @@ class Dispatcher:
         #: Deadline (loop time) of each handler attempt in progress that has a timeout;
         #: the runtime's watchdog interrupts the suspended ones past theirs.
         self.deadlines: dict[tuple[str, str], float] = {}
+        #: Partition stream -> the topic it carries (``orders#3`` -> ``orders``).
+        self.logical: dict[str, str] = {}
         #: Attempts the watchdog interrupted (a failed attempt, not a shutdown).
         #: (Made on first use: most subscriptions never time a handler out.)
         self.expired: set[tuple[str, str]] | None = None
+        #: The run of each handler attempt in progress (to cancel a cancelled run's).
+        self.active: dict[tuple[str, str], str] = {}
+        #: Attempts interrupted because their run was cancelled.
+        self.dropped: set[tuple[str, str]] = set()
+
+    def add_partitions(self, topic: str, streams: list[str]) -> None:
+        """Handle deliveries from ``streams`` (``topic``'s partitions) as ``topic``'s."""
+        for stream in streams:
+            self.logical[stream] = topic
+            if topic in self._limits:
+                self._limits[stream] = self._limits[topic]
 
     async def __call__(self, d: Delivery) -> None:
         # Before decoding: an entry that keeps coming back (say its decoding or handling
@@ -113,7 +133,8 @@ class Dispatcher:
         if d.delivery_count > most:
             await self._out.dead_letter(
                 d,
-                self._s.decoder.try_decode(d),  # only to file the record under its run
+                # only to file the record under its run
+                self._s.decoder.try_decode(d, self.logical.get(d.topic)),
                 "max attempts exceeded",
                 f"delivered {d.delivery_count} times (max_attempts={most}); "
                 "it was never handled to the end",
@@ -138,11 +159,12 @@ class Dispatcher:
 
         Not a coroutine: nothing here waits, and a coroutine per delivery is not free.
         """
+        topic = self.logical.get(d.topic, d.topic) if self.logical else d.topic
         try:
-            env = self._s.decoder.decode(d)
+            env = self._s.decoder.decode(d, topic)
         except Exception as exc:  # any failure to decode or verify: this entry alone
             raise _Refused(None, *failure("undecodable event", exc)) from None
-        match = self._handlers.get((d.topic, env.type))
+        match = self._handlers.get((topic, env.type))
         if match is None:
             raise _Refused(env, "", "", unmatched=True)
         spec, cls = match
@@ -158,7 +180,9 @@ class Dispatcher:
             message,
             number=d.delivery_count,
             most=spec.max_attempts or settings.max_attempts,
-            dedupe_key=self._s.keys.dedup(self._stamp.agent, env.id) if spec.dedupe else None,
+            dedupe_key=self._s.keys.dedup(d.topic, self._stamp.agent, env.id)
+            if spec.dedupe
+            else None,
             limit=spec.timeout if spec.timeout is not None else settings.handler_timeout,
             key=(d.topic, d.entry_id),
         )
@@ -175,6 +199,8 @@ class Dispatcher:
 
     # -- attempts ----------------------------------------------------------------------------------
     async def _handle(self, a: _Attempt) -> None:
+        if self._cancelled(a):
+            return
         if a.dedupe_key is not None and await self._is_marked(a.dedupe_key):
             self._out.ack(a.d, self._stamp.record(a.env, "duplicate"))
             return
@@ -188,8 +214,14 @@ class Dispatcher:
             )
             return
         if self._s.writer.recording:  # with it off, not even build the records
+            # Redelivered: a crashed attempt's calls are not made again. Only in a run:
+            # the records of run-less events share one journal, too big to read each time.
+            if a.number > 1 and a.env.runid:
+                a.resume = await self._s.resumer.tape(a.env.runid, a.env.id, self._stamp.agent)
             self._s.writer.record(self._stamp.delivered(a.env, a.number))
         while True:
+            if a.number > 1 and self._cancelled(a):  # cancelled during a retry's backoff
+                return
             try:
                 try:
                     await self._attempt(a)  # no retry wrapper per delivery: the common case
@@ -197,6 +229,10 @@ class Dispatcher:
                     await self._outage(a, exc)
             except asyncio.CancelledError:
                 raise
+            except RunCancelled:
+                # Acked, not retried nor dead-lettered: the run wants no more work.
+                self._out.ack(a.d, self._stamp.record(a.env, "ignored", reason="run cancelled"))
+                return
             except Exception as exc:
                 # Still in the event's scope: an error reply belongs to its run and trace.
                 token = set_scope(a.scope)
@@ -209,6 +245,13 @@ class Dispatcher:
                 continue
             await self._succeeded(a)
             return
+
+    def _cancelled(self, a: _Attempt) -> bool:
+        """Ack ``a`` unhandled when its run is known cancelled (a set lookup, no round trip)."""
+        if not a.env.runid or a.env.runid not in self._s.cancels.runs:
+            return False
+        self._out.ack(a.d, self._stamp.record(a.env, "ignored", reason="run cancelled"))
+        return True
 
     async def _outage(self, a: _Attempt, exc: TransportUnavailable) -> None:
         """The store is down (a restart, a failover): not the handler's fault, so wait it
@@ -238,10 +281,15 @@ class Dispatcher:
         env = a.env
         ctx = Context(self._s.bus, self._stamp.agent, env, a.number)
         a.scope = scope = Scope(env.runid or ORPHAN_RUN, env.id, self._stamp.agent, env)
+        if a.resume is not None:
+            # Only the first attempt here resumes: a retry after a failure calls live.
+            scope.resume, a.resume = a.resume, None
         if a.dedupe_key is not None:
             scope.outbox = []  # its events are committed with the ack, or not at all
         token = set_scope(scope)
         a.started = time.perf_counter()
+        if env.runid:
+            self.active[a.key] = env.runid
         if a.limit is not None:
             # Enforced by the runtime's watchdog on handlers that suspend: a timer per
             # delivery would cost more than a fast handler itself.
@@ -255,16 +303,30 @@ class Dispatcher:
                 if result is not None:
                     await self._emit(a.spec, env, result)
         except asyncio.CancelledError:
+            if a.key in self.dropped:
+                self._dropped(a)  # raises RunCancelled
             self._timed_out(a)  # raises HandlerTimeout, or re-raises a shutdown's
         except Exception:
             scope.outbox = None  # a failed attempt's events are never sent
             raise
         finally:
             reset_scope(token)
+            if self.active.pop(a.key, None) is not None and self.dropped:
+                self.dropped.discard(a.key)  # a handler that swallowed our cancel
             if a.limit is not None:
                 self.deadlines.pop(a.key, None)
                 if self.expired:
                     self.expired.discard(a.key)
+
+    def _dropped(self, a: _Attempt) -> None:
+        """Called on our cancellation of a cancelled run's handler: not a shutdown."""
+        self.dropped.discard(a.key)
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        if a.scope is not None:
+            a.scope.outbox = None  # its events are never sent
+        raise RunCancelled(f"run {a.env.runid} was cancelled")
 
     def _timed_out(self, a: _Attempt) -> None:
         """Called on a cancellation: ours (the watchdog's) is a failed attempt."""
@@ -314,7 +376,8 @@ class Dispatcher:
         """Record a failed attempt; dead-letter on the last one (then ``True``)."""
         duration = a.elapsed_ms()
         error = redact_text(f"{type(exc).__name__}: {exc}")  # journal, DLQ, logs
-        final = isinstance(exc, Reject) or a.number >= a.most
+        # A budget refusal is final too: a retry would only be refused again.
+        final = isinstance(exc, (Reject, BudgetExceeded)) or a.number >= a.most
         self._s.metrics.failed(self._stamp.agent, a.d.topic)
         self._s.writer.record(
             self._stamp.record(
@@ -328,7 +391,13 @@ class Dispatcher:
             )
         )
         if final:
-            reason = "rejected" if isinstance(exc, Reject) else "handler failed"
+            reason = (
+                "rejected"
+                if isinstance(exc, Reject)
+                else "budget exceeded"
+                if isinstance(exc, BudgetExceeded)
+                else "handler failed"
+            )
             reply = (type(exc).__name__, str(exc))
             await self._out.dead_letter(a.d, a.env, reason, error, a.number, reply=reply)
             return True

@@ -1,7 +1,8 @@
 """The subscriptions of the agents a runtime hosts, and the tasks that watch them.
 
 One lease task renews the leases of long handlers so no other consumer claims them;
-one watchdog interrupts handler attempts past their timeout. One of each per runtime,
+one watchdog interrupts handler attempts past their timeout; one poll cancels the
+handlers of a run cancelled elsewhere (see :mod:`agentbus._cancel`). One of each per runtime,
 not per subscription: a task per hosted agent instance would cost memory.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ._cancel import Cancels
 from ._delivery import Services
 from ._subscription import Subscription, plan
 from ._supervise import supervise
@@ -28,6 +30,7 @@ class Hosting:
         self.subs: list[Subscription] = []
         self.lease_task: asyncio.Task[None] | None = None
         self.watchdog_task: asyncio.Task[None] | None = None
+        self.cancels_task: asyncio.Task[None] | None = None
         self._lease_period = 1.0
 
     def start(self, visibility_timeout: float) -> None:
@@ -35,13 +38,37 @@ class Hosting:
         self.lease_task = supervise(self._leases, "agentbus-leases")
         self.watchdog_task = supervise(self._watchdog, "agentbus-watchdog")
 
+    def watch_cancels(self, cancels: Cancels, transport: Transport) -> None:
+        """Cancel this process's handlers of runs cancelled here or anywhere else."""
+        if self.cancel_run not in cancels.listeners:  # started again after a stop
+            cancels.listeners.append(self.cancel_run)
+        active = lambda: {r for sub in self.subs for r in sub.active_runs()}  # noqa: E731
+        self.cancels_task = supervise(
+            lambda: cancels.poll(transport.store, active), "agentbus-cancels"
+        )
+
+    def cancel_run(self, run_id: str) -> None:
+        """Cancel the handlers of ``run_id`` in progress here."""
+        for sub in self.subs:
+            sub.cancel_run(run_id)
+
     async def host(self, services: Services, agent: Agent) -> None:
         """Subscribe ``agent``: one consumer group per subscription mode."""
         by_mode, from_start = plan(agent)
         consumer = services.settings.consumer
         for mode, handlers in by_mode.items():
             group = agent.name if mode == "shared" else f"{agent.name}:{consumer}"
-            sub = Subscription(services, agent, group, mode, handlers, from_start[mode])
+            partitions = {}
+            for topic in sorted({t for t, _ in handlers}):
+                count = await services.partitions.count(topic)
+                if count:
+                    partitions[topic] = count
+            # Two replicas in one runtime share partitions as two members.
+            twins = sum(1 for s in self.subs if s.group == group)
+            member = consumer if not twins else f"{consumer}/{twins}"
+            sub = Subscription(
+                services, agent, group, mode, handlers, from_start[mode], partitions, member
+            )
             await sub.start()
             self.subs.append(sub)
 
@@ -70,7 +97,7 @@ class Hosting:
     async def stop(self, grace: float) -> int:
         """Stop reading and watching; wait ``grace`` s for handlers. Returns how many
         were cancelled (their entries stay pending)."""
-        for task in (self.lease_task, self.watchdog_task):
+        for task in (self.lease_task, self.watchdog_task, self.cancels_task):
             if task is not None:
                 task.cancel()
                 await asyncio.wait([task], timeout=1.0)

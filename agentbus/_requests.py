@@ -114,9 +114,9 @@ class Requests:
                 replyto=self.inbox,
                 correlationid=correlation,
             )
-            entry_ids: list[str] = []
-            await self._bus.publish_envelope(topic, env, entry_ids=entry_ids)
-            reply = await self._wait(future, topic, entry_ids, correlation, timeout)
+            stored: list[tuple[str, str]] = []
+            await self._bus.publish_envelope(topic, env, stored=stored)
+            reply = await self._wait(future, topic, stored, correlation, timeout)
         finally:
             self._waiters.pop(correlation, None)
         if reply.type == ERROR_TYPE:
@@ -134,7 +134,7 @@ class Requests:
         self,
         future: asyncio.Future[Envelope],
         topic: str,
-        entry_ids: list[str],
+        stored: list[tuple[str, str]],
         correlation: str,
         timeout: float | None,
     ) -> Envelope:
@@ -145,7 +145,9 @@ class Requests:
         done, _ = await asyncio.wait({future}, timeout=TAKE_TIMEOUT if timeout is None else timeout)
         replied_seen = False
         while not done:
-            standing = await self._standing(topic, entry_ids[0] if entry_ids else None)
+            # Where it was stored: the topic's stream, or one of its partitions'.
+            stream, entry_id = stored[0] if stored else (topic, None)
+            standing = await self._standing(stream, entry_id)
             # A reply is published before the ack: once acked it may still be on its way.
             wait_on = standing.in_hand or (standing.replied and not replied_seen)
             if timeout is not None or not wait_on:

@@ -70,6 +70,11 @@ async def retry_io(
         except TransportClosed:
             raise
         except retry_on as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A cancellation swallowed below us (asyncio.wait_for in redis-py on
+                # 3.11): stop instead of retrying forever.
+                raise asyncio.CancelledError from exc
             failures += 1
             delay = delays(failures)
             if on_error is not None:

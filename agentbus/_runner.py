@@ -14,6 +14,11 @@ is its own for its whole life: ``asyncio.current_task()``, ``asyncio.timeout`` a
 cancel scopes (httpx) see the right task, which is what hand-driving the first step from
 the read loop got wrong. Python 3.12's eager tasks save the scheduling step but still
 create a task per delivery.
+
+A runner given ``key_of`` (a partitioned topic's) keeps deliveries with the same key in
+order: one starts only when the one before it has ended (acked, committed or
+dead-lettered, retries included); the others wait in a chain per key, counted as queued.
+Different keys still run concurrently.
 """
 
 from __future__ import annotations
@@ -49,8 +54,11 @@ class Runner:
     """
 
     __slots__ = (
+        "_chains",
         "_dispatch",
         "_drainer",
+        "_key_of",
+        "_keys",
         "_queued",
         "_ready",
         "_released",
@@ -63,8 +71,14 @@ class Runner:
         dispatch: Callable[[Delivery], Coroutine[Any, Any, None]],
         concurrency: int,
         released: asyncio.Event | None = None,
+        key_of: Callable[[Delivery], str] | None = None,
     ) -> None:
         self._dispatch = dispatch
+        self._key_of = key_of
+        #: Per ordering key, the deliveries waiting for the one in progress (made on use).
+        self._chains: dict[str, deque[Delivery]] = {}
+        #: The ordering key of each delivery queued, waiting or in progress.
+        self._keys: dict[Key, str] = {}
         self.concurrency = concurrency
         self._ready: deque[Delivery] = _EMPTY
         self._queued: set[Key] = set()
@@ -79,7 +93,12 @@ class Runner:
     @property
     def busy(self) -> int:
         """Deliveries queued or being handled."""
-        return len(self._ready) + len(self._suspended) + (self._drainer is not None)
+        return (
+            len(self._ready) + len(self._suspended) + (self._drainer is not None) + self._chained()
+        )
+
+    def _chained(self) -> int:
+        return len(self._keys) - len(self._chains) if self._chains else 0
 
     def free(self) -> int:
         """Slots for more deliveries (at least 1, so a read always asks for something)."""
@@ -87,11 +106,15 @@ class Runner:
 
     def room(self) -> int:
         """Slots for more deliveries (0 or less when full)."""
-        return self.concurrency - len(self._ready) - len(self._suspended)
+        return self.concurrency - len(self._ready) - len(self._suspended) - self._chained()
+
+    def holds(self, topic: str) -> bool:
+        """Whether a delivery of ``topic`` (a stream) is queued, waiting or being handled."""
+        return any(t == topic for t, _ in (*self._queued, *self._suspended, *self._keys))
 
     async def wait_free(self, n: int) -> None:
         """Wait until ``n`` more deliveries may be queued."""
-        while self.concurrency - len(self._ready) - len(self._suspended) < n:
+        while self.room() < n:
             if self._released is None:
                 self._released = asyncio.Event()
             await self._released.wait()
@@ -112,8 +135,18 @@ class Runner:
     def submit(self, d: Delivery) -> None:
         """Queue ``d`` unless it is already queued or being handled."""
         key = (d.topic, d.entry_id)
-        if key in self._queued or key in self._suspended:
+        if key in self._queued or key in self._suspended or key in self._keys:
             return
+        if self._key_of is not None:
+            order = self._keys[key] = self._key_of(d)
+            chain = self._chains.get(order)
+            if chain is not None:  # one with this key is in progress: wait for it
+                chain.append(d)
+                return
+            self._chains[order] = deque()
+        self._queue(d, key)
+
+    def _queue(self, d: Delivery, key: Key) -> None:
         if self._ready is _EMPTY:
             self._ready = deque()
         self._ready.append(d)
@@ -142,17 +175,17 @@ class Runner:
             try:
                 yielded = ctx.run(coro.send, None)
             except StopIteration:
-                self._release()
+                self._release(key)
                 continue
             except asyncio.CancelledError:
                 # The handler cancelled itself: as a task of its own would have been. Its
                 # entry stays pending; the rest of the queue is not affected.
                 log.warning("handling %s/%s was cancelled", d.topic, d.entry_id)
-                self._release()
+                self._release(key)
                 continue
             except Exception as exc:
                 _report(d, exc)
-                self._release()
+                self._release(key)
                 continue
             except BaseException:  # KeyboardInterrupt, SystemExit: let it end the process,
                 self._drainer = None  # but never leave a dead drainer in charge of the queue
@@ -163,19 +196,33 @@ class Runner:
             self._drainer = None
             if ready:
                 self._drainer = asyncio.get_running_loop().create_task(self._drain())
+            ended = False
             try:
                 await _resume(ctx, coro, yielded)
+                ended = True
             except asyncio.CancelledError:
                 raise  # shutdown: the entry stays pending for a later delivery
             except Exception as exc:
                 _report(d, exc)
+                ended = True
             finally:
                 del self._suspended[key]
-                self._release()
+                # On shutdown the next of its key must not start: it stays pending too.
+                self._release(key, follow=ended)
             return
         self._drainer = None
 
-    def _release(self) -> None:
+    def _release(self, key: Key, *, follow: bool = True) -> None:
+        if self._keys:
+            order = self._keys.pop(key, None)
+            if order is not None:
+                chain = self._chains[order]
+                if chain and follow:
+                    d = chain.popleft()
+                    self._queue(d, (d.topic, d.entry_id))
+                else:  # ended, or left pending on shutdown with those behind it
+                    for waiting in self._chains.pop(order):
+                        self._keys.pop((waiting.topic, waiting.entry_id), None)
         if self._released is not None:
             self._released.set()
 
@@ -188,9 +235,11 @@ class Runner:
         deadline = loop.time() + grace
         while (tasks := self._tasks()) and (remaining := deadline - loop.time()) > 0:
             await asyncio.wait(tasks, timeout=remaining)
-        left = len(self._ready) + len(self._suspended)
+        left = len(self._ready) + len(self._suspended) + self._chained()
         self._ready = _EMPTY
         self._queued.clear()
+        self._chains.clear()
+        self._keys.clear()
         tasks = self._tasks()
         for t in tasks:
             t.cancel()

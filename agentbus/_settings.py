@@ -40,6 +40,9 @@ class Settings:
     #: How often idle entries of dead consumers are looked for (default: half the
     #: visibility timeout).
     claim_interval: float = 0.0
+    #: Seconds a partition's lease and a member's heartbeat last (renewed every third):
+    #: how soon the partitions of a dead consumer are taken over.
+    partition_lease: float = 10.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.batch_size < 1 or self.max_attempts < 1:
@@ -55,6 +58,8 @@ class Settings:
             raise UsageError(
                 f"handler_timeout must be positive seconds or None, got {self.handler_timeout!r}"
             )
+        if not self.partition_lease > 0:
+            raise UsageError(f"partition_lease must be positive, got {self.partition_lease!r}")
         if self.claim_interval <= 0:
             object.__setattr__(self, "claim_interval", max(self.visibility_timeout / 2, 0.05))
 

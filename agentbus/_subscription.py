@@ -6,6 +6,11 @@ handle would let other consumers claim entries we still intend to handle.
 
 What happens to each delivery is :mod:`agentbus._dispatch`'s; how it ends,
 :mod:`agentbus._outcome`'s.
+
+A partitioned topic is read from its partition streams too: all of them by a broadcast
+subscription, by a shared one those its :class:`~agentbus._ownership.Ownership` holds.
+Its runner keeps each partition key's deliveries in order. Its own stream is still read
+(as an unpartitioned topic): events published there before the topic was partitioned.
 """
 
 from __future__ import annotations
@@ -13,15 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 
 from ._delivery import Services, Stamp
 from ._dispatch import Dispatcher, Handlers
 from ._outcome import Outcomes
+from ._ownership import Ownership
 from ._retry import doubling, retry_io
 from ._runner import Runner
 from ._supervise import supervise
 from .agent import Agent
 from .errors import GroupNotFound, TransportClosed, TransportError, UsageError
+from .partitions import partition_key, partition_stream
 from .transports import Delivery
 
 __all__ = ["Subscription", "plan"]
@@ -30,6 +38,9 @@ log = logging.getLogger("agentbus.runtime")
 
 #: Delays between attempts at reading while the store is unreachable.
 _READ_DELAYS = doubling(0.05, 5.0)
+#: The longest blocking read while partitions are changing hands (a partition taken
+#: over is read from the next read on).
+_SETTLING_BLOCK_MS = 50
 
 
 class Subscription:
@@ -40,8 +51,12 @@ class Subscription:
         "_dispatch",
         "_from_start",
         "_next_claim",
+        "_owners",
+        "_parts",
+        "_reading",
         "_recovered",
         "_released",
+        "_round",
         "_runners",
         "_s",
         "_stopping",
@@ -62,6 +77,8 @@ class Subscription:
         mode: str,
         handlers: Handlers,
         from_start: dict[str, bool],
+        partitions: dict[str, int] | None = None,
+        member: str | None = None,
     ) -> None:
         settings = services.settings
         self._s = services
@@ -82,8 +99,40 @@ class Subscription:
         # so the agent's other topics keep flowing. One event wakes the reader when any
         # of them has room.
         released = asyncio.Event()
-        self._runners = {t: Runner(self._dispatch, self.concurrency, released) for t in self.topics}
+        #: Partitioned topic -> its partition streams.
+        self._parts = {
+            t: [partition_stream(t, k) for k in range(n)]
+            for t, n in (partitions or {}).items()
+            if t in self.topics
+        }
+        self._runners = {
+            t: Runner(
+                self._dispatch,
+                self.concurrency,
+                released,
+                key_of=partition_key if t in self._parts else None,
+            )
+            for t in self.topics
+        }
         self._released = released
+        self._owners: dict[str, Ownership] = {}
+        for topic, streams in self._parts.items():
+            self._dispatch.add_partitions(topic, streams)
+            if mode == "shared":
+                self._owners[topic] = Ownership(
+                    services,
+                    topic,
+                    len(streams),
+                    group,
+                    member or settings.consumer,
+                    self._runners[topic],
+                    self._streams_in_hand,
+                    lambda: self._round,
+                )
+        #: The streams the read (or claim) in progress covers, and a future done when it
+        #: returns.
+        self._reading: tuple[str, ...] = ()
+        self._round: asyncio.Future[None] | None = None
         limits = [
             spec.timeout if spec.timeout is not None else settings.handler_timeout
             for spec, _ in handlers.values()
@@ -100,13 +149,56 @@ class Subscription:
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         await self._create_groups()
+        for owner in self._owners.values():
+            owner.start()
         self._task = supervise(self._loop, f"agentbus-read-{self.group}")
 
     async def _create_groups(self) -> None:
         for topic in self.topics:
-            await self._s.transport.create_group(
-                topic, self.group, from_start=self._from_start[topic]
-            )
+            for stream in (topic, *self._parts.get(topic, ())):
+                await self._s.transport.create_group(
+                    stream, self.group, from_start=self._from_start[topic]
+                )
+
+    def _streams(self, topics: list[str], *, owned_only: bool = False) -> list[str]:
+        """The streams to read for ``topics``: each topic's own, and its partitions (all,
+        or with an owner the ones it holds; ``owned_only``: not the unowned ones)."""
+        if not self._parts:
+            return topics
+        out = []
+        for topic in topics:
+            out.append(topic)
+            owner = self._owners.get(topic)
+            if owner is not None:
+                out.extend(sorted(owner.readable))
+            elif not owned_only:
+                out.extend(self._parts.get(topic, ()))
+        return out
+
+    def _streams_in_hand(self) -> set[str]:
+        """Streams a read or claim may still bring entries of: the round in progress,
+        and the transport's reads still running after their call returned (their
+        entries come with the next round, whichever streams it names)."""
+        return {
+            *self._reading,
+            *self._s.transport.reads_in_flight(self.group, self._s.settings.consumer),
+        }
+
+    def _begin_round(self, streams: list[str]) -> None:
+        if self._owners:  # an owner giving a partition up waits for this round to end
+            self._reading, self._round = tuple(streams), asyncio.get_running_loop().create_future()
+
+    def _end_round(self) -> None:
+        if self._round is not None:
+            self._round.set_result(None)
+            self._reading, self._round = (), None
+
+    def _runner(self, stream: str) -> Runner | None:
+        runner = self._runners.get(stream)
+        if runner is None:
+            topic = self._dispatch.logical.get(stream)
+            runner = None if topic is None else self._runners.get(topic)
+        return runner
 
     def stop_reading(self) -> None:
         self._stopping = True
@@ -124,6 +216,8 @@ class Subscription:
         # broadcast group is ignored because _stopping is set.
         await asyncio.wait(readers, timeout=0.2)
         left = await asyncio.gather(*(r.finish(grace) for r in self._runners.values()))
+        for owner in self._owners.values():
+            await owner.close()
         return sum(left)
 
     @property
@@ -140,12 +234,30 @@ class Subscription:
         """Interrupt suspended handler attempts past their deadline (a failed attempt)."""
         dispatch = self._dispatch
         for key, deadline in list(self.deadlines.items()):
+            if key in dispatch.dropped:  # being cancelled with its run: not a timeout
+                continue
             if now >= deadline and (dispatch.expired is None or key not in dispatch.expired):
-                runner = self._runners.get(key[0])
+                runner = self._runner(key[0])
                 if runner is not None and runner.interrupt(key):
                     if dispatch.expired is None:
                         dispatch.expired = set()
                     dispatch.expired.add(key)
+
+    def active_runs(self) -> Iterable[str]:
+        """The runs of the handler attempts in progress here."""
+        return self._dispatch.active.values()
+
+    def cancel_run(self, run_id: str) -> None:
+        """Cancel the suspended handler attempts of ``run_id`` (acked as cancelled)."""
+        dispatch = self._dispatch
+        for key, run in list(dispatch.active.items()):
+            if run != run_id or key in dispatch.dropped:
+                continue
+            if dispatch.expired is None or key not in dispatch.expired:  # else timing out:
+                # its retry is not made (see Dispatcher._handle)
+                runner = self._runner(key[0])
+                if runner is not None and runner.interrupt(key):
+                    dispatch.dropped.add(key)
 
     # -- reading ---------------------------------------------------------------------------
     async def _loop(self) -> None:
@@ -153,10 +265,23 @@ class Subscription:
         self._recovered = False
         self._next_claim = time.monotonic() + self._s.settings.claim_interval
         self._cursors = dict.fromkeys(self.topics, "0-0")
+        task = asyncio.current_task()
         try:
             while not self._stopping:
+                if task is not None and task.cancelling():
+                    # Cancelled, but the cancellation was swallowed on the way: redis-py
+                    # sends with asyncio.wait_for, which on Python 3.11 drops a cancel
+                    # that arrives as the send completes; the read then returns as usual
+                    # and, without this check, the loop read again forever.
+                    raise asyncio.CancelledError
+                # Any exception, not only TransportError: a reader that died would leave
+                # the worker saying "hosting" while nothing is read.
                 await retry_io(
-                    self._read_round, what=what, delays=_READ_DELAYS, on_error=self._read_failed
+                    self._read_round,
+                    what=what,
+                    delays=_READ_DELAYS,
+                    retry_on=Exception,
+                    on_error=self._read_failed,
                 )
         except (TransportClosed, GroupNotFound):
             return  # closed, or our group removed while stopping
@@ -174,6 +299,9 @@ class Subscription:
     async def _read_failed(self, exc: BaseException) -> None:
         if isinstance(exc, GroupNotFound):
             await self._read_group_failed(exc)
+        elif not isinstance(exc, TransportError):
+            # Not a store outage: a bug or an untranslated error. Show where it came from.
+            log.error("reading for %r raised %r", self.group, exc, exc_info=exc)
 
     async def _read_round(self) -> None:
         if not self._recovered:
@@ -185,15 +313,23 @@ class Subscription:
         topics = await self._slots_free()
         # COUNT applies per stream: the fullest topic read bounds the batch.
         count = min(self._s.settings.batch_size, *(self._runners[t].free() for t in topics))
-        batch = await self._s.transport.read_group(
-            self.group,
-            self._s.settings.consumer,
-            topics,
-            count=count,
-            block_ms=self._s.settings.block_ms,
-        )
-        for d in batch:
-            self._spawn(d)
+        streams = self._streams(topics)
+        block_ms = self._s.settings.block_ms
+        self._begin_round(streams)
+        if any(o.settling for o in self._owners.values()):
+            block_ms = min(block_ms, _SETTLING_BLOCK_MS)  # soon read what is taken
+        try:
+            batch = await self._s.transport.read_group(
+                self.group,
+                self._s.settings.consumer,
+                streams,
+                count=count,
+                block_ms=block_ms,
+            )
+            for d in batch:
+                self._spawn(d)
+        finally:
+            self._end_round()
 
     async def _recover(self) -> None:
         """Our own pending entries first: a restart of this consumer resumes them.
@@ -209,7 +345,10 @@ class Subscription:
             own = await self._s.transport.read_group(
                 self.group,
                 self._s.settings.consumer,
-                self.topics,
+                # Held partitions' own pending entries are taken over (Ownership), not here.
+                [t for t in self._streams(self.topics) if t not in self._dispatch.logical]
+                if self._owners
+                else self._streams(self.topics),
                 count=want,
                 block_ms=None,
                 pending=True,
@@ -224,21 +363,29 @@ class Subscription:
     async def _claim(self) -> None:
         """Take over entries idle past the visibility timeout (their consumer died)."""
         settings = self._s.settings
-        for topic in self.topics:
-            runner = self._runners[topic]
-            if runner.room() < 1:
-                continue  # full: claim on a later round
-            self._cursors[topic], claimed = await self._s.transport.claim_idle(
-                topic,
-                self.group,
-                settings.consumer,
-                min_idle_ms=int(settings.visibility_timeout * 1000),
-                count=runner.free(),
-                cursor=self._cursors[topic],
-            )
-            for d in claimed:
-                log.info("claimed %s/%s idle past the visibility timeout", topic, d.entry_id)
-                self._spawn(d)
+        # A partition owned by another consumer is never claimed from: its owner handles
+        # it in order, or whoever takes it over next. One given up while we claim is
+        # released only after this round (what we claimed from it is handled first).
+        streams = self._streams(self.topics, owned_only=True)
+        self._begin_round(streams)
+        try:
+            for topic in streams:
+                runner = self._runner(topic)
+                if runner is None or runner.room() < 1:
+                    continue  # full: claim on a later round
+                self._cursors[topic], claimed = await self._s.transport.claim_idle(
+                    topic,
+                    self.group,
+                    settings.consumer,
+                    min_idle_ms=int(settings.visibility_timeout * 1000),
+                    count=runner.free(),
+                    cursor=self._cursors.get(topic, "0-0"),
+                )
+                for d in claimed:
+                    log.info("claimed %s/%s idle past the visibility timeout", topic, d.entry_id)
+                    self._spawn(d)
+        finally:
+            self._end_round()
 
     async def _slots_free(self) -> list[str]:
         """Wait until a topic has room for a delivery; return the topics that have."""
@@ -250,7 +397,9 @@ class Subscription:
             self._released.clear()
 
     def _spawn(self, d: Delivery) -> None:
-        self._runners[d.topic].submit(d)
+        runner = self._runner(d.topic)
+        if runner is not None:
+            runner.submit(d)
 
     async def renew_leases(self, older_than: float) -> None:
         """Keep the lease of long handlers, so no one claims what we are still handling.

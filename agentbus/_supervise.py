@@ -44,6 +44,9 @@ async def _supervised(body: Callable[[], Coroutine[Any, Any, None]], name: str) 
             await body()
             return
         except Exception:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # cancelled (the cancellation was turned into this error): stop
             if loop.time() - started >= _HEALTHY_S:
                 delay = _FIRST_DELAY_S
             log.exception("background task %s crashed; restarting it in %.2fs", name, delay)

@@ -238,7 +238,7 @@ function rowEl(r, i) {
     add(`→ ${n.topic}`, "to");
     add(undefined, "dot").style.background = color(n.source);
     add(`from ${n.source}`, "from");
-    for (const d of n.deliveries) add(`${d.label || d.agent}: ${d.outcome}` + (d.attempts > 1 ? `, ${d.attempts} attempts` : ""), outcomeClass(d.outcome));
+    for (const d of n.deliveries) add(`${d.label || d.agent}: ${d.outcome}` + (d.attempts > 1 ? `, ${d.attempts} attempts` : "") + (d.resumed ? `, resumed ${d.resumed} calls` : ""), outcomeClass(d.outcome));
     if (n.errors.length) add(`! ${n.errors[0]}`, "bad");
   } else {
     div.dataset.step = n.sid;
@@ -422,7 +422,7 @@ function select(n, scrollTo) {
   box.appendChild(h("h4", "Deliveries"));
   if (!e.deliveries.length) box.appendChild(h("div", "not delivered to any agent (a reply or an unsubscribed topic)", "muted"));
   for (const d of e.deliveries) {
-    box.appendChild(h("div", `${d.label || d.agent}: ${d.outcome}` + (d.duration_ms != null ? ` in ${d.duration_ms.toFixed(1)} ms` : "") + (d.attempts > 1 ? `, ${d.attempts} attempts` : "") + (d.error ? ` — ${d.error}` : ""), d.error ? "bad" : ""));
+    box.appendChild(h("div", `${d.label || d.agent}: ${d.outcome}` + (d.duration_ms != null ? ` in ${d.duration_ms.toFixed(1)} ms` : "") + (d.attempts > 1 ? `, ${d.attempts} attempts` : "") + (d.resumed ? `, resumed ${d.resumed} calls from the journal` : "") + (d.error ? ` — ${d.error}` : ""), d.error ? "bad" : ""));
   }
   if (e.steps.length) {
     box.appendChild(h("h4", "Coordination steps while handling it"));
@@ -431,7 +431,7 @@ function select(n, scrollTo) {
   if (e.calls.length) {
     box.appendChild(h("h4", "Model and tool calls"));
     for (const c of e.calls) {
-      box.appendChild(h("div", `${c.kind.replace("_call", "")} ${c.name} (${c.duration_ms} ms)` + (c.error ? ` — ${c.error}` : ""), c.error ? "bad" : ""));
+      box.appendChild(h("div", `${c.kind.replace("_call", "")} ${c.name} (${c.resumed ? "resumed from the journal" : `${c.duration_ms} ms`})` + (c.error ? ` — ${c.error}` : ""), c.error ? "bad" : ""));
       box.appendChild(h("pre", JSON.stringify({request: c.request, response: c.response}, null, 2)));
     }
   }

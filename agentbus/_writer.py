@@ -85,9 +85,13 @@ class Writer:
         """Store a run's header (name, status, times, meta)."""
         await self._transport.store.save_run(info)
 
+    async def stored_run(self, run_id: str) -> RunInfo | None:
+        """The run's header as stored (another process may have changed it)."""
+        return await self._transport.store.get_run(run_id)
+
     async def events_stored(self, run_id: str) -> int:
         """How many events of the run the store has counted so far."""
-        stored = await self._transport.store.get_run(run_id)
+        stored = await self.stored_run(run_id)
         return stored.events if stored is not None else 0
 
     def _kick(self) -> None:
@@ -205,6 +209,9 @@ class Writer:
             return
         self._kick()
         await self._idle.wait()
+        # Written, and readable: a store may copy records to their runs in the
+        # background (Redis: the relay queue); quiet and a run's end wait for that too.
+        await self._transport.store.settle()
 
     async def aclose(self) -> None:
         """Flush, then stop the flusher."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,6 +18,7 @@ from .agent import Agent
 from .errors import UsageError
 
 if TYPE_CHECKING:
+    from .budget import Budget
     from .runs import Run
 
 __all__ = ["App", "load_app"]
@@ -31,6 +32,8 @@ class App:
 
     ``agents`` holds agent instances or zero-argument factories (called once per
     runtime that hosts the app, so each process gets fresh instances).
+    ``partitions`` declares the app's partitioned topics (``{"orders": 8}``), which
+    ``agentbus run`` and ``agentbus worker`` pass on as ``Runtime(partitions=)``.
     """
 
     def __init__(
@@ -40,6 +43,8 @@ class App:
         *,
         main: MainFn | None = None,
         description: str = "",
+        partitions: Mapping[str, int] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         if not name:
             raise UsageError("an App needs a name")
@@ -47,6 +52,10 @@ class App:
         self._agents = list(agents)
         self._main = main
         self.description = description
+        #: Partitioned topics and their partition counts.
+        self.partitions: dict[str, int] = dict(partitions or {})
+        #: Limits for each run of the app (``rt.run(app)``, ``agentbus run``).
+        self.budget = budget
         self._ref: str | None = None
         # Where the app is defined, to find how to load it again (see ``ref``).
         self._module: str | None = sys._getframe(1).f_globals.get("__name__")

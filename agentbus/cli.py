@@ -13,39 +13,32 @@ import json
 import logging
 import os
 import sys
-import time
 import traceback
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
 
+from ._cli_table import table
 from ._hooks import Tracer
 from .app import load_app
 from .dead_letters import retry_dead_letters
 from .errors import TransportUnavailable, UsageError
-from .journal import Journal
-from .redact import masked_output, redact, redact_text
+from .partitions import fold_partitions
+from .redact import masked_output, redact_text
 from .retention import Retention, parse_duration
 from .runtime import Runtime
-from .transports import open_transport, redact_url, resolve_url
+from .transports import (
+    JournalArchive,
+    open_archive,
+    open_transport,
+    redact_url,
+    resolve_url,
+)
 
 __all__ = ["main"]
 
 log = logging.getLogger("agentbus.cli")
-
-
-def _fmt_time(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return "\n".join(lines)
 
 
 def _render_result(result: Any) -> str:
@@ -73,7 +66,7 @@ def _tracer(args: argparse.Namespace, service: str) -> Tracer | None:
 async def cmd_run(args: argparse.Namespace) -> int:
     app = load_app(args.file)
     url = resolve_url(args.url)
-    rt = Runtime(url, tracer=_tracer(args, "agentbus-run"))
+    rt = Runtime(url, tracer=_tracer(args, "agentbus-run"), partitions=app.partitions)
     if not args.no_agents:
         # Added before start, so start() has created every subscription (broadcast ones
         # included) before the run publishes its first event.
@@ -104,7 +97,8 @@ def _shared_url(url: str | None, command: str, why: str) -> str:
     if resolved.startswith("memory:"):
         raise UsageError(
             f"agentbus {command} needs Redis: {why}; pass --url redis://HOST:6379/0 "
-            "or set AGENTBUS_URL"
+            "(redis+cluster://HOST:PORT,HOST:PORT/ for Redis Cluster, "
+            "redis+sentinel://HOST:PORT,HOST:PORT/SERVICE for Sentinel) or set AGENTBUS_URL"
         )
     return resolved
 
@@ -125,20 +119,62 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         grace_period=args.grace_period,
         tracer=_tracer(args, "agentbus-worker"),
         retention=_worker_retention(args),
+        partitions=app.partitions,
+        partition_lease=parse_duration(args.partition_lease),
     )
     agents = app.build_agents()
     if not agents:
         raise UsageError(f"app {app.name!r} has no agents to host")
     rt.add(*agents)
+    archive = _worker_archive(args)
+    archiver: asyncio.Task[None] | None = None
     try:
         await rt.start()
         names = ", ".join(sorted({a.name for a in agents}))
         print(f"worker {rt.consumer} hosting {names} on {redact_url(url)}", flush=True)
+        if archive is not None:
+            from .archive import run_archiver
+
+            await archive.connect()
+            archiver = asyncio.create_task(
+                run_archiver(
+                    rt.transport.store,
+                    archive,
+                    older_than=parse_duration(args.archive_after),
+                    every=parse_duration(args.maintenance_interval),
+                ),
+                name="agentbus-archiver",
+            )
+            print(
+                f"worker {rt.consumer} archives runs finished {args.archive_after} ago "
+                f"to {redact_url(archive.url)}",
+                flush=True,
+            )
         await rt.serve()
     finally:
+        if archiver is not None:
+            archiver.cancel()
+            await asyncio.gather(archiver, return_exceptions=True)
+        if archive is not None:
+            await archive.aclose()
         await rt.aclose()
     print(f"worker {rt.consumer} stopped", flush=True)
     return 0
+
+
+def _worker_archive(args: argparse.Namespace) -> JournalArchive | None:
+    """The archive ``--archive-after`` moves finished runs to (``None``: no archiver)."""
+    if args.archive_after is None:
+        return None
+    after = parse_duration(args.archive_after)  # a bad duration fails before the start
+    if args.journal_retention is not None and parse_duration(args.journal_retention) <= after:
+        raise UsageError(
+            f"--journal-retention {args.journal_retention} would delete runs before "
+            f"--archive-after {args.archive_after} archives them: make the retention longer"
+        )
+    from .cli_journal import archive_url
+
+    return open_archive(archive_url(args, "worker --archive-after"))
 
 
 def _worker_retention(args: argparse.Namespace) -> Retention:
@@ -149,49 +185,6 @@ def _worker_retention(args: argparse.Namespace) -> Retention:
         dead_consumers=dead_after,
         heartbeat=min(Retention().heartbeat, dead_after / 4),
     )
-
-
-async def cmd_runs(args: argparse.Namespace) -> int:
-    if args.action == "prune":
-        return await cmd_runs_prune(args)
-    async with Journal.open(args.url) as journal:
-        runs = await journal.runs(limit=args.limit)
-    if args.json:
-        print(json.dumps([redact(r.to_dict()) for r in runs], indent=2))
-        return 0
-    if not runs:
-        print("no recorded runs")
-        return 0
-    rows = [
-        (
-            r.run_id,
-            r.name,
-            r.status if not r.late_events else f"{r.status} (+{r.late_events} late)",
-            r.events,
-            _fmt_time(r.started),
-            _fmt_time(r.ended),
-            "-" if r.duration is None else f"{r.duration:.3f}s",
-            r.tokens,
-        )
-        for r in runs
-    ]
-    print(
-        _table(rows, ("RUN", "NAME", "STATUS", "EVENTS", "STARTED", "ENDED", "DURATION", "TOKENS"))
-    )
-    return 0
-
-
-async def cmd_runs_prune(args: argparse.Namespace) -> int:
-    if args.older_than is None:
-        raise UsageError("runs prune needs --older-than DURATION (e.g. 30m, 12h, 7d)")
-    age = parse_duration(args.older_than)
-    async with Journal.open(args.url) as journal:
-        pruned = await journal.transport.store.prune_runs(before=time.time() - age)
-    if args.json:
-        print(json.dumps({"pruned": pruned}, indent=2))
-    else:
-        print(f"pruned {len(pruned)} runs with nothing recorded for {args.older_than}")
-    return 0
 
 
 _IN_PROCESS = "the embedded memory:// transport keeps topics inside the process that ran them"
@@ -223,7 +216,7 @@ async def cmd_prune(args: argparse.Namespace) -> int:
             )
             for d in dead
         ]
-        print(_table(rows, ("CONSUMER", "NOT SEEN FOR", "BROADCAST GROUPS", "INBOX")))
+        print(table(rows, ("CONSUMER", "NOT SEEN FOR", "BROADCAST GROUPS", "INBOX")))
     verb = "would prune" if args.dry_run else "pruned"
     print(f"{verb} {len(dead)} workers not seen for {args.older_than}")
     return 0
@@ -243,7 +236,7 @@ async def cmd_topics(args: argparse.Namespace) -> int:
         print("no topics")
         return 0
     rows: list[tuple[Any, ...]] = []
-    for t in topics:
+    for t in fold_partitions(topics):
         if not t.groups:
             rows.append((t.topic, t.length, "-", "-", "-", "-", t.dead_letters))
         for g in t.groups:
@@ -258,7 +251,7 @@ async def cmd_topics(args: argparse.Namespace) -> int:
                     t.dead_letters,
                 )
             )
-    print(_table(rows, ("TOPIC", "LENGTH", "GROUP", "CONSUMERS", "PENDING", "LAG", "DEAD")))
+    print(table(rows, ("TOPIC", "LENGTH", "GROUP", "CONSUMERS", "PENDING", "LAG", "DEAD")))
     return 0
 
 
@@ -277,7 +270,7 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
                     (d.id, d.origin_id, d.agent, d.attempts, d.reason, d.error[:60])
                     for d in letters
                 ]
-                print(_table(rows, ("ID", "ORIGIN", "AGENT", "ATTEMPTS", "REASON", "ERROR")))
+                print(table(rows, ("ID", "ORIGIN", "AGENT", "ATTEMPTS", "REASON", "ERROR")))
         elif args.action == "show":
             letters = await transport.admin.dead_letters(args.topic, count=100_000)
             chosen = [d for d in letters if not args.ids or d.id in args.ids]
@@ -307,11 +300,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_url(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    def with_url(p: argparse.ArgumentParser, *, journal: bool = False) -> argparse.ArgumentParser:
         p.add_argument(
             "--url",
             default=None,
-            help="transport URL (default: $AGENTBUS_URL, else memory:// with ./.agentbus/)",
+            help="transport URL: redis://HOST:PORT/DB, redis+cluster://HOST:PORT,HOST:PORT/, "
+            "redis+sentinel://HOST:PORT,HOST:PORT/SERVICE, rediss... for TLS, or memory:// "
+            "(default: $AGENTBUS_URL, else memory:// with ./.agentbus/)",
+        )
+        if not journal:
+            return p
+        p.add_argument(
+            "--journal-url",
+            default=None,
+            help="journal archive finished runs are moved to: postgresql://USER@HOST:PORT/DB"
+            "[?schema=NAME] (default: $AGENTBUS_JOURNAL_URL, else none: every run stays in "
+            "the --url store)",
         )
         return p
 
@@ -333,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_trace(p)
     p.set_defaults(fn=cmd_run, consumer=None)
 
-    p = with_url(sub.add_parser("worker", help="host an app's agents until SIGINT/SIGTERM"))
+    p = with_url(
+        sub.add_parser("worker", help="host an app's agents until SIGINT/SIGTERM"), journal=True
+    )
     p.add_argument("app", help="MODULE:OBJ or FILE.py[:OBJ]")
     p.add_argument("--concurrency", type=int, default=64, help="handlers at once per agent")
     p.add_argument("--consumer", default=None, help="consumer name (default: host-pid-random)")
@@ -345,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-attempts", type=int, default=3, help="tries before dead-lettering")
     p.add_argument("--grace-period", type=float, default=10.0, help="seconds to finish on stop")
+    p.add_argument(
+        "--partition-lease",
+        default="10s",
+        metavar="DURATION",
+        help="how soon a dead worker's partitions are taken over (default: 10s)",
+    )
     p.add_argument(
         "--journal-retention",
         default=None,
@@ -363,19 +375,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="how often to trim topics and prune (default: 60s)",
     )
+    p.add_argument(
+        "--archive-after",
+        default=None,
+        metavar="DURATION",
+        help="move runs finished this long ago to the --journal-url archive, every "
+        "maintenance interval (default: no archiver)",
+    )
     with_trace(p)
     p.set_defaults(fn=cmd_worker)
 
-    p = with_url(sub.add_parser("runs", help="list recorded runs; `runs prune` deletes old ones"))
-    p.add_argument("action", nargs="?", choices=("prune",), help="prune: delete old runs")
-    p.add_argument(
-        "--older-than",
-        metavar="DURATION",
-        help="with prune: runs with nothing recorded for this long (30m, 12h, 7d, 2w)",
-    )
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_runs)
+    from . import cli_journal  # runs, archive, db
+
+    cli_journal.register(sub, with_url)
 
     p = with_url(
         sub.add_parser(

@@ -1,9 +1,11 @@
-"""Inspection commands: ``agentbus trace`` (causal tree, timeline or JSON)."""
+"""Inspection commands: ``agentbus trace`` (causal tree, timeline or JSON), ``agentbus cancel``."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +22,7 @@ __all__ = ["register"]
 
 
 async def cmd_trace(args: argparse.Namespace) -> int:
-    async with Journal.open(args.url) as journal:
+    async with Journal.open(args.url, journal_url=args.journal_url) as journal:
         info = await journal.run(args.run)
         stored = await journal.records(info.run_id)
     records = masked(stored)
@@ -43,6 +45,21 @@ async def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel a running run everywhere; exit 1 when it had already ended."""
+    from ._cancel import cancel_run
+
+    by = f"agentbus cancel ({getpass.getuser()}@{socket.gethostname()})"
+    async with Journal.open(args.url, journal_url=args.journal_url) as journal:
+        info = await journal.run(args.run)  # an unknown run: a usage error (exit 2)
+        done = await cancel_run(journal.transport.store, info.run_id, by=by)
+    if not done:
+        print(f"run {info.run_id} already ended ({info.status}); nothing to cancel")
+        return 1
+    print(f"cancelled run {info.run_id} ({info.name})")
+    return 0
+
+
 def masked(records: list[JournalRecord]) -> list[JournalRecord]:
     """The records with their secrets masked, for showing (events included)."""
     return [replace(r, record=redact(r.record)) for r in records]
@@ -62,6 +79,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         app=args.app,
         fork_at=args.fork_at,
         allow_unverified=args.allow_unverified,
+        journal_url=args.journal_url,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
@@ -87,7 +105,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
 async def cmd_diff(args: argparse.Namespace) -> int:
     from .compare import diff_runs
 
-    async with Journal.open(args.url) as journal:
+    async with Journal.open(args.url, journal_url=args.journal_url) as journal:
         a = await journal.run(args.run_a)
         b = await journal.run(args.run_b)
         ea = [e.to_dict() for e in await journal.events(a.run_id)]
@@ -103,7 +121,7 @@ async def cmd_diff(args: argparse.Namespace) -> int:
 async def cmd_export(args: argparse.Namespace) -> int:
     from .exchange import export_to
 
-    async with Journal.open(args.url) as journal:
+    async with Journal.open(args.url, journal_url=args.journal_url) as journal:
         info = await journal.run(args.run)
         records = await journal.records(info.run_id)
     n = export_to(Path(args.output), info, records)
@@ -124,10 +142,8 @@ async def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(
-    sub: Any, with_url: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
-) -> None:
-    p = with_url(sub.add_parser("trace", help="a run's events as a causal tree"))
+def register(sub: Any, with_url: Callable[..., argparse.ArgumentParser]) -> None:
+    p = with_url(sub.add_parser("trace", help="a run's events as a causal tree"), journal=True)
     p.add_argument("run", help="run id (or a unique prefix)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
@@ -140,6 +156,18 @@ def register(
 
     p = with_url(
         sub.add_parser(
+            "cancel",
+            help="cancel a running run in every process; exit 1 if it had already ended",
+            description="Mark the run cancelled: every worker cancels its handlers of the run "
+            "and acks the run's queued events unhandled (see docs/durability.md).",
+        ),
+        journal=True,
+    )
+    p.add_argument("run", help="run id (or a unique prefix)")
+    p.set_defaults(fn=cmd_cancel)
+
+    p = with_url(
+        sub.add_parser(
             "replay",
             help="re-execute (or fork) a run; exit 0 identical, 1 diverged, 3 fork differs after N",
             description="Re-execute a recorded run, answering every model and tool call from "
@@ -148,7 +176,8 @@ def register(
             "before event N, so the fork does not continue the recorded run) or failed; "
             "2 usage error; 3 with --fork-at only: identical before event N, different from "
             "N on.",
-        )
+        ),
+        journal=True,
     )
     p.add_argument("run", help="run id (or a unique prefix)")
     p.add_argument("--app", default=None, help="MODULE:OBJ or FILE.py[:OBJ] (default: as recorded)")
@@ -167,7 +196,9 @@ def register(
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_replay)
 
-    p = with_url(sub.add_parser("export", help="write a run as CloudEvents JSON lines"))
+    p = with_url(
+        sub.add_parser("export", help="write a run as CloudEvents JSON lines"), journal=True
+    )
     p.add_argument("run")
     p.add_argument("-o", "--output", required=True, help="FILE.jsonl")
     p.set_defaults(fn=cmd_export)
@@ -176,7 +207,7 @@ def register(
     p.add_argument("file")
     p.set_defaults(fn=cmd_import)
 
-    p = with_url(sub.add_parser("diff", help="where two runs part"))
+    p = with_url(sub.add_parser("diff", help="where two runs part"), journal=True)
     p.add_argument("run_a")
     p.add_argument("run_b")
     p.add_argument("--json", action="store_true")

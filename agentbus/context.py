@@ -21,6 +21,7 @@ from .message import Message
 from .redact import install_log_redaction
 
 if TYPE_CHECKING:
+    from ._resume import ResumeTape
     from .transports import JournalEntry
 
 __all__ = ["CallKind", "Context", "Scope", "current_scope"]
@@ -42,6 +43,9 @@ class Scope:
     #: Events a de-duplicated handler published, held back to be written atomically
     #: with its ack (``(topic, payload, records)``); ``None`` publishes at once.
     outbox: list[tuple[str, bytes, list[JournalEntry]]] | None = None
+    #: The calls a crashed attempt at this delivery recorded, answered instead of made
+    #: again (only on a redelivery after a crash; ``None`` otherwise).
+    resume: ResumeTape | None = None
 
 
 _scope: ContextVar[Scope | None] = ContextVar("agentbus_scope", default=None)

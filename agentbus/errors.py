@@ -16,6 +16,9 @@ boundary that uses the dependency and chained with ``from exc``::
     │   └── GroupNotFound          a consumer group vanished (e.g. Redis restarted empty)
     ├── RequestTimeout             no reply in time (also a ``TimeoutError``)
     ├── RemoteError                the handler of a request failed; carries its type and message
+    ├── ResumeMismatch             a resumed handler asked for a call other than the recorded one
+    ├── RunCancelled               the run was cancelled (agentbus cancel, run.cancel())
+    ├── BudgetExceeded             a call would pass one of the run's budget limits (not retried)
     └── HandlerError               base for errors a handler raises to steer delivery
         └── Reject                 do not retry this event: dead-letter it at once
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "AgentBusError",
+    "BudgetExceeded",
     "DecodeError",
     "GroupNotFound",
     "HandlerError",
@@ -34,6 +38,8 @@ __all__ = [
     "Reject",
     "RemoteError",
     "RequestTimeout",
+    "ResumeMismatch",
+    "RunCancelled",
     "SignatureError",
     "TransportClosed",
     "TransportError",
@@ -125,6 +131,38 @@ class RemoteError(AgentBusError):
         self.message = message
         self.agent = agent
         self.event_id = event_id
+
+
+class ResumeMismatch(AgentBusError):
+    """A handler resumed after a crash asked for a call other than the one its crashed
+    attempt recorded at the same index (not deterministic between the two): the attempt
+    fails with this error rather than get another call's answer."""
+
+
+class RunCancelled(AgentBusError):
+    """The run was cancelled (``agentbus cancel``, ``run.cancel()``): no more work in it."""
+
+
+class BudgetExceeded(AgentBusError):
+    """A model or tool call would pass one of its run's budget limits (``limit``:
+    ``tokens``, ``cost``, ``model_calls``, ``tool_calls`` or ``deadline``), so it was not
+    made. Final: the delivery is dead-lettered without retrying (a retry would only be
+    refused again) and a requester gets this error as the reply."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str = "",
+        spent: float = 0.0,
+        attempted: float = 0.0,
+        allowed: float = 0.0,
+    ) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.spent = spent
+        self.attempted = attempted
+        self.allowed = allowed
 
 
 class HandlerTimeout(AgentBusError, TimeoutError):

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .budget import budget_report, describe
 from .signing import Signer, unverified_records
 from .transports import JournalRecord, RunInfo
 
@@ -39,6 +40,8 @@ class Delivery:
     error: str | None = None
     consumer: str | None = None
     group: str | None = None
+    #: Calls answered from the journal after a crash (the crashed attempt had made them).
+    resumed: int = 0
 
 
 @dataclass
@@ -105,6 +108,8 @@ class TraceEvent:
 
 
 def _tokens(call: dict[str, Any]) -> int:
+    if call.get("resumed"):
+        return 0  # paid by the crashed attempt, whose record of the call counts them
     usage = (call.get("response") or {}).get("usage") or {}
     return int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
 
@@ -122,6 +127,8 @@ class Trace:
     #: many were checked) and ``unverified`` (``seq``, ``kind``, ``event_id``, ``reason``
     #: of each record that fails).
     signatures: dict[str, Any] | None = None
+    #: A budgeted run's spend against its limits (:func:`~agentbus.budget.budget_report`).
+    budget: dict[str, Any] | None = None
 
     @property
     def tokens(self) -> int:
@@ -178,6 +185,7 @@ class Trace:
             "run": self.run.to_dict(),
             "trace_id": _trace_id(self),
             "tokens": self.tokens,
+            "budget": self.budget,
             "events": len(self.events),
             "agents": self.by_agent(),
             "tree": [node(r) for r in self.roots],
@@ -241,6 +249,8 @@ def build_trace(
         if kind in ("model_call", "tool_call"):
             if target is not None:
                 target.calls.append(r)
+                if r.get("resumed"):
+                    _resumed_by(target, str(r.get("agent")))
             else:
                 orphans.append(r)
             continue
@@ -269,7 +279,19 @@ def build_trace(
                 d.error = str(r["error"])
             if kind == "handled":
                 d.error = None
-    return _assemble(run, events, steps, orphans, signatures)
+    trace = _assemble(run, events, steps, orphans, signatures)
+    trace.budget = budget_report(run.meta, records)
+    return trace
+
+
+def _resumed_by(target: TraceEvent, agent: str) -> None:
+    """Count a resumed call on ``agent``'s delivery of ``target`` (its ``delivered``
+    record came first: a call is made while handling)."""
+    for d in target.deliveries.values():
+        if d.agent == agent:
+            d.resumed += 1
+            return
+    target.deliveries[agent] = Delivery(agent, resumed=1)
 
 
 def _flag(signatures: dict[str, Any] | None, rec: JournalRecord, reason: str) -> str:
@@ -313,6 +335,9 @@ def render_tree(trace: Trace, *, payloads: bool = False) -> str:
     steps_by_event: dict[str, list[dict[str, Any]]] = {}
     for st in trace.steps:
         steps_by_event.setdefault(str(st.get("event_id")), []).append(st)
+    if trace.budget is not None:
+        over = trace.budget.get("exceeded")
+        lines.append(f"budget {describe(trace.budget)}" + (f"  EXCEEDED: {over}" if over else ""))
     trace_id = _trace_id(trace)
     if trace_id:
         lines.append(f"trace id {trace_id}")
@@ -328,8 +353,9 @@ def render_tree(trace: Trace, *, payloads: bool = False) -> str:
         for label, d in e.labelled():
             took = "" if d.duration_ms is None else f" {d.duration_ms:.1f}ms"
             tries = f" attempts={d.attempts}" if d.attempts > 1 else ""
+            resumed = f" resumed {d.resumed} calls from the journal" if d.resumed else ""
             err = f"  ! {d.error}" if d.error else ""
-            lines.append(f"{child_prefix}   · {label}: {d.outcome}{took}{tries}{err}")
+            lines.append(f"{child_prefix}   · {label}: {d.outcome}{took}{tries}{resumed}{err}")
         for st in steps_by_event.get(e.id, []):
             details = ", ".join(
                 f"{k}={v}"
@@ -343,9 +369,8 @@ def render_tree(trace: Trace, *, payloads: bool = False) -> str:
             tok = _tokens(c)
             extra = f" tokens={tok}" if tok else ""
             err = f"  ! {c['error']}" if c.get("error") else ""
-            lines.append(
-                f"{child_prefix}   ⚙ {kind} {c.get('name')} {float(c.get('duration_ms', 0)):.1f}ms{extra}{err}"
-            )
+            took = "resumed" if c.get("resumed") else f"{float(c.get('duration_ms', 0)):.1f}ms"
+            lines.append(f"{child_prefix}   ⚙ {kind} {c.get('name')} {took}{extra}{err}")
         if payloads:
             import json
 

@@ -29,7 +29,18 @@ from typing import Any
 
 from .envelope import Envelope
 from .errors import UsageError
-from .transports import JournalRecord, RunInfo, Transport, open_transport
+from .transports import (
+    JournalArchive,
+    JournalRecord,
+    RunInfo,
+    Transport,
+    open_archive,
+    open_transport,
+    resolve_journal_url,
+)
+from .transports.archive_format import RunSummary
+from .transports.run_query import RunFilter
+from .transports.tiered import TieredReader
 
 __all__ = ["RECORD_KINDS", "Journal", "record"]
 
@@ -50,6 +61,7 @@ RECORD_KINDS = frozenset(
         "tool_call",
         "step",
         "dlq_retried",
+        "budget_exceeded",
     }
 )
 
@@ -60,50 +72,77 @@ def record(kind: str, **fields: Any) -> dict[str, Any]:
 
 
 class Journal:
-    """Read recorded runs from a transport.
+    """Read recorded runs from a transport, and from its journal archive if it has one.
 
-    ``async with Journal.open(url) as journal`` opens its own transport; otherwise pass
-    an open transport (``runtime.journal`` does).
+    ``async with Journal.open(url, journal_url=...) as journal`` opens its own transport
+    (and archive); otherwise pass an open transport (``runtime.journal`` does). Every
+    read finds a run wherever it is now: hot in the transport's store, or moved to the
+    archive by :func:`agentbus.archive.archive_runs` (see :class:`TieredReader`).
     """
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, archive: JournalArchive | None = None) -> None:
         self.transport = transport
+        #: The journal archive (``None``: the transport's store holds every run).
+        self.archive = archive
+        self.reader = TieredReader(transport.store, archive)
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, url: str | None = None) -> AsyncIterator[Journal]:
-        """Connect to the store at ``url`` (default: ``$AGENTBUS_URL`` or ``memory://``)."""
+    async def open(
+        cls, url: str | None = None, *, journal_url: str | None = None
+    ) -> AsyncIterator[Journal]:
+        """Connect to the store at ``url`` (default: ``$AGENTBUS_URL`` or ``memory://``)
+        and the archive at ``journal_url`` (default: ``$AGENTBUS_JOURNAL_URL``, or none).
+
+        Raises :class:`UsageError` when the archive's schema is behind this version
+        (``agentbus db upgrade`` brings it up to date).
+        """
         transport = open_transport(url)
+        archive_url = resolve_journal_url(journal_url)
+        archive = open_archive(archive_url) if archive_url else None
         try:
             await transport.connect()
-            yield cls(transport)
+            if archive is not None:
+                await archive.connect()
+            yield cls(transport, archive)
         finally:
+            if archive is not None:
+                await archive.aclose()
             await transport.aclose()
 
-    async def runs(self, *, limit: int = 100) -> list[RunInfo]:
-        """Recorded runs, newest first."""
-        return await self.transport.store.list_runs(limit=limit)
+    async def runs(self, *, limit: int = 100, where: RunFilter | None = None) -> list[RunInfo]:
+        """Recorded runs, newest first; with ``where``, only those meeting it."""
+        return await self.reader.list_runs(limit=limit, where=where)
 
     async def run(self, run_id: str) -> RunInfo:
         """One run, found by its id or a unique prefix of it.
 
         Raises :class:`UsageError` when no run (or more than one) matches.
         """
-        found = await self.transport.store.get_run(run_id)
+        found = await self.reader.get_run(run_id)
         if found is not None:
             return found
-        matches = [r for r in await self.runs(limit=10_000) if r.run_id.startswith(run_id)]
+        matches = await self.reader.find_runs(run_id, limit=6)
         if len(matches) == 1:
-            return matches[0]
-        if not matches:
-            raise UsageError(f"no recorded run {run_id!r} in {self.transport.url}")
-        raise UsageError(
-            f"run id prefix {run_id!r} is ambiguous: " + ", ".join(m.run_id for m in matches[:5])
+            only = await self.reader.get_run(matches[0])
+            if only is not None:
+                return only
+        where = (
+            self.transport.url
+            if self.archive is None
+            else (f"{self.transport.url} or {self.archive.url}")
         )
+        if not matches:
+            raise UsageError(f"no recorded run {run_id!r} in {where}")
+        raise UsageError(f"run id prefix {run_id!r} is ambiguous: " + ", ".join(matches[:5]))
 
     async def records(self, run_id: str) -> list[JournalRecord]:
         """Every record of the run, in the order written."""
-        return await self.transport.store.read_journal(run_id)
+        return await self.reader.read_journal(run_id)
+
+    async def summary(self, run_id: str) -> RunSummary:
+        """The run's agents, event types and model tokens (per model)."""
+        return await self.reader.summary(run_id)
 
     async def events(self, run_id: str) -> list[Envelope]:
         """The run's published events, in the order published."""

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RECORD_TYPES",
+    "BudgetExceededRecord",
     "CallRecord",
     "DeadLetteredRecord",
     "DeliveryRecord",
@@ -41,11 +42,14 @@ class RunStartedRecord(_Record):
 
 
 class RunFinishedRecord(_Record):
-    """``run_finished``: a run ended with ``status`` (and ``error`` when it failed)."""
+    """``run_finished``: a run ended with ``status`` (and ``error`` when it failed).
+
+    A cancelled run's (``status: cancelled``) says who cancelled it in ``cancelled_by``."""
 
     name: str
     status: str
     error: NotRequired[str]
+    cancelled_by: NotRequired[str]
 
 
 class PublishedRecord(_Record):
@@ -55,6 +59,8 @@ class PublishedRecord(_Record):
     type: str
     topic: str
     agent: str
+    #: The topic's partition the event went to (a partitioned topic only).
+    partition: NotRequired[int]
     event: NotRequired[dict[str, Any]]
 
 
@@ -102,6 +108,9 @@ class CallRecord(_Record):
     request: dict[str, Any]
     duration_ms: float
     substituted: bool
+    #: Answered from the journal: the attempt resumed after a crash, and the crashed
+    #: attempt's record of this call answered it (``substituted`` is set too).
+    resumed: NotRequired[bool]
     response: NotRequired[dict[str, Any]]
     error: NotRequired[str]
 
@@ -126,6 +135,19 @@ class DlqRetriedRecord(_Record):
     agent: str
 
 
+class BudgetExceededRecord(_Record):
+    """``budget_exceeded``: a call was refused because it would pass a run's budget."""
+
+    limit: str
+    spent: float
+    attempted: float
+    allowed: float
+    call: str
+    agent: str | None
+    event_id: str | None
+    unpriced_model: NotRequired[str]
+
+
 #: The shape of each record kind (the keys are :data:`agentbus.journal.RECORD_KINDS`).
 RECORD_TYPES: dict[str, type[Any]] = {
     "run_started": RunStartedRecord,
@@ -140,13 +162,18 @@ RECORD_TYPES: dict[str, type[Any]] = {
     "tool_call": CallRecord,
     "step": StepRecord,
     "dlq_retried": DlqRetriedRecord,
+    "budget_exceeded": BudgetExceededRecord,
 }
 
 _PUBLISHED: Literal["published"] = "published"
 
 
-def published(env: Envelope, topic: str) -> dict[str, Any]:
-    """The ``published`` record of ``env`` (the event itself is spliced in on write)."""
+def published(env: Envelope, topic: str, partition: int | None = None) -> dict[str, Any]:
+    """The ``published`` record of ``env`` (the event itself is spliced in on write).
+
+    ``topic`` is the topic published to, also for a partitioned one; ``partition`` its
+    partition, if any (the stream is ``partition_stream(topic, partition)``).
+    """
     rec: PublishedRecord = {
         "kind": _PUBLISHED,
         "time": time.time(),
@@ -155,4 +182,6 @@ def published(env: Envelope, topic: str) -> dict[str, Any]:
         "topic": topic,
         "agent": env.source,
     }
+    if partition is not None:
+        rec["partition"] = partition
     return cast(dict[str, Any], rec)

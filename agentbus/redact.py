@@ -80,7 +80,10 @@ _SECRET_PAIRS = frozenset(
 # Names that are secret only as URL query parameters (too common as words elsewhere).
 _SECRET_PARAMS = frozenset({"key", "pass", "auth", "sig", "signature", "code_verifier"})
 # Schemes whose URLs never hold '@' in their path: everything before the last '@' is userinfo.
-_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+sentinel", "valkey", "valkeys"})
+_REDIS_SCHEMES = frozenset(
+    {"redis", "rediss", "unix", "valkey", "valkeys"}
+    | {f"{s}+{kind}" for s in ("redis", "rediss") for kind in ("cluster", "sentinel")}
+)
 
 # Cheap test first: most strings (ids, topics, prose) hold none of these, and then no
 # pattern below can match.
@@ -269,6 +272,7 @@ LOGGERS = (
     "agentbus.metrics",
     "agentbus.cli",
     "agentbus.retention",
+    "agentbus.archive",
     "agents",
 )
 

@@ -265,6 +265,7 @@ async def replay_run(
     settle_timeout: float = 60.0,
     signer: Signer | None = None,
     allow_unverified: bool = False,
+    journal_url: str | None = None,
 ) -> ReplayResult:
     """Re-execute (or with ``fork_at``, fork) a recorded run; see the module docstring.
 
@@ -274,7 +275,7 @@ async def replay_run(
     """
     url = resolve_url(url)
     signer = signer if signer is not None else Signer.from_env()
-    async with Journal.open(url) as journal:
+    async with Journal.open(url, journal_url=journal_url) as journal:
         info = await journal.run(run_id)
         records = await journal.records(info.run_id)
         failed = {} if signer is None else unverified_records(signer, info.run_id, records)

@@ -59,7 +59,11 @@ class Retention:
     broadcast groups and reply inboxes of runtimes not seen for this many seconds
     (``None``: this runtime prunes none; others may). ``heartbeat``: how often this
     runtime says it is alive; others wait at least three of these before calling it
-    dead. Raises :class:`UsageError` for a value that is not positive, or a
+    dead. ``outbox_grace``: journal records a writer left in an outbox (it crashed
+    between writing an event and copying its records to the run, see
+    ``JournalStore.relay_pending``) are copied by every pass, and once at start, when
+    older than this many seconds (a live writer copies them within milliseconds).
+    Raises :class:`UsageError` for a value that is not positive, or a
     ``dead_consumers`` shorter than three heartbeats.
     """
 
@@ -69,9 +73,11 @@ class Retention:
     journal: float | None = None
     dead_consumers: float | None = 600.0
     heartbeat: float = 5.0
+    outbox_grace: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("interval", "idle_consumers", "journal", "dead_consumers", "heartbeat"):
+        names = ("interval", "idle_consumers", "journal", "dead_consumers", "heartbeat")
+        for name in (*names, "outbox_grace"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise UsageError(f"Retention.{name} must be positive or None, got {value!r}")
@@ -91,6 +97,8 @@ class MaintenanceReport:
     consumers: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
     dead: list[DeadConsumer] = field(default_factory=list)
+    #: Outbox entries a crashed writer left behind, copied to their runs.
+    relayed: int = 0
 
 
 class Maintenance:
@@ -118,8 +126,13 @@ class Maintenance:
         self._owned = owned
         self._task: asyncio.Task[None] | None = None
         self._presence: Presence | None = None
+        self._repair: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        if self._repair is None:  # what a crashed writer left behind, at once
+            self._repair = asyncio.get_running_loop().create_task(
+                self._repair_once(), name="agentbus-outbox-repair"
+            )
         if self.retention.interval is not None and self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._loop(self.retention.interval), name="agentbus-maintenance"
@@ -135,8 +148,21 @@ class Maintenance:
         if self._presence is not None:
             self._presence.changed.set()
 
+    async def _repair_once(self) -> None:
+        try:
+            await self.transport.store.relay_pending(older_than=self.retention.outbox_grace)
+        except TransportClosed:
+            pass
+        except TransportError as exc:  # the maintenance passes try again
+            log.warning("relaying outbox entries at start failed: %s", exc)
+        except Exception:
+            log.exception("relaying outbox entries at start failed")
+
     async def aclose(self) -> None:
         """Stop the maintenance and heartbeat tasks (the presence record stays)."""
+        if self._repair is not None:
+            self._repair.cancel()
+            await asyncio.wait([self._repair], timeout=1.0)
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=1.0)
@@ -169,6 +195,7 @@ class Maintenance:
         """One pass now; returns what it removed. Raises ``TransportError``."""
         report = MaintenanceReport()
         r = self.retention
+        report.relayed = await self.transport.store.relay_pending(older_than=r.outbox_grace)
         pairs = sorted(set(self._groups()))
         if r.idle_consumers is not None:
             idle_ms = int(r.idle_consumers * 1000)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._bus import Bus
+from ._cancel import CANCELLED, RunCancelled
+from .budget import BUDGET_EXCEEDED
 from .context import Scope, current_scope, reset_scope, set_scope
 from .envelope import new_id
 from .journal import record
@@ -55,6 +58,8 @@ class Run:
         self.result: Any = None
         self._token: Any = None
         self._span: AbstractContextManager[Any] = nullcontext()
+        #: Tasks waiting in :meth:`request` (ended by :meth:`cancel`).
+        self._waiting: set[asyncio.Task[Any]] = set()
 
     async def begin(self) -> None:
         """Record the run's start."""
@@ -64,18 +69,44 @@ class Run:
         )
 
     async def finish(self, status: str = "completed", error: str | None = None) -> None:
-        """Record the run's end with ``status`` (and ``error``)."""
+        """Record the run's end with ``status`` (and ``error``).
+
+        A run cancelled meanwhile (here or by another process) stays ``cancelled``: its
+        end was recorded by the cancel. A run that hit its budget (any process can find
+        that) ends ``budget_exceeded`` whatever its own code did then."""
+        if self.info.status == CANCELLED:
+            return
+        await self._writer.flush()
+        stored = await self._writer.stored_run(self.run_id)
+        if stored is not None and stored.status == CANCELLED:  # by another process
+            self.info.status = CANCELLED
+            return
+        if stored is not None and stored.status == BUDGET_EXCEEDED:
+            status = BUDGET_EXCEEDED
         self.info.status = status
         self.info.ended = time.time()
-        await self._writer.flush()
         # What the run published by its end: anything counted later is work that outlived
         # it (a handler still running when the run failed), shown apart as late events.
-        self.meta["events_at_end"] = await self._writer.events_stored(self.run_id)
+        self.meta["events_at_end"] = stored.events if stored is not None else 0
         fields: dict[str, Any] = {"name": self.name, "status": status}
         if error:
             fields["error"] = error
         await self._writer.write_now(JournalEntry(self.run_id, record("run_finished", **fields)))
         await self._writer.save_run(self.info)
+
+    async def cancel(self, *, by: str = "api") -> bool:
+        """Cancel this run everywhere: its handlers in every process are cancelled, its
+        queued events are not handled, its status becomes ``cancelled``.
+
+        Returns False when the run had already ended. Requests this ``Run`` object is
+        waiting on end with :class:`~agentbus.errors.RunCancelled`.
+        """
+        done = await self.runtime.cancel_run(self.run_id, by=by)
+        if done:
+            self.info.status = CANCELLED
+            for task in list(self._waiting):
+                task.cancel(CANCELLED)
+        return done
 
     async def __aenter__(self) -> Run:
         await self.begin()
@@ -95,7 +126,10 @@ class Run:
             await self.finish("failed", redact_text(f"{type(exc).__name__}: {exc}"))
 
     async def publish(self, topic: str, message: Message, *, key: str | None = None) -> str:
-        """Publish ``message`` to ``topic`` in this run (see :meth:`Runtime.publish`)."""
+        """Publish ``message`` to ``topic`` in this run (see :meth:`Runtime.publish`).
+
+        Raises :class:`~agentbus.errors.RunCancelled` once this object cancelled the run."""
+        self._refuse_cancelled()
         scope = current_scope()
         if scope is not None and scope.run_id == self.run_id and scope.event is None:
             # Already in this run's own scope (inside `async with run`): nothing to set.
@@ -139,14 +173,30 @@ class Run:
     ) -> Any:
         """Send a request within this run (see :meth:`Runtime.request`).
 
-        Returns the reply, typed as ``expect`` when given."""
+        Returns the reply, typed as ``expect`` when given. Raises
+        :class:`~agentbus.errors.RunCancelled` when :meth:`cancel` ends the wait."""
+        self._refuse_cancelled()
         token = set_scope(Scope(self.run_id))
+        task = asyncio.current_task()
+        if task is not None:
+            self._waiting.add(task)
         try:
             return await self.runtime.request(
                 topic, message, timeout=timeout, expect=expect, key=key
             )
+        except asyncio.CancelledError as exc:
+            if exc.args == (CANCELLED,) and task is not None and self.info.status == CANCELLED:
+                task.uncancel()
+                raise RunCancelled(f"run {self.run_id} was cancelled") from None
+            raise
         finally:
             reset_scope(token)
+            if task is not None:
+                self._waiting.discard(task)
+
+    def _refuse_cancelled(self) -> None:
+        if self.info.status == CANCELLED:
+            raise RunCancelled(f"run {self.run_id} was cancelled")
 
     def __repr__(self) -> str:
         return f"<Run {self.name!r} id={self.run_id} status={self.info.status}>"

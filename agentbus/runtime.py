@@ -14,31 +14,36 @@ system: shared subscriptions split the work between them, broadcast ones reach a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from ._calls import Calls, Substitute
+from ._cancel import Cancels, cancel_run
 from ._decoding import Decoder
 from ._delivery import Services
 from ._hooks import Metrics, NullTracer, Tracer
 from ._hosting import Hosting
 from ._quiet import until_quiet
 from ._requests import Requests
+from ._resume import Resumer
 from ._settings import Settings
 from ._signals import on_stop_signals
 from ._subscription import plan
 from ._writer import Writer
 from .agent import Agent
 from .app import App
+from .budget import Budget, Budgets
 from .context import CallKind, Context, Scope, current_scope
 from .envelope import DEFAULT_MAX_EVENT_BYTES, Envelope, new_id
 from .errors import TransportClosed, UsageError
 from .journal import Journal
 from .keys import Keys, validate_topic
 from .message import Message, topic_first
+from .partitions import PartitionTable
 from .records import published
 from .retention import Maintenance, Retention
 from .runs import Run
@@ -75,6 +80,9 @@ class Runtime:
     record its transport writes. ``retention`` (default :class:`Retention()`) sets what
     the periodic maintenance step removes: acknowledged topic entries, idle consumers,
     old runs. Raises :class:`UsageError` for bad settings.
+    ``partitions={"orders": 8}`` declares partitioned topics, handled in order per
+    partition key (:mod:`agentbus.partitions`); a dead replica's partitions are taken
+    over after ``partition_lease`` seconds.
     """
 
     def __init__(
@@ -98,6 +106,8 @@ class Runtime:
         tracer: Tracer | None = None,
         signer: Signer | None = None,
         retention: Retention | None = None,
+        partitions: Mapping[str, int] | None = None,
+        partition_lease: float = 10.0,
     ) -> None:
         options: dict[str, Any] = {} if prefix is None else {"prefix": prefix}
         self.transport: Transport = transport or open_transport(url, **options)
@@ -117,7 +127,10 @@ class Runtime:
             recording=journal,
             max_event_bytes=max_event_bytes,
             dedupe_ttl=dedupe_ttl,
+            partition_lease=partition_lease,
         )
+        #: Partitioned topics: declared here, or looked up in the transport.
+        self.partitions = PartitionTable(self.transport, partitions)
         self.tracer: Tracer = tracer or NullTracer()
         #: Signs what this runtime publishes and verifies what it receives (``None``: off).
         self.signer: Signer | None = signer if signer is not None else Signer.from_env()
@@ -127,7 +140,14 @@ class Runtime:
             self.transport.store.signer = self.signer
         self.metrics = Metrics(self.tracer.metrics)
         self.writer = Writer(self.transport, recording=journal)
+        #: Reads a crashed attempt's calls for a redelivered delivery (one per runtime:
+        #: deliveries claimed together share its outbox repair).
+        self._resumer = Resumer(self.transport.store)
+        #: The runs known cancelled here; their deliveries are acked unhandled.
+        self._cancels = Cancels()
         self._calls = Calls(self.writer, self.tracer)
+        self._budgets = Budgets(self.transport.store, self.writer.record)
+        self._calls.budgets = self._budgets
         self._agents: list[Agent] = []
         self._hosted = Hosting()
         self._hosting: set[asyncio.Task[None]] = set()  # agents being added
@@ -189,17 +209,26 @@ class Runtime:
         """Connect and start hosting the agents added so far.
 
         Raises ``TransportUnavailable`` naming the URL when the store cannot be reached.
+        When it raises after connecting, what it started is stopped and it is closed.
         """
         if self._started:
             return
         await self.transport.connect()
-        self.writer.start()
-        self._hosted.start(self._settings.visibility_timeout)
-        self.maintenance.start()
-        self._started = True
-        self.metrics.start(self.transport, self._hosted.read_groups)
-        for agent in list(self._agents):
-            await self._host(agent)
+        try:
+            await self.partitions.declare()
+            self.writer.start()
+            self._hosted.start(self._settings.visibility_timeout)
+            self._hosted.watch_cancels(self._cancels, self.transport)
+            self.maintenance.start()
+            self._started = True
+            self.metrics.start(self.transport, self._hosted.read_groups)
+            for agent in list(self._agents):
+                await self._host(agent)
+        except BaseException:  # stop what started (`async with` skips __aexit__ here)
+            self._started = True
+            with contextlib.suppress(Exception):  # the start's own error is the one to show
+                await self.aclose(grace=0)
+            raise
 
     def add(self, *agents: Agent) -> None:
         """Host ``agents`` here (started at once if the runtime is running).
@@ -242,6 +271,9 @@ class Runtime:
             settings,
             self.transport_keys,
             Decoder(settings.max_event_bytes, self.signer),
+            self.partitions,
+            self._resumer,
+            self._cancels,
         )
 
     async def stop(self, grace: float | None = None) -> None:
@@ -271,11 +303,11 @@ class Runtime:
         await self._hosted.unsubscribe(self.transport)
         await self.maintenance.withdraw()
 
-    async def aclose(self) -> None:
-        """Stop (with the grace period) and close the transport if we opened it."""
+    async def aclose(self, grace: float | None = None) -> None:
+        """Stop (``grace``: default the grace period); close the transport if we opened it."""
         if self._closed:
             return
-        await self.stop()
+        await self.stop(grace)
         self._closed = True
         if self._owns_transport:
             await self.transport.aclose()
@@ -321,17 +353,19 @@ class Runtime:
         return await self.publish_envelope(topic, env)
 
     async def publish_envelope(
-        self, topic: str, env: Envelope, *, entry_ids: list[str] | None = None
+        self, topic: str, env: Envelope, *, stored: list[tuple[str, str]] | None = None
     ) -> str:
         """Publish a prepared envelope to ``topic`` (run and causation filled from the scope).
 
-        ``entry_ids``, when given, receives the stored entry's id (requests use it to ask
-        where their request stands when the reply is late).
+        ``stored``, when given, receives the stream (the topic, or its partition) and the
+        stored entry's id (requests use it to ask where their request stands when the
+        reply is late).
         """
         if not isinstance(topic, str):  # the 0.1 order, or a mistake
             topic, env = topic_first(topic, env, "publish_envelope")
         self._check_open()
         scope = current_scope() or await self._open_run(env, topic)
+        stream, part = await self.partitions.route(topic, env.partitionkey, env.id)
         env.topic = topic
         if env.runid is None:
             env.runid = scope.run_id
@@ -346,13 +380,14 @@ class Runtime:
             records: list[JournalEntry] = []
             if self.writer.recording:
                 records = self.writer.take_records() if outbox is None else []
-                records.append(JournalEntry(env.runid, published(env, topic), raw_event=payload))
+                record = published(env, topic, part)
+                records.append(JournalEntry(env.runid, record, raw_event=payload))
             if outbox is not None:
-                outbox.append((topic, payload, records))
+                outbox.append((stream, payload, records))
                 return env.id
-            entry_id = await self.transport.publish(topic, payload, records=records)
-            if entry_ids is not None:
-                entry_ids.append(entry_id)
+            entry_id = await self.transport.publish(stream, payload, records=records)
+            if stored is not None:
+                stored.append((stream, entry_id))
         self.metrics.published(topic)
         return env.id
 
@@ -414,9 +449,17 @@ class Runtime:
 
     # -- runs and journal ---------------------------------------------------------------------
     def run(
-        self, name: str | App, *, meta: dict[str, Any] | None = None, run_id: str | None = None
+        self,
+        name: str | App,
+        *,
+        meta: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        budget: Budget | None = None,
     ) -> Run:
         """A new run: ``async with rt.run("name") as run`` records it start to end.
+
+        ``budget`` limits the run's tokens, cost, model and tool calls and wall clock,
+        across every process handling its events (:class:`~agentbus.Budget`).
 
         Given an :class:`App` instead of a name, the run is named after it and records
         how the app is loaded (``meta["app"]``), so :func:`~agentbus.replay.replay_run`
@@ -424,8 +467,26 @@ class Runtime:
         """
         if isinstance(name, App):
             app, name = name, name.name
+            budget = budget if budget is not None else app.budget
             meta = {"app": app.ref, **(meta or {})} if app.ref else meta
-        return self._new_run(name, meta=meta, run_id=run_id)
+        run = self._new_run(name, meta=meta, run_id=run_id)
+        if budget is not None:
+            run.meta["budget"] = budget.to_meta(run.info.started)
+        self._budgets.know(run.run_id, run.meta.get("budget"))
+        return run
+
+    async def cancel_run(self, run_id: str, *, by: str = "api") -> bool:
+        """Cancel run ``run_id`` everywhere (see docs/durability.md, "Cancelling a run").
+
+        Marks it ``cancelled`` in the store (a ``run_finished`` record names ``by``);
+        every process then cancels its handlers of the run and acks its queued events
+        unhandled. Returns False when the run had already ended; raises ``KeyError``
+        for an unknown run.
+        """
+        done = await cancel_run(self.transport.store, run_id, by=by)
+        if done:
+            self._cancels.cancelled(run_id)  # this process's handlers now, not at the poll
+        return done
 
     def _new_run(
         self,

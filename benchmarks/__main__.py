@@ -24,6 +24,8 @@ from pathlib import Path
 from types import ModuleType
 
 from . import (
+    archive,
+    cluster,
     fanout,
     faststream_fanout,
     footprint,
@@ -48,7 +50,9 @@ SCENARIOS: dict[str, ModuleType] = {
         overhead,
         replay,
         scale,
+        cluster,
         footprint,
+        archive,
     )
 }
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -103,7 +107,8 @@ async def main(argv: list[str] | None = None) -> int:
         print(f"== {name}: {SCENARIOS[name].TITLE}", flush=True)
         outcome = await run_one(SCENARIOS[name], settings)
         outcomes.append(outcome)
-        print(table(outcome.rows), f"\n({outcome.seconds:.1f} s)\n", flush=True)
+        notes = "".join(f"\n- {note}" for note in outcome.notes)
+        print(table(outcome.rows), notes, f"\n({outcome.seconds:.1f} s)\n", flush=True)
     rows = [r for o in outcomes for r in o.rows]
     print(table(rows))
     partial = bool(args.only)

@@ -93,8 +93,8 @@ async def agentbus_fanout(
         await check_drained(url, keys.topic(TOPIC), sink.name, n, sink.count, f"{label} fan-out")
         r = redis_client(url)
         try:
-            events = int(await r.hget(keys.run(run.run_id), "events") or 0)
-            records = int(await r.hget(keys.journal_counts(), run.run_id) or 0)
+            counters = await r.hmget(keys.run(run.run_id), "events", "records")
+            events, records = (int(c or 0) for c in counters)
         finally:
             await r.aclose()
         if not journal:

@@ -6,6 +6,7 @@ Under ``CI=true`` a missing Redis is a failure, never a skip.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,6 +17,74 @@ from agentbus.transports import Transport
 
 REDIS_URL = os.environ.get("AGENTBUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+if IN_CI and not (shutil.which("redis-server") and shutil.which("redis-cli")):
+    # The cluster, Sentinel and private-server tests skip without them elsewhere; under CI
+    # a missing binary must fail the run, never skip those tests.
+    raise pytest.UsageError("redis-server and redis-cli are required under CI=true")
+
+
+POSTGRES_URL = os.environ.get(
+    "AGENTBUS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_answers(url: str) -> str | None:
+    """``None`` when PostgreSQL at ``url`` accepts a connection, else why not."""
+    import asyncio
+    import concurrent.futures
+
+    try:
+        import asyncpg
+    except ImportError:
+        return "asyncpg is not installed (pip install -e '.[dev]')"
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(url, timeout=3)
+        await conn.close()
+
+    def run() -> None:
+        asyncio.run(probe())
+
+    try:
+        # Called from async fixtures too: asyncio.run needs a thread without a running loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(run).result()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def require_postgres() -> str:
+    """The test PostgreSQL URL; skip (or fail under CI) when nothing answers there."""
+    why = _postgres_answers(POSTGRES_URL)
+    if why is None:
+        return POSTGRES_URL
+    if IN_CI:
+        pytest.fail(f"PostgreSQL is required under CI=true, {POSTGRES_URL}: {why}")
+    pytest.skip(f"no PostgreSQL at {POSTGRES_URL}: {why}")
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The test PostgreSQL's URL (skip, or fail under CI, when it does not answer)."""
+    return require_postgres()
+
+
+@pytest.fixture
+async def archive_url() -> AsyncIterator[str]:
+    """A journal archive URL on the test PostgreSQL in a schema of this test's own,
+    dropped after the test (``?schema=``: see agentbus.transports.postgres_archive)."""
+    import asyncpg
+
+    url = require_postgres()
+    schema = "t_" + unique_prefix().replace("-", "_").replace(":", "_").lower()
+    yield f"{url}?schema={schema}"
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 def require_redis() -> str:

@@ -5,6 +5,10 @@
 * :func:`unique_prefix` — a fresh key prefix, so tests never share keys.
 * :class:`agentbus.testing.workers.WorkerProcesses` — ``agentbus worker`` subprocesses.
 * :class:`agentbus.testing.redis_server.RedisServer` — a throwaway ``redis-server``.
+* :class:`agentbus.testing.redis_cluster.LocalCluster` — a throwaway Redis Cluster
+  (masters, replicas, ``failover()``), with its ``redis+cluster://`` URL.
+* :class:`agentbus.testing.redis_cluster.SentinelGroup` — a throwaway master, replicas and
+  Sentinels (``failover()``), with its ``redis+sentinel://`` URL.
 """
 
 from __future__ import annotations

@@ -104,8 +104,12 @@ class RedisServer:
     ``appendonly``/``appendfsync`` set persistence (no RDB snapshots either way);
     ``password`` protects the default user; ``users`` are ACL ``user`` rules;
     ``tls`` serves TLS only (clients need not present a certificate unless
-    ``tls_auth_clients``); ``config`` adds raw ``redis.conf`` lines.
+    ``tls_auth_clients``); ``config`` adds raw ``redis.conf`` lines; ``args`` follow the
+    config file on the command line (``["--sentinel"]`` runs a Sentinel).
     """
+
+    #: The log line that says the server serves (a Sentinel logs its id instead).
+    ready_line = _READY
 
     def __init__(
         self,
@@ -120,6 +124,7 @@ class RedisServer:
         tls_auth_clients: bool = False,
         config: Sequence[str] = (),
         executable: str = "redis-server",
+        args: Sequence[str] = (),
     ) -> None:
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="agentbus-redis-"))
@@ -128,6 +133,7 @@ class RedisServer:
         self.tls = tls
         self.password = password
         self.executable = executable
+        self.args = list(args)
         lines = [
             "bind 127.0.0.1",
             f"dir {self.directory}",
@@ -187,7 +193,7 @@ class RedisServer:
         log = self.directory / "redis.log"
         offset = log.stat().st_size if log.exists() else 0
         self.proc = subprocess.Popen(
-            [self.executable, str(self.config_file)],
+            [self.executable, str(self.config_file), *self.args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=self.directory,
@@ -195,7 +201,7 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self._log_since(offset)
-            if _READY in text:
+            if self.ready_line in text:
                 return self
             if self.proc.poll() is not None:
                 break

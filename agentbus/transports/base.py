@@ -22,6 +22,7 @@ __all__ = [
     "GroupInfo",
     "JournalEntry",
     "JournalRecord",
+    "Reservation",
     "RunInfo",
     "TopicInfo",
     "entry_id_key",
@@ -143,6 +144,25 @@ class JournalRecord:
         return float(self.record.get("time", 0.0))
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What :meth:`JournalStore.reserve` answered: ``granted`` (every amount fitted
+    its limit and all were added) or not, ``over`` naming the first limit that did not
+    fit, and ``spent``: the counters asked about after the call (before it when not
+    granted)."""
+
+    granted: bool
+    spent: dict[str, float]
+    over: str | None = None
+
+
+def fits(spent: float, amount: float, limit: float) -> bool:
+    """Whether ``amount`` more fits under ``limit``: a counter already at its limit
+    takes nothing more, not even an amount of 0 (a model call whose tokens are not
+    known in advance)."""
+    return spent < limit and spent + amount <= limit
+
+
 @dataclass(slots=True)
 class RunInfo:
     """A run's metadata as indexed by the journal."""
@@ -189,8 +209,9 @@ class RunInfo:
 
 
 def tokens_of(record: dict[str, Any]) -> int:
-    """Tokens a journal record accounts for (``model_call`` records with a usage)."""
-    if record.get("kind") != "model_call":
+    """Tokens a journal record accounts for (``model_call`` records with a usage; not a
+    resumed call's: the crashed attempt's record of it counted them)."""
+    if record.get("kind") != "model_call" or record.get("resumed"):
         return 0
     usage = (record.get("response") or {}).get("usage") or {}
     return int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))

@@ -24,7 +24,7 @@ be reached. Cancelling a blocking read leaves the transport usable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .base import (
@@ -35,15 +35,18 @@ from .base import (
     EntryState,
     JournalEntry,
     JournalRecord,
+    Reservation,
     RunInfo,
     TopicInfo,
 )
+from .run_query import RunFilter
 
 if TYPE_CHECKING:
     from ..keys import Keys
     from ..signing import Signer
+    from .archive_format import ArchiveChunk, RunSummary
 
-__all__ = ["Admin", "Broker", "JournalStore", "Transport"]
+__all__ = ["Admin", "Broker", "JournalArchive", "JournalStore", "Transport"]
 
 
 @runtime_checkable
@@ -152,6 +155,13 @@ class Broker(Protocol):
     ) -> None:
         """Move an entry to the topic's dead-letter stream and ack it, atomically."""
 
+    def reads_in_flight(self, group: str, consumer: str) -> set[str]:
+        """The topics a read of ``consumer`` in ``group`` still waits on although
+        :meth:`read_group` returned: what such a read brings comes with a later
+        ``read_group`` call, whichever topics that call names. Empty for a transport
+        whose reads end with the call. (A partition is given up only once no read of
+        it is left.)"""
+
     async def read_tail(
         self, topic: str, after: str, *, count: int, block_ms: int | None
     ) -> list[Delivery]:
@@ -164,6 +174,35 @@ class Broker(Protocol):
         """Where entry ``entry_id`` of ``topic`` stands in each of the topic's groups
         (empty when the topic has none). Not on the hot path: requests ask it when a reply
         is late."""
+
+    # -- partitions: counts, members and leases (see agentbus.partitions) ----------------
+    async def declare_partitions(self, topic: str, count: int) -> int:
+        """Store that ``topic`` has ``count`` partitions unless a count is stored already;
+        return the stored count (the caller refuses a different one)."""
+
+    async def partition_count(self, topic: str) -> int | None:
+        """How many partitions ``topic`` was declared with (``None``: not partitioned)."""
+
+    async def heartbeat_member(
+        self, topic: str, group: str, member: str, *, ttl_ms: int
+    ) -> list[str]:
+        """Record that ``member`` of ``group`` shares ``topic``'s partitions for the next
+        ``ttl_ms``; forget members whose time ran out. Returns the live members, sorted.
+        Time is the store's (one clock for every process)."""
+
+    async def remove_member(self, topic: str, group: str, member: str) -> None:
+        """Forget ``member`` at once (a clean stop)."""
+
+    async def acquire_leases(
+        self, group: str, member: str, streams: Sequence[str], *, ttl_ms: int
+    ) -> list[bool]:
+        """For each partition stream, take its lease for ``member`` if no one holds it, or
+        extend it by ``ttl_ms`` if ``member`` holds it; ``True`` where ``member`` holds it
+        now, ``False`` where another does. Each lease is checked and set atomically."""
+
+    async def release_lease(self, stream: str, group: str, member: str) -> bool:
+        """Delete the lease of ``stream`` if ``member`` holds it (compare and delete);
+        ``True`` when it did."""
 
 
 @runtime_checkable
@@ -180,8 +219,8 @@ class JournalStore(Protocol):
     async def write_journal(self, records: Sequence[JournalEntry]) -> None:
         """Append journal entries on their own."""
 
-    async def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
-        """Recorded runs, newest first."""
+    async def list_runs(self, *, limit: int = 100, where: RunFilter | None = None) -> list[RunInfo]:
+        """Recorded runs, newest first; only those meeting ``where`` when given."""
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         """One run's metadata, or ``None``."""
@@ -195,6 +234,110 @@ class JournalStore(Protocol):
         A run's last activity is the latest of its start, its end and its last journal
         record; a pruned run loses its metadata, journal and counters. Returns the ids.
         """
+
+    async def relay_pending(self, *, older_than: float) -> int:
+        """Finish journal writes a crashed writer left half done; returns how many.
+
+        A store that cannot write a topic and a run's journal in one atomic step (Redis
+        Cluster) writes records next to the topic first and copies them to the run
+        right after; this copies again what has waited over ``older_than`` seconds
+        (a writer that crashed in between). Safe to run from many processes at once.
+        Stores that write records in one step return 0.
+        """
+
+    async def journal_mark(self, run_id: str) -> str | None:
+        """A token that changes whenever anything is written to ``run_id`` (its journal
+        or its metadata); ``None`` when the store holds nothing of it.
+
+        The archiver reads a run, stores it elsewhere, then deletes it with
+        :meth:`drop_run` only if the mark it took before reading still holds: a record
+        written in between (a late event) keeps the run here for the next pass.
+        """
+
+    async def drop_run(self, run_id: str, *, mark: str) -> bool:
+        """Delete the run (metadata, counters, journal, index entry) if its
+        :meth:`journal_mark` is still ``mark``, atomically; ``True`` when deleted (or
+        already gone), ``False`` when something was written since."""
+
+    async def reserve(
+        self, run_id: str, amounts: Mapping[str, float], limits: Mapping[str, float]
+    ) -> Reservation:
+        """Add ``amounts`` to the run's spend counters if, for every counter named in
+        ``limits``, the counter is under its limit and the amount fits
+        (:func:`~agentbus.transports.base.fits`); all or nothing, atomically across
+        every process using the store. Counters start at 0.
+
+        ``limits`` empty adds unconditionally (settling a call's actual tokens and
+        cost); ``amounts`` empty only reads. ``spent`` answers the counters named in
+        either. A run's budget (:class:`~agentbus.Budget`) pays with this; runs
+        without one never call it."""
+
+    async def settle(self) -> None:
+        """Wait until the records of every write made so far through this store's
+        transport can be read (``read_journal``, and counted by ``get_run``).
+
+        A store that copies records to their runs in the background (Redis: from the
+        topics' outboxes) waits for the copies queued so far; its own reads settle
+        first, so this matters to code that reads another way (or in another process,
+        which may see a write's records a few milliseconds late). Others return at once.
+        """
+
+
+@runtime_checkable
+class JournalArchive(Protocol):
+    """Where finished runs go to outlive the hot store: a database made for history.
+
+    Written a whole run at a time by the archiver (:mod:`agentbus.archive`), read like a
+    :class:`JournalStore`. An implementation checks at :meth:`connect` that its schema is
+    current and raises :class:`~agentbus.errors.UsageError` naming the upgrade command
+    when it is behind; :meth:`upgrade` applies the missing migrations.
+    """
+
+    #: Where it is (passwords masked when shown: :func:`redact_url`).
+    url: str
+
+    async def connect(self) -> None:
+        """Open the connection pool and check the schema version."""
+
+    async def aclose(self) -> None:
+        """Close the pool. Idempotent."""
+
+    async def upgrade(self) -> list[int]:
+        """Apply the migrations not applied yet, in order, each in its own transaction;
+        returns the versions applied (``[]`` when current). Safe to run concurrently."""
+
+    async def store_run(
+        self, run: RunInfo, chunks: Sequence[ArchiveChunk], summary: RunSummary, checksum: str
+    ) -> None:
+        """Write a run whole, replacing any earlier copy of it, in one transaction.
+
+        ``chunks`` are its records encoded by
+        :func:`~agentbus.transports.archive_format.archive_chunks`, ``checksum`` their
+        :func:`~agentbus.transports.archive_format.digest`.
+        """
+
+    async def stored_digest(self, run_id: str) -> tuple[int, str] | None:
+        """(record count, checksum) as the database computes them from the chunks it
+        holds; ``None`` when the run is not archived."""
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        """An archived run's metadata and counters, or ``None``."""
+
+    async def read_journal(self, run_id: str) -> list[JournalRecord]:
+        """An archived run's records, in journal order (``[]`` when not archived)."""
+
+    async def list_runs(self, *, limit: int = 100, where: RunFilter | None = None) -> list[RunInfo]:
+        """Archived runs, newest first, meeting ``where`` (answered by indexes)."""
+
+    async def summary(self, run_id: str) -> RunSummary | None:
+        """What the archive computed of the run when it stored it."""
+
+    async def find_runs(self, prefix: str, *, limit: int = 10) -> list[str]:
+        """Ids of archived runs starting with ``prefix``."""
+
+    async def prune_runs(self, *, before: float) -> list[str]:
+        """Delete archived runs that ended (or started, if they never ended) before
+        ``before``; returns their ids."""
 
 
 @runtime_checkable

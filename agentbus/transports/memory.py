@@ -23,12 +23,13 @@ from ..keys import DEFAULT_PREFIX, Keys
 from .base import EVENT_FIELD, Ack, Delivery, EntryState, JournalEntry, entry_id_key
 from .memory_admin import MemoryAdmin
 from .memory_journal import MemoryJournalStore
+from .memory_partitions import MemoryPartitions
 from .memory_streams import Group, Pending, Streams, fmt
 
 __all__ = ["MemoryTransport"]
 
 
-class MemoryTransport:
+class MemoryTransport(MemoryPartitions):
     """Topics in process memory; journal in SQLite (``journal_path``) or in memory (``None``).
 
     ``memory://`` URLs select it: ``memory://`` keeps the journal in
@@ -48,6 +49,7 @@ class MemoryTransport:
         self.keys = Keys(prefix)
         self.clock: Clock = (clock := clock or SystemClock())
         streams = self._s = Streams(clock)
+        self._parts = streams.partitions
         self._check = streams.check
         store = self.store = MemoryJournalStore(journal_path, streams.check)
         self.admin = MemoryAdmin(streams, store)
@@ -125,6 +127,9 @@ class MemoryTransport:
                 grp.pel[entry_id] = Pending(consumer, now, 1)
                 out.append(self._s.delivery(topic, stream, entry_id, 1))
         return out
+
+    def reads_in_flight(self, group: str, consumer: str) -> set[str]:
+        return set()  # a read ends with its call
 
     async def read_group(
         self,

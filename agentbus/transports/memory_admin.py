@@ -186,4 +186,5 @@ class MemoryAdmin:
         self._s.dlq.clear()
         self._s.marks.clear()
         self._presence.clear()
+        n += self._s.partitions.clear()
         return n + self._store.delete_all()

@@ -9,11 +9,12 @@ used opens nothing and leaves nothing to close.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import JournalEntry, JournalRecord, RunInfo
+from .base import JournalEntry, JournalRecord, Reservation, RunInfo, fits
+from .run_query import RunFilter, scan_filtered
 from .sqlite_journal import SqliteJournal
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ class MemoryJournalStore:
         self._pending: list[JournalEntry] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._closed = False
+        #: Runs' budget spend: one process owns the memory transport, so a dict
+        #: changed without awaiting in between is atomic.
+        self._spent: dict[str, dict[str, float]] = {}
 
     @property
     def _db(self) -> SqliteJournal:
@@ -91,10 +95,16 @@ class MemoryJournalStore:
         self._check()
         self.append(records)
 
-    async def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
+    async def list_runs(self, *, limit: int = 100, where: RunFilter | None = None) -> list[RunInfo]:
         self._check()
         self._drain()
-        return self._db.list_runs(limit)
+        if where is None or not where.needs_records:
+            return self._db.list_runs(limit, where)  # SQL answers every condition
+
+        async def newest(n: int) -> tuple[list[RunInfo], bool]:
+            return self._db.newest(n, where)
+
+        return await scan_filtered(newest, where, self.read_journal, limit=limit)
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         self._check()
@@ -112,6 +122,37 @@ class MemoryJournalStore:
         pruned = self._db.prune(before)
         self._db.flush()
         return pruned
+
+    async def journal_mark(self, run_id: str) -> str | None:
+        self._check()
+        self._drain()  # queued records count
+        return self._db.mark(run_id)
+
+    async def drop_run(self, run_id: str, *, mark: str) -> bool:
+        self._check()
+        self._drain()
+        return self._db.drop(run_id, mark)
+
+    async def reserve(
+        self, run_id: str, amounts: Mapping[str, float], limits: Mapping[str, float]
+    ) -> Reservation:
+        self._check()
+        spent = self._spent.setdefault(run_id, {})
+        names = [*amounts, *(n for n in limits if n not in amounts)]
+        for name, limit in limits.items():
+            if not fits(spent.get(name, 0.0), amounts.get(name, 0.0), limit):
+                return Reservation(False, {n: spent.get(n, 0.0) for n in names}, name)
+        for name, amount in amounts.items():
+            spent[name] = spent.get(name, 0.0) + amount
+        return Reservation(True, {n: spent.get(n, 0.0) for n in names})
+
+    async def settle(self) -> None:
+        """Nothing to wait for: records are readable once written."""
+
+    async def relay_pending(self, *, older_than: float) -> int:
+        """Nothing to relay: records are written with what they record, in one step."""
+        self._check()
+        return 0
 
     def delete_all(self) -> int:
         """Delete every run and record; returns how many runs went."""

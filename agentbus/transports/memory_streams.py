@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..clock import Clock
 from ..errors import GroupNotFound, TransportClosed
 from .base import EVENT_FIELD, Delivery
+from .memory_partitions import PartitionState
 
 __all__ = ["Streams"]
 
@@ -65,6 +66,8 @@ class Streams:
         self.dlq: dict[str, Stream] = {}
         #: De-duplication markers: key -> expiry (monotonic seconds).
         self.marks: dict[str, float] = {}
+        #: Partition counts, members and leases (see memory_partitions).
+        self.partitions = PartitionState()
         self.closed = False
         self._changed = asyncio.Event()
         self._waiting = 0  # readers blocked in wait; no one to wake when 0

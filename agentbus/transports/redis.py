@@ -14,39 +14,51 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
-from ..errors import TransportClosed, TransportError, UsageError
+from ..errors import UsageError
 from ..keys import Keys
 from .base import EVENT_FIELD, Ack, Delivery, EntryState, JournalEntry, entry_id_key
 from .base import text as _s
 from .redis_admin import LETTER_FIELD, RedisAdmin
 from .redis_client import RedisClient
-from .redis_journal import PUBLISH_SCRIPT, RedisJournalStore, publish_args
-from .redis_reads import READ_SCRIPT, unpack_read
+from .redis_journal import RedisJournalStore
+from .redis_outbox import COMMIT_SCRIPT, OutboxEntry
+from .redis_partitions import RedisPartitions
+from .redis_publish import GroupCommit
+from .redis_reads import READ_SCRIPT, SlotReads, blocking_read, unpack_read
 
 __all__ = ["RedisStreamsTransport"]
 
-MAX_BLOCK_MS = 10_000
+log = logging.getLogger("agentbus.runtime")
 
+MAX_BLOCK_MS = 10_000
 
 _EVENT_KEY = EVENT_FIELD.encode()
 
 
 @dataclass(slots=True)
-class _Publish:
-    """A publish waiting for its group commit."""
+class _AckSlot:
+    """What one ``ack`` call writes in one hash slot."""
 
-    items: Sequence[tuple[str, bytes]]
-    records: Sequence[JournalEntry]
-    done: asyncio.Future[list[str]]
+    key: str  #: a key of the slot (routes the call)
+    topic: str | None = None  #: a topic of the slot, if it has acks (names its outbox)
+    acks: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    marks: list[tuple[str, int]] = field(default_factory=list)
+    outbox: OutboxEntry | None = None
+
+    def commands(self) -> int:
+        return len(self.acks) + len(self.marks) + (self.outbox is not None)
 
 
-class RedisStreamsTransport:
+class RedisStreamsTransport(RedisPartitions):
     """Topics as Redis streams. ``url`` is ``redis://``, ``rediss://`` or ``unix://``.
 
     ``prefix`` (or ``?prefix=`` in the URL) namespaces every key.
@@ -84,18 +96,20 @@ class RedisStreamsTransport:
         self.store = RedisJournalStore(self._c)
         self.admin = RedisAdmin(self._c, self.store)
         self._r: Any = self._c.r
-        self._blocking: Any = self._c.blocking
         # The client's helpers, bound once: the hot path calls them as before.
         self._call = self._c.call
         self._idempotent = self._c.idempotent
-        # Group commit of publishes: see publish_many.
-        self._queued: list[_Publish] = []
-        self._writing: asyncio.Task[None] | None = None
         # EVALSHA with a transparent reload after NOSCRIPT (e.g. a restarted Redis).
-        self._publish_script = self._r.register_script(PUBLISH_SCRIPT)
         self._read_script = self._r.register_script(READ_SCRIPT)
         #: Per (group, consumer): did its last read find a backlog? (see read_group)
         self._busy: dict[tuple[str, str], bool] = {}
+        self._relay = self.store.relay
+        self._relay_queue = self.store.relay_queue
+        self._slot_reads = SlotReads(self._c, self.keys.topic_name, self._deliveries)
+        #: The hash slot of each topic's keys (computed once per topic).
+        self._slots: dict[str, int] = {}
+        # Group commit of publishes (redis_publish).
+        self._commits = GroupCommit(self._c, self.store, self._slot)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def connect(self) -> None:
@@ -103,6 +117,14 @@ class RedisStreamsTransport:
         await self._c.connect()
 
     async def aclose(self) -> None:
+        if not self._c.closed:
+            await self._slot_reads.aclose()
+            try:  # copies still queued, and relayed outbox entries not deleted yet (else
+                # the repair copies them again)
+                await self._relay_queue.aclose(timeout=2.0)
+                await asyncio.wait_for(self._relay.flush(), timeout=1.0)
+            except Exception as exc:
+                log.debug("deleting relayed outbox entries on close failed: %s", exc)
         await self._c.aclose()
 
     async def __aenter__(self) -> RedisStreamsTransport:
@@ -113,8 +135,14 @@ class RedisStreamsTransport:
         await self.aclose()
 
     # -- topics ---------------------------------------------------------------------------
-    def _xadd(self, pipe: Any, topic: str, payload: bytes) -> None:
-        pipe.xadd(self.keys.topic(topic), {EVENT_FIELD: payload})
+    def _slot(self, topic: str) -> int:
+        """The hash slot of ``topic``'s keys (its stream, outbox, dead letters, markers)."""
+        slot = self._slots.get(topic)
+        if slot is None:
+            slot = key_slot(self.keys.topic(topic).encode())
+            if len(self._slots) < 10_000:
+                self._slots[topic] = slot
+        return slot
 
     async def publish(
         self, topic: str, payload: bytes, *, records: Sequence[JournalEntry] = ()
@@ -124,70 +152,7 @@ class RedisStreamsTransport:
     async def publish_many(
         self, items: Sequence[tuple[str, bytes]], *, records: Sequence[JournalEntry] = ()
     ) -> list[str]:
-        # Group commit: a round trip costs far more than the commands in it, so publishes
-        # made while another is being written wait and go out together in the next
-        # MULTI/EXEC. A lone publisher is written at once; each publish still lands with
-        # its journal records, and each caller sees only its own errors.
-        self._c.check()
-        pending = _Publish(items, records, asyncio.get_running_loop().create_future())
-        self._queued.append(pending)
-        if self._writing is None:
-            self._writing = asyncio.get_running_loop().create_task(self._write_queued())
-        return await pending.done
-
-    async def _write_queued(self) -> None:
-        batch: list[_Publish] = []
-        try:
-            while self._queued:
-                # Publishes whose caller was cancelled before they were sent are dropped.
-                batch = [p for p in self._queued if not p.done.done()]
-                self._queued = []
-                if batch:
-                    await self._write_batch(batch)
-                batch = []
-        except BaseException:  # cancelled with the loop: fail the waiters, never hang them
-            closed = TransportClosed(f"the Redis transport for {self.url!r} stopped publishing")
-            for p in batch + self._queued:
-                if not p.done.done():
-                    p.done.set_exception(closed)
-            self._queued = []
-            raise
-        finally:
-            self._writing = None
-
-    async def _write_batch(self, batch: list[_Publish]) -> None:
-        records = [entry for p in batch for entry in p.records]
-        try:
-            self._c.check()
-            items = [item for p in batch for item in p.items]
-            keys, args = publish_args(self.keys, items, records, self.store.signer)
-            results = (await self._publish_script(keys=keys, args=args)).split(b"\n")
-        except Exception as exc:
-            error = self._c.translate(exc) if isinstance(exc, RedisError) else exc
-            if self._c.closed and not isinstance(error, TransportClosed):
-                error = TransportClosed(f"the Redis transport for {self.url!r} is closed")
-            for p in batch:
-                if not p.done.done():
-                    p.done.set_exception(error)
-            return
-        start = 0
-        for p in batch:
-            n = len(p.items)
-            mine = [r.decode() for r in results[start : start + n]]
-            start += n
-            if p.done.done():
-                continue
-            for r in mine:
-                if r.startswith("!OOM"):
-                    p.done.set_exception(self._c.out_of_memory(r[1:]))
-                    break
-                if r.startswith("!"):
-                    p.done.set_exception(
-                        TransportError(f"Redis at {self.url!r} refused a publish: {r[1:]}")
-                    )
-                    break
-            else:
-                p.done.set_result(mine)
+        return await self._commits.publish_many(items, records)
 
     async def create_group(self, topic: str, group: str, *, from_start: bool = True) -> None:
         async def run() -> None:
@@ -212,6 +177,7 @@ class RedisStreamsTransport:
         # Broadcast groups come and go with agent instances: forget their read state.
         for reader in [r for r in self._busy if r[0] == group]:
             del self._busy[reader]
+        self._slot_reads.forget(group)
 
     def _deliveries(self, response: Any, counts: dict[str, int] | None = None) -> list[Delivery]:
         out: list[Delivery] = []
@@ -258,28 +224,34 @@ class RedisStreamsTransport:
         block_ms: int | None,
         pending: bool = False,
     ) -> list[Delivery]:
-        streams = {self.keys.topic(t): ("0" if pending else ">") for t in topics}
         if pending:
-
+            # The consumer's own pending entries, topic by topic (one slot per command).
             async def history() -> list[Delivery]:
-                response = await self._r.xreadgroup(group, consumer, streams, count=count)
                 out = []
-                for key, entries in response or []:
-                    topic = self.keys.topic_name(_s(key))
-                    ids = [_s(i) for i, _ in entries]
-                    counts = await self._counts(topic, group, consumer, ids)
-                    out.extend(self._deliveries([(key, entries)], counts))
-                # Entries deleted while pending come back without fields: ack them away.
-                for key, entries in response or []:
-                    gone = [i for i, f in entries if f is None]
-                    if gone:
-                        await self._r.xack(key, group, *gone)
+                for topic in topics:
+                    key = self.keys.topic(topic)
+                    response = await self._r.xreadgroup(group, consumer, {key: "0"}, count=count)
+                    for _, entries in response or []:
+                        ids = [_s(i) for i, _ in entries]
+                        counts = await self._counts(topic, group, consumer, ids)
+                        out.extend(self._deliveries([(key, entries)], counts))
+                        # Entries deleted while pending come back without fields: ack them.
+                        gone = [i for i, f in entries if f is None]
+                        if gone:
+                            await self._r.xack(key, group, *gone)
                 return out
 
             return await self._idempotent(history)
         block = _block(block_ms)
-        keys = list(streams)
-
+        by_slot: dict[int, list[str]] = {}
+        for t in topics:
+            by_slot.setdefault(self._slot(t), []).append(self.keys.topic(t))
+        if len(by_slot) > 1 or self._slot_reads.in_flight(group, consumer):  # see SlotReads
+            return await self._slot_reads.read(
+                group, consumer, list(by_slot.values()), count=count, block=block
+            )
+        keys = [self.keys.topic(t) for t in topics]
+        streams = dict.fromkeys(keys, ">")
         reader = (group, consumer)
 
         async def read() -> list[Delivery]:
@@ -292,14 +264,15 @@ class RedisStreamsTransport:
                     out = unpack_read(packed, self.keys.topic_name)
                     self._busy[reader] = len(out) > 1
                     return out
-            response = await self._blocking.xreadgroup(
-                group, consumer, streams, count=count, block=block
-            )
+            response = await blocking_read(self._c, streams, count=count, block=block, group=reader)
             out = self._deliveries(response)
             self._busy[reader] = len(out) > 1
             return out
 
         return await self._call(read)
+
+    def reads_in_flight(self, group: str, consumer: str) -> set[str]:
+        return self._slot_reads.in_flight(group, consumer)
 
     async def ack(
         self,
@@ -308,31 +281,60 @@ class RedisStreamsTransport:
         records: Sequence[JournalEntry] = (),
         mark: Sequence[tuple[str, int]] = (),
     ) -> None:
-        grouped: dict[tuple[str, str], list[str]] = {}
+        if not acks and not mark:
+            await self.store.write_journal(records)  # nothing in a topic's slot to go with
+            return
+        # Per hash slot: its acks and its de-dup markers (tagged by the topic read from,
+        # so they share its slot), one call each, concurrently.
+        slots: dict[int, _AckSlot] = {}
         for a in acks:
-            ids = grouped.get(a[:2])
-            if ids is None:
-                ids = grouped[a[:2]] = []
-            ids.append(a.entry_id)
-        # MULTI/EXEC only when there is more than one command to keep together: acks
-        # alone need none, and Redis out of memory refuses any MULTI but still takes
-        # XACKs, which is how the writer acks while journal writes are refused.
-        atomic = bool(mark or records) and len(grouped) + len(mark) + (1 if records else 0) > 1
+            slot = self._slot(a.topic)
+            s = slots.get(slot)
+            if s is None:
+                s = slots[slot] = _AckSlot(self.keys.topic(a.topic), a.topic)
+            s.acks.setdefault((a.topic, a.group), []).append(a.entry_id)
+        for key, ttl in mark:
+            slot = key_slot(key.encode())
+            s = slots.get(slot)
+            if s is None:
+                s = slots[slot] = _AckSlot(key)
+            s.marks.append((key, ttl))
+        # The records go into the outbox of one slot, atomically with that slot's acks.
+        # The other slots' acks are separate calls, not atomic with them: an ack that
+        # fails there is retried or its entry delivered again (at-least-once, as for any
+        # ack), and its outcome record was already written here.
+        outbox: OutboxEntry | None = None
+        carrier = next((s for s in slots.values() if s.topic is not None), None)
+        if records and carrier is not None and carrier.topic is not None:
+            outbox = carrier.outbox = self.store.outbox(carrier.topic, records)
+
+        def build(s: _AckSlot) -> Any:
+            # MULTI/EXEC only when there is more than one command to keep together: acks
+            # alone need none, and Redis out of memory refuses any MULTI but still takes
+            # XACKs, which is how the writer acks while journal writes are refused.
+            def queue(pipe: Any) -> None:
+                self.store.queue(pipe, s.outbox)
+                for key, ttl in s.marks:
+                    pipe.set(key, b"1", ex=ttl)
+                for (topic, group), ids in s.acks.items():
+                    pipe.xack(self.keys.topic(topic), group, *ids)
+
+            atomic = (s.outbox is not None or bool(s.marks)) and s.commands() > 1
+            return self._c.run_in_slot(s.key, queue, transaction=atomic)
 
         async def run() -> None:
-            async with self._r.pipeline(transaction=atomic) as pipe:
-                for (topic, group), ids in grouped.items():
-                    pipe.xack(self.keys.topic(topic), group, *ids)
-                for key, ttl in mark:
-                    pipe.set(key, b"1", ex=ttl)
-                self.store.queue(pipe, records)
-                await pipe.execute()
+            results = await asyncio.gather(*(build(s) for s in slots.values()))
+            if outbox is not None and carrier is not None:
+                outbox.id = _s(results[list(slots.values()).index(carrier)][0])
 
         # Retrying is safe only without journal records (they would be written twice).
-        if records:
+        if outbox is not None:
             await self._call(run)
+            self._relay_queue.submit([outbox])
         else:
             await self._idempotent(run)
+            if records:  # acks of no topic (markers only): the records go on their own
+                await self.store.write_journal(records)
 
     async def commit(
         self,
@@ -344,30 +346,31 @@ class RedisStreamsTransport:
     ) -> bool:
         key, ttl = mark
         stream = self.keys.topic(ack.topic)
+        # The outputs and records wait in the source topic's outbox (its slot, with the
+        # marker and the ack); the relay publishes each output once (a marker per event
+        # id in the destination slot) and journals the records.
+        entry = self.store.outbox(ack.topic, records) or OutboxEntry(self.keys.outbox(ack.topic))
+        entry.events = [
+            (item[0], str(item[2]) if len(item) > 2 else os.urandom(12).hex(), item[1])
+            for item in publish
+        ]
+        fields = entry.fields()
+        args = [ttl, ack.group, ack.entry_id, fields.get("c", b""), fields.get("v", b"")]
 
-        async def run() -> bool:
-            # WATCH the marker: if another consumer commits the same event between our
-            # check and our EXEC, the EXEC is void and the next round sees the marker.
-            async with self._r.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        await pipe.watch(key)
-                        if await pipe.exists(key):
-                            await pipe.xack(stream, ack.group, ack.entry_id)
-                            return False
-                        pipe.multi()
-                        for topic, payload in publish:
-                            self._xadd(pipe, topic, payload)
-                        pipe.xack(stream, ack.group, ack.entry_id)
-                        pipe.set(key, b"1", ex=ttl)
-                        self.store.queue(pipe, records)
-                        await pipe.execute()
-                        return True
-                    except WatchError:
-                        continue
+        def queue(pipe: Any) -> None:
+            pipe.eval(COMMIT_SCRIPT, 3, key, stream, entry.key, *args)
 
-        # Retrying is safe: a commit whose reply was lost left the marker behind.
-        return await self._idempotent(run)
+        # Retrying is safe: a commit whose reply was lost left the marker behind (and its
+        # outbox entry, which the repair relays).
+        (result,) = await self._idempotent(
+            lambda: self._c.run_in_slot(stream, queue, transaction=False)
+        )
+        if result is None:
+            return False
+        if result:
+            entry.id = _s(result)
+            self._relay_queue.submit([entry])
+        return True
 
     async def claim_idle(
         self,
@@ -410,7 +413,7 @@ class RedisStreamsTransport:
 
         async def run() -> list[Delivery]:
             return self._deliveries(
-                await self._blocking.xread({key: after}, count=count, block=block)
+                await blocking_read(self._c, {key: after}, count=count, block=block)
             )
 
         return await self._call(run)
@@ -457,14 +460,19 @@ class RedisStreamsTransport:
         *,
         records: Sequence[JournalEntry] = (),
     ) -> None:
-        async def run() -> None:
-            async with self._r.pipeline(transaction=True) as pipe:
-                pipe.xadd(self.keys.dead_letters(topic), {LETTER_FIELD: json.dumps(letter)})
-                pipe.xack(self.keys.topic(topic), group, entry_id)
-                self.store.queue(pipe, records)
-                await pipe.execute()
+        # The dead letters, the topic and its outbox share the topic's slot: one MULTI.
+        outbox = self.store.outbox(topic, records)
+        stream = self.keys.topic(topic)
 
-        await self._call(run)
+        def queue(pipe: Any) -> None:
+            pipe.xadd(self.keys.dead_letters(topic), {LETTER_FIELD: json.dumps(letter)})
+            pipe.xack(stream, group, entry_id)
+            self.store.queue(pipe, outbox)
+
+        results = await self._call(lambda: self._c.run_in_slot(stream, queue, transaction=True))
+        if outbox is not None:
+            outbox.id = _s(results[-1])
+            self._relay_queue.submit([outbox])
 
     async def is_marked(self, key: str) -> bool:
         return bool(await self._idempotent(lambda: self._r.exists(key)))

@@ -20,9 +20,12 @@ runs as a unit: no command interleaves, so each decision is taken on the state i
 from __future__ import annotations
 
 import json
+import logging
+from binascii import crc_hqx
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..keys import glob_escape
 from .base import EVENT_FIELD, DeadConsumer, DeadLetter, GroupInfo, JournalEntry, TopicInfo
 from .base import text as _s
 from .redis_presence import RedisPresence
@@ -31,7 +34,11 @@ if TYPE_CHECKING:
     from .redis_client import RedisClient
     from .redis_journal import RedisJournalStore
 
-__all__ = ["LETTER_FIELD", "RedisAdmin"]
+__all__ = ["LETTER_FIELD", "RedisAdmin", "key_slot"]
+
+_PAGE = 500
+
+log = logging.getLogger("agentbus.runtime")
 
 #: The dead-letter stream field that carries one letter (JSON).
 LETTER_FIELD = "letter"
@@ -104,6 +111,18 @@ return id
 """
 
 
+def key_slot(key: bytes) -> int:
+    """The Redis Cluster hash slot of ``key``: CRC16 (XMODEM) of its hash tag (the part
+    between the first ``{`` and the next ``}``, when not empty), else of the whole key,
+    modulo 16384. The same as ``redis.crc.key_slot``, without importing redis-py here."""
+    start = key.find(b"{")
+    if start > -1:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            key = key[start + 1 : end]
+    return crc_hqx(key, 0) % 16384
+
+
 class RedisAdmin:
     """Topics, dead letters, retention and key deletion on Redis (a transport's ``admin``)."""
 
@@ -115,41 +134,58 @@ class RedisAdmin:
 
     async def topics(self) -> list[TopicInfo]:
         async def run() -> list[TopicInfo]:
-            keys = sorted(
-                [
-                    _s(k)
-                    async for k in self._c.r.scan_iter(
-                        match=self._keys.topic_pattern(), _type="STREAM"
-                    )
-                ]
+            # On a cluster redis-py's scan_iter walks every master (SCAN is sent to all
+            # primaries); on a single Redis it is that one node.
+            found = self._c.r.scan_iter(
+                match=self._keys.topic_pattern(), count=_PAGE, _type="STREAM"
             )
-            out = []
-            for key in keys:
-                topic = self._keys.topic_name(key)
-                async with self._c.r.pipeline(transaction=False) as pipe:
-                    pipe.xlen(key)
-                    pipe.xinfo_groups(key)
-                    pipe.xlen(self._keys.dead_letters(topic))
-                    length, groups, dlq = await pipe.execute()
-                out.append(
-                    TopicInfo(
-                        topic=topic,
-                        length=int(length),
-                        groups=[
-                            GroupInfo(
-                                name=_s(g["name"]),
-                                consumers=int(g["consumers"]),
-                                pending=int(g["pending"]),
-                                lag=None if g.get("lag") is None else int(g["lag"]),
-                            )
-                            for g in groups
-                        ],
-                        dead_letters=int(dlq),
-                    )
-                )
+            # Sorted by topic name (a key's closing brace would sort "a.10" before "a.1").
+            keys = sorted({_s(k) async for k in found}, key=self._keys.topic_name)
+            out: list[TopicInfo] = []
+            for start in range(0, len(keys), _PAGE):
+                out.extend(await self._describe(keys[start : start + _PAGE]))
             return out
 
         return await self._c.idempotent(run)
+
+    async def _describe(self, keys: list[str]) -> list[TopicInfo]:
+        """Length, groups and dead letters of each topic stream in ``keys``.
+
+        One pipeline, not a transaction: each command has one key (a topic and its
+        dead letters share a slot anyway), and on a cluster redis-py sends each node
+        its part. A topic deleted since the scan is left out.
+        """
+        async with self._c.r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.xlen(key)
+                pipe.xinfo_groups(key)
+                pipe.xlen(self._keys.dead_letters(self._keys.topic_name(key)))
+            replies = await pipe.execute(raise_on_error=False)
+        out = []
+        for n, key in enumerate(keys):
+            length, groups, dlq = replies[3 * n : 3 * n + 3]
+            if isinstance(groups, Exception) and "no such key" in str(groups):
+                continue
+            for reply in (length, groups, dlq):
+                if isinstance(reply, Exception):
+                    raise reply
+            out.append(
+                TopicInfo(
+                    topic=self._keys.topic_name(key),
+                    length=int(length),
+                    groups=[
+                        GroupInfo(
+                            name=_s(g["name"]),
+                            consumers=int(g["consumers"]),
+                            pending=int(g["pending"]),
+                            lag=None if g.get("lag") is None else int(g["lag"]),
+                        )
+                        for g in groups
+                    ],
+                    dead_letters=int(dlq),
+                )
+            )
+        return out
 
     async def dead_letters(self, topic: str, *, count: int = 100) -> list[DeadLetter]:
         rows = await self._c.idempotent(
@@ -177,25 +213,41 @@ class RedisAdmin:
         async def run() -> int:
             n = 0
             batch: list[bytes] = []
-            async for key in self._c.r.scan_iter(match=self._keys.prefix + "*", count=500):
+            pattern = glob_escape(self._keys.prefix) + "*"
+            # scan_iter walks every master of a cluster (the one node of a single Redis).
+            async for key in self._c.r.scan_iter(match=pattern, count=_PAGE):
                 batch.append(key)
-                if len(batch) >= 500:
-                    n += await self._c.r.unlink(*batch)
+                if len(batch) >= _PAGE:
+                    n += await self._unlink(batch)
                     batch = []
             if batch:
-                n += await self._c.r.unlink(*batch)
+                n += await self._unlink(batch)
             return n
 
         return await self._c.idempotent(run)
+
+    async def _unlink(self, keys: list[bytes]) -> int:
+        """``UNLINK`` ``keys``, one command per hash slot (a multi-key command must stay
+        in one slot on a cluster), pipelined: redis-py sends each node its part."""
+        by_slot: dict[int, list[bytes]] = {}
+        for key in keys:
+            by_slot.setdefault(key_slot(key), []).append(key)
+        async with self._c.r.pipeline(transaction=False) as pipe:
+            for group in by_slot.values():
+                # execute_command: the cluster pipeline's unlink() takes one key only.
+                pipe.execute_command("UNLINK", *group)
+            return sum(int(n) for n in await pipe.execute())
 
     async def retry_dead_letter(
         self, topic: str, letter_id: str, *, records: Sequence[JournalEntry] = ()
     ) -> str | None:
         dlq = self._keys.dead_letters(topic)
+        outbox = self._store.outbox(topic, records)
 
         async def run() -> str | None:
             # WATCH the dead-letter stream: a concurrent retry or purge of the same letter
-            # voids our EXEC, and the next round finds the letter gone (never published twice).
+            # voids our EXEC, and the next round finds the letter gone (never published
+            # twice). The topic, its dead letters and its outbox share the topic's slot.
             async with self._c.r.pipeline(transaction=True) as pipe:
                 while True:
                     try:
@@ -210,13 +262,18 @@ class RedisAdmin:
                         pipe.eval(
                             REQUEUE_SCRIPT, 2, self._keys.topic(topic), dlq, payload, letter_id
                         )
-                        self._store.queue(pipe, records)
-                        entry_id = await pipe.execute()
-                        return _s(entry_id[0])
+                        self._store.queue(pipe, outbox)
+                        results = await pipe.execute()
+                        if outbox is not None:
+                            outbox.id = _s(results[-1])
+                        return _s(results[0])
                     except self._c.watch_error:
                         continue
 
-        return await self._c.call(run)
+        entry_id = await self._c.call(run)
+        if entry_id is not None and outbox is not None:
+            self._store.relay_queue.submit([outbox])  # copied in the background
+        return entry_id
 
     async def trim_acknowledged(self, topic: str, *, consumed: str | None = None) -> int:
         key = self._keys.topic(topic)

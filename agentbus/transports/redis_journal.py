@@ -1,46 +1,65 @@
-"""The Redis side of the journal: run index, journal streams and the write scripts.
+"""The Redis side of the journal: journal streams and the write scripts (runs: redis_runs).
 
 :class:`RedisJournalStore` is the Redis transport's ``store``; it runs its commands
 through the shared :class:`~agentbus.transports.redis_client.RedisClient`. The broker
-(:mod:`agentbus.transports.redis`) writes a call's records with :meth:`RedisJournalStore.queue`
-(or, for publishes, :func:`publish_args`). Nothing here imports redis-py.
+(:mod:`agentbus.transports.redis`) puts a call's records into a topic's outbox
+(:meth:`RedisJournalStore.outbox`, :meth:`RedisJournalStore.queue`, or for publishes
+:func:`publish_args`); :mod:`.redis_outbox` copies them to the runs. Nothing here imports
+redis-py.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Sequence
+import itertools
+from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .. import _json
 from ..keys import Keys
-from .base import EVENT_FIELD, JournalEntry, JournalRecord, RunInfo
+from .base import EVENT_FIELD, JournalEntry, JournalRecord, Reservation, RunInfo
 from .base import text as _s
-from .chunks import chunk_by_run, encode_chunk
+from .redis_outbox import (
+    CHUNK_FIELD,
+    ORIGIN_FIELD,
+    OutboxEntry,
+    Relay,
+    Script,
+    parts_of,
+    run_scripts,
+)
+from .redis_relay import RelayQueue
+from .redis_runs import RedisRuns
+from .run_query import RunFilter, scan_filtered
 
 if TYPE_CHECKING:
     from ..signing import Signer
     from .redis_client import RedisClient
 
-__all__ = ["CHUNK_FIELD", "PUBLISH_SCRIPT", "RECORD_FIELD", "RedisJournalStore", "publish_args"]
+__all__ = [
+    "CHUNK_FIELD",
+    "PUBLISH",
+    "PUBLISH_SCRIPT",
+    "RECORD_FIELD",
+    "RedisJournalStore",
+    "publish_args",
+]
 
 
-#: The journal stream field of a chunk: a JSON array of records written together.
-CHUNK_FIELD = "c"
 #: The field of an entry holding one record (journals written by agentbus 0.1).
 RECORD_FIELD = "r"
 
-# A group commit of publishes in one script call: the events, their journal records and the
-# run counters, atomically (scripts run as a unit) and in one command, whose arguments
-# redis-py packs once instead of per XADD. A failed event XADD is reported per event
-# (a "!"-prefixed error) so each caller sees its own outcome. The ids and errors come back
-# as one newline-separated string (neither can contain a newline): redis-py parses one
-# reply instead of one per event, which is most of what a reply costs it.
+# A group commit's script call for the publishes of one hash slot (the topics of one
+# call share a slot: see redis.py). KEYS: the topic stream of each event, then, when the
+# publishes carry journal records, the outbox of the first topic. ARGV: the number of
+# events, their payloads, then the outbox entry's records field.
 #
-# A run's records in one call go into one journal entry, a chunk (a JSON array): one
-# argument for redis-py to pack and one XADD for Redis instead of one per record, and a
-# journal stream a few hundred times shorter. The last key counts records per run.
+# A failed event XADD is reported per event (a "!"-prefixed error) so each caller sees
+# its own outcome. The ids (and last the outbox entry's id) come back as one
+# newline-separated string (none can contain a newline): redis-py parses one reply
+# instead of one per event, which is most of what a reply costs it. The records land in
+# the outbox atomically with the events (scripts run as a unit); the relay copies them
+# to their runs' journals at once (redis_outbox).
 PUBLISH_SCRIPT = f"""
 local n = tonumber(ARGV[1])
 local out = {{}}
@@ -48,104 +67,25 @@ for i = 1, n do
   local r = redis.pcall('XADD', KEYS[i], '*', '{EVENT_FIELD}', ARGV[1 + i])
   if type(r) == 'table' and r.err then out[i] = '!' .. r.err else out[i] = r end
 end
-local a = 1 + n
-local k = n
-local streams = tonumber(ARGV[a + 1])
-a = a + 1
-for s = 1, streams do
-  k = k + 1
-  redis.call('XADD', KEYS[k], '*', '{CHUNK_FIELD}', ARGV[a + 3])
-  redis.call('HINCRBY', KEYS[#KEYS], ARGV[a + 1], ARGV[a + 2])
-  a = a + 3
-end
-local counters = tonumber(ARGV[a + 1])
-a = a + 1
-for c = 1, counters do
-  k = k + 1
-  redis.call('HINCRBY', KEYS[k], ARGV[a + 1], ARGV[a + 2])
-  a = a + 2
+if #KEYS > n then
+  out[n + 1] = redis.call('XADD', KEYS[n + 1], '*', '{CHUNK_FIELD}', ARGV[n + 2])
 end
 return table.concat(out, '\\n')
 """
-
-
-# KEYS: a run's hash, its journal stream. ARGV[1]: the cutoff in ms. Deletes both when
-# the run's last activity (start, end, newest journal entry: its id is the time Redis
-# wrote it) is older than the cutoff; returns 1 then (also when both are already gone,
-# so that a half-finished earlier prune gets its index entries removed), else 0.
-PRUNE_RUN_SCRIPT = """
-local started = redis.call('HGET', KEYS[1], 'started')
-local ended = redis.call('HGET', KEYS[1], 'ended')
-local last = 0
-if started then last = math.max(last, tonumber(started) * 1000) end
-if ended then last = math.max(last, tonumber(ended) * 1000) end
-local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-if newest[1] then
-  local ms = string.match(newest[1][1], '^(%d+)-')
-  last = math.max(last, tonumber(ms))
-end
-if last >= tonumber(ARGV[1]) then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
-return 1
-"""
-
-# KEYS: a run's hash, its journal stream. ARGV[1]: the cutoff in ms. For a journal whose
-# run was never saved (``orphans``, records written after their run was pruned): deletes
-# it when its newest entry is older than the cutoff; returns 1 then. A saved run is left
-# to PRUNE_RUN_SCRIPT (its start and end count too).
-PRUNE_UNSAVED_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 0 then
-  return 0
-end
-local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-if newest[1] then
-  local ms = string.match(newest[1][1], '^(%d+)-')
-  if tonumber(ms) >= tonumber(ARGV[1]) then return 0 end
-end
-redis.call('DEL', KEYS[2])
-return 1
-"""
-
-_PAGE = 500
-#: The run that records what concerns events without a run id (``_subscription``).
-ORPHAN_RUN = "orphans"
-#: Seconds between scans for other journals of runs never saved (see ``prune_runs``).
-UNSAVED_SCAN_EVERY = 3600.0
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` matched literally in a SCAN pattern (a prefix may hold ``*?[]``)."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+PUBLISH = Script.of(PUBLISH_SCRIPT)
 
 
 def publish_args(
-    keys: Keys,
-    items: Sequence[tuple[str, bytes]],
-    records: Sequence[JournalEntry],
-    signer: Signer | None = None,
+    keys: Keys, items: Sequence[tuple[str, bytes]], outbox: OutboxEntry | None
 ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of :data:`PUBLISH_SCRIPT` for ``items`` and their journal records.
-
-    ``signer`` signs the records (see :func:`~agentbus.transports.chunks.encode_chunk`).
-    """
+    """KEYS and ARGV of :data:`PUBLISH_SCRIPT` for ``items`` (topics of one slot) and
+    the outbox entry of their journal records (``None``: no records)."""
     script_keys = [keys.topic(topic) for topic, _ in items]
     args: list[Any] = [len(script_keys)]
     args.extend(payload for _, payload in items)
-    chunks = chunk_by_run(records)
-    counters: list[tuple[str, str, int]] = []
-    args.append(len(chunks))
-    for chunk in chunks:
-        script_keys.append(keys.journal(chunk.run_id))
-        args.extend((chunk.run_id, len(chunk.entries), encode_chunk(chunk.entries, signer)))
-        if chunk.events:
-            counters.append((chunk.run_id, "events", chunk.events))
-        if chunk.tokens:
-            counters.append((chunk.run_id, "tokens", chunk.tokens))
-    args.append(len(counters))
-    for run_id, field, amount in counters:
-        script_keys.append(keys.run(run_id))
-        args.extend((field, amount))
-    script_keys.append(keys.journal_counts())
+    if outbox is not None:
+        script_keys.append(outbox.key)
+        args.append(outbox.fields()[CHUNK_FIELD])
     return script_keys, args
 
 
@@ -158,86 +98,109 @@ class RedisJournalStore:
     def __init__(self, client: RedisClient) -> None:
         self._c = client
         self.keys: Keys = client.keys
-        #: When ``prune_runs`` last scanned for journals of runs never saved (monotonic).
-        self._unsaved_scanned: float | None = None
+        self._runs = RedisRuns(client)
+        self._relay = Relay(client)
+        self._queue = RelayQueue(client, self._relay)
 
     @property
     def _r(self) -> Any:
         return self._c.r
 
-    def queue(self, pipe: Any, records: Sequence[JournalEntry]) -> None:
-        """Queue journal records (and their run counters) on ``pipe`` as one script call.
+    @property
+    def relay(self) -> Relay:
+        """The outbox relay (shared with the broker and the admin)."""
+        return self._relay
 
-        The same script as a publish, with no events: redis-py spends far more client CPU
-        packing and parsing a command than Redis spends running it, so one EVAL beats an
-        XADD per record. Same entries, same order per run. (How the broker writes a
-        call's records atomically with its acks or dead letters.)
-        """
+    @property
+    def relay_queue(self) -> RelayQueue:
+        """Written outbox entries waiting to be copied (shared by every write)."""
+        return self._queue
+
+    async def settle(self) -> None:
+        """Wait until the records of the writes made so far are in their runs' journals
+        (copied from the outbox in the background: :mod:`.redis_relay`)."""
+        await self._queue.settle()
+
+    def outbox(self, topic: str, records: Sequence[JournalEntry]) -> OutboxEntry | None:
+        """``records`` as an entry for ``topic``'s outbox (signed); ``None`` without any."""
         if not records:
-            return
-        keys, args = publish_args(self.keys, (), records, self.signer)
-        pipe.eval(PUBLISH_SCRIPT, len(keys), *keys, *args)
+            return None
+        return OutboxEntry(self.keys.outbox(topic), parts_of(records, self.signer))
+
+    def queue(self, pipe: Any, entry: OutboxEntry | None) -> None:
+        """Queue the ``XADD`` of an outbox entry on ``pipe`` (a ``MULTI`` in the entry's
+        topic slot: how acks, dead letters and retries write their records)."""
+        if entry is not None:
+            pipe.xadd(entry.key, entry.fields())
+
+    async def relay_pending(self, *, older_than: float) -> int:
+        return await self._relay.relay_pending(older_than=older_than)
+
+    # -- runs: the index half, in redis_runs ----------------------------------------------------
+    async def save_run(self, run: RunInfo) -> None:
+        await self._runs.save_run(run)
+
+    async def list_runs(self, *, limit: int = 100, where: RunFilter | None = None) -> list[RunInfo]:
+        await self._queue.settle()  # this process's writes are counted when it reads
+        if where is None or where.empty:
+            return await self._runs.list_runs(limit=limit)
+        # The start time bounds the index scan (its score); name and status are checked
+        # on each run's hash, agent and type on its records.
+        return await scan_filtered(
+            partial(self._runs.newest, since=where.since, until=where.until),
+            where,
+            self.read_journal,
+            limit=limit,
+        )
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        await self._queue.settle()
+        return await self._runs.get_run(run_id)
+
+    async def prune_runs(self, *, before: float) -> list[str]:
+        return await self._runs.prune_runs(before=before)
+
+    async def reserve(
+        self, run_id: str, amounts: Mapping[str, float], limits: Mapping[str, float]
+    ) -> Reservation:
+        return await self._runs.reserve(run_id, amounts, limits)
+
+    async def journal_mark(self, run_id: str) -> str | None:
+        # This process's records still queued for the relay are copied first, so that
+        # they count (another process's outbox entries count once relayed).
+        await self._queue.settle()
+        return await self._runs.journal_mark(run_id)
+
+    async def drop_run(self, run_id: str, *, mark: str) -> bool:
+        # Copy this process's queued records first: one copied after the deletion would
+        # start the run's journal again, and the check would not have seen it.
+        await self._queue.settle()
+        return await self._runs.drop_run(run_id, mark=mark)
 
     # -- journal --------------------------------------------------------------------------------
-    async def save_run(self, run: RunInfo) -> None:
-        mapping: dict[str, str] = {
-            "name": run.name,
-            "status": run.status,
-            "started": repr(run.started),
-            "meta": json.dumps(run.meta),
-        }
-        if run.ended is not None:
-            mapping["ended"] = repr(run.ended)
-
-        async def go() -> None:
-            async with self._r.pipeline(transaction=True) as pipe:
-                pipe.hset(self.keys.run(run.run_id), mapping=mapping)
-                pipe.zadd(self.keys.runs(), {run.run_id: run.started})
-                await pipe.execute()
-
-        await self._c.idempotent(go)
-
     async def write_journal(self, records: Sequence[JournalEntry]) -> None:
+        # Records not tied to a topic write go straight to their runs: one script per
+        # run, in the run's slot, all in one round trip.
         if not records:
             return
+        relay = self._relay
+        calls = [relay.journal_call(part, "") for part in parts_of(records, self.signer)]
 
         async def run() -> None:
-            async with self._r.pipeline(transaction=True) as pipe:
-                self.queue(pipe, records)
-                await pipe.execute()
+            for result in await run_scripts(self._c, calls):
+                if isinstance(result, Exception):
+                    raise result
 
         await self._c.call(run)
 
-    async def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
-        async def run() -> list[RunInfo]:
-            ids = [_s(i) for i in await self._r.zrevrange(self.keys.runs(), 0, limit - 1)]
-            async with self._r.pipeline(transaction=False) as pipe:
-                for run_id in ids:
-                    pipe.hgetall(self.keys.run(run_id))
-                    pipe.hget(self.keys.journal_counts(), run_id)
-                    pipe.xlen(self.keys.journal(run_id))
-                results = await pipe.execute()
-            return [
-                _run_info(run_id, results[3 * n], _records(*results[3 * n + 1 : 3 * n + 3]))
-                for n, run_id in enumerate(ids)
-            ]
-
-        return await self._c.idempotent(run)
-
-    async def get_run(self, run_id: str) -> RunInfo | None:
-        async def run() -> RunInfo | None:
-            async with self._r.pipeline(transaction=False) as pipe:
-                pipe.hgetall(self.keys.run(run_id))
-                pipe.hget(self.keys.journal_counts(), run_id)
-                pipe.xlen(self.keys.journal(run_id))
-                fields, counted, length = await pipe.execute()
-            return _run_info(run_id, fields, _records(counted, length)) if fields else None
-
-        return await self._c.idempotent(run)
-
     async def read_journal(self, run_id: str) -> list[JournalRecord]:
+        await self._queue.settle()  # this process's writes are read back (read-after-write)
         key = self.keys.journal(run_id)
-        out: list[JournalRecord] = []
+        # (when it happened in ms, the chunk's records), in journal order.
+        chunks: list[tuple[int, list[JournalRecord]]] = []
+        # A chunk copied from an outbox twice (a relay interrupted after the copy, then
+        # repaired) is read once: its origin names the outbox entry it came from.
+        seen: set[bytes] = set()
         start = "-"
         while True:
             page_start = start
@@ -246,136 +209,62 @@ class RedisJournalStore:
             )
             for raw_id, fields in rows:
                 entry_id = _s(raw_id)
+                when = _ms(entry_id)
                 chunk = fields.get(_CHUNK)
                 if chunk is not None:
-                    out.extend(
-                        JournalRecord(seq=f"{entry_id}:{i}", run_id=run_id, record=record)
-                        for i, record in enumerate(_json.loads(chunk))
+                    origin = fields.get(_ORIGIN)
+                    if origin is not None:
+                        if origin in seen:
+                            continue
+                        seen.add(origin)
+                        when = _ms(_s(origin).rpartition("|")[2])
+                    chunks.append(
+                        (
+                            when,
+                            [
+                                JournalRecord(seq=f"{entry_id}:{i}", run_id=run_id, record=rec)
+                                for i, rec in enumerate(_json.loads(chunk))
+                            ],
+                        )
                     )
                 else:  # one record per entry (agentbus 0.1)
-                    out.append(
-                        JournalRecord(
-                            seq=entry_id, run_id=run_id, record=_json.loads(fields[_RECORD])
-                        )
+                    record = _json.loads(fields[_RECORD])
+                    chunks.append(
+                        (when, [JournalRecord(seq=entry_id, run_id=run_id, record=record)])
                     )
             if len(rows) < 10_000:
-                return out
+                break
             start = "(" + _s(rows[-1][0])
+        # A relayed chunk took effect when its outbox entry was written, with the events
+        # or acks it records; its copy reaches the journal a moment later (much later
+        # after a repair), possibly after the records of a consumer that already handled
+        # those events. Ordered by when they took effect (within a millisecond, by their
+        # first records' times when all have one, else in journal order), a run reads in
+        # causal order: "published" before "delivered".
+        chunks.sort(key=lambda c: c[0])
+        out: list[JournalRecord] = []
+        for _, group in itertools.groupby(chunks, key=lambda c: c[0]):
+            same_ms = [records for _, records in group]
+            times = [_time(records) for records in same_ms]
+            if len(same_ms) > 1 and all(t is not None for t in times):
+                ordered = sorted(zip(times, same_ms, strict=True), key=lambda x: x[0] or 0.0)
+                same_ms = [records for _, records in ordered]
+            out.extend(r for records in same_ms for r in records)
+        return out
 
-    async def prune_runs(self, *, before: float) -> list[str]:
-        cutoff_ms = int(before * 1000)
-        pruned: list[str] = []
-        kept = 0  # candidates still active: skipped by the next page's offset
 
-        async def page() -> list[str]:
-            # The index's score is the start time; a run that started later has been
-            # active since, so only earlier ones are candidates.
-            ids = await self._r.zrangebyscore(
-                self.keys.runs(), "-inf", f"({before!r}", start=kept, num=_PAGE
-            )
-            return [_s(i) for i in ids]
+def _time(records: list[JournalRecord]) -> float | None:
+    """When the first of a chunk's records was made (``None`` when it does not say)."""
+    t = records[0].record.get("time") if records else None
+    return t if isinstance(t, int | float) else None
 
-        while True:
-            ids = await self._c.idempotent(page)
-            if not ids:
-                break
 
-            async def decide(batch: list[str] = ids) -> list[Any]:
-                async with self._r.pipeline(transaction=False) as pipe:
-                    for run_id in batch:
-                        pipe.eval(
-                            PRUNE_RUN_SCRIPT,
-                            2,
-                            self.keys.run(run_id),
-                            self.keys.journal(run_id),
-                            cutoff_ms,
-                        )
-                    return list(await pipe.execute())
-
-            verdicts = await self._c.idempotent(decide)
-            gone = [run_id for run_id, hit in zip(ids, verdicts, strict=True) if hit]
-            kept += len(ids) - len(gone)
-            if gone:
-                # The index and the counters hash are shared by all runs (other slots):
-                # removed after the run's own keys, so a crash in between leaves index
-                # entries that the next prune finds without keys and removes.
-                async def unindex(gone: list[str] = gone) -> None:
-                    async with self._r.pipeline(transaction=False) as pipe:
-                        pipe.zrem(self.keys.runs(), *gone)
-                        pipe.hdel(self.keys.journal_counts(), *gone)
-                        await pipe.execute()
-
-                await self._c.idempotent(unindex)
-                pruned.extend(gone)
-            if len(ids) < _PAGE:
-                break
-        # Journals of runs never saved are in no index. The orphans journal is checked
-        # on every call; the others (records written after their run was pruned) need a
-        # scan of the key space (~28 us per journal), done at most once an hour here.
-        now = time.monotonic()
-        scan = self._unsaved_scanned is None or now - self._unsaved_scanned > UNSAVED_SCAN_EVERY
-        pruned.extend(await self._prune_unsaved(cutoff_ms, scan=scan))
-        if scan:
-            self._unsaved_scanned = now
-        return pruned
-
-    async def _prune_unsaved(self, cutoff_ms: int, *, scan: bool) -> list[str]:
-        """Prune journals with no run record older than ``cutoff_ms``: the orphans
-        journal, and with ``scan`` every other one found by a scan of the keys."""
-        marker = self.keys.journal("")
-
-        async def find() -> list[str]:
-            found = self._r.scan_iter(match=_glob_escape(marker) + "*", count=_PAGE)
-            return [_s(key).removeprefix(marker) async for key in found]
-
-        run_ids = sorted({ORPHAN_RUN, *(await self._c.idempotent(find) if scan else ())})
-        pruned: list[str] = []
-        for start in range(0, len(run_ids), _PAGE):
-            batch = run_ids[start : start + _PAGE]
-
-            async def decide(batch: list[str] = batch) -> list[Any]:
-                async with self._r.pipeline(transaction=False) as pipe:
-                    for run_id in batch:
-                        pipe.eval(
-                            PRUNE_UNSAVED_SCRIPT,
-                            2,
-                            self.keys.run(run_id),
-                            self.keys.journal(run_id),
-                            cutoff_ms,
-                        )
-                    return list(await pipe.execute())
-
-            verdicts = await self._c.idempotent(decide)
-            gone = [run_id for run_id, hit in zip(batch, verdicts, strict=True) if hit]
-            if gone:
-
-                async def uncount(gone: list[str] = gone) -> None:
-                    await self._r.hdel(self.keys.journal_counts(), *gone)
-
-                await self._c.idempotent(uncount)
-                pruned.extend(gone)
-        return pruned
+def _ms(entry_id: str) -> int:
+    """The millisecond time of a stream entry id (0 when it is not one)."""
+    ms, _, _ = entry_id.partition("-")
+    return int(ms) if ms.isdigit() else 0
 
 
 _CHUNK = CHUNK_FIELD.encode()
+_ORIGIN = ORIGIN_FIELD.encode()
 _RECORD = RECORD_FIELD.encode()
-
-
-def _records(counted: bytes | None, length: int) -> int:
-    """A run's record count: counted by the write script, else one per entry (0.1)."""
-    return int(counted) if counted is not None else int(length)
-
-
-def _run_info(run_id: str, fields: dict[bytes, bytes], records: int) -> RunInfo:
-    f = {_s(k): _s(v) for k, v in fields.items()}
-    return RunInfo(
-        run_id=run_id,
-        name=f.get("name", ""),
-        status=f.get("status", "unknown"),
-        started=float(f.get("started", 0.0)),
-        ended=float(f["ended"]) if f.get("ended") else None,
-        events=int(f.get("events", 0)),
-        records=int(records),
-        tokens=int(f.get("tokens", 0)),
-        meta=json.loads(f.get("meta", "{}")),
-    )

@@ -11,9 +11,15 @@ its reply inbox. A heartbeat writes that hash only, so there is no key every run
 writes every few seconds; the set ``presences`` that lists the runtimes changes only
 when one starts, stops or is pruned.
 
-Why scripts: the decision that a runtime is dead and the deletion of its groups must be
-one step, or a heartbeat (or a re-announcement after a long pause) could land in between
-and the live runtime would lose its groups.
+Why scripts: the decision that a runtime is dead must be taken on the record it acts
+on, or a heartbeat (or a re-announcement after a long pause) could land in between and
+a live runtime would lose its groups. What it owns lives in other hash slots (its topics,
+its inbox), so on a cluster the deletion cannot be part of that script: the script marks
+the record as being pruned, which makes the runtime's next heartbeat fail as if it were
+gone; then its groups and inbox go, then the record (see ``MARK_SCRIPT``). A heartbeat
+before the mark keeps everything; one after it finds the runtime pruned, as a heartbeat
+just after a single-step prune would, and the runtime announces itself again (its reads
+re-create its groups).
 """
 
 from __future__ import annotations
@@ -44,35 +50,69 @@ redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS[1]: the runtime's hash. Refreshes 'seen'; 0 when the hash is gone (pruned).
+# KEYS[1]: the runtime's hash. Refreshes 'seen'; 0 when the hash is gone (pruned) or
+# marked as being pruned: the runtime announces itself again either way.
 HEARTBEAT_SCRIPT = f"""
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'pruning') == 1 then
+  return 0
+end
 {_NOW}
 redis.call('HSET', KEYS[1], 'seen', string.format('%.0f', now))
 return 1
 """
 
-# KEYS: the runtime's hash, the index set, its inbox stream, then one topic stream per
-# group. ARGV: consumer, idle ms, the groups and inbox as listed (JSON, string), then one
-# group name per topic. Deletes only if the runtime is still dead and still owns exactly
-# what was listed (else the next pass looks again). A gone hash drops the index entry.
-PRUNE_SCRIPT = f"""
-local rec = redis.call('HMGET', KEYS[1], 'seen', 'every', 'groups', 'inbox')
+# Pruning a dead runtime touches its presence keys (slot {presence}), its inbox and the
+# topics of its groups (a slot each): one script cannot do it on a cluster. So it goes in
+# steps, each idempotent, the decision first:
+#   1. MARK_SCRIPT (presence slot) decides the runtime is dead and marks its record
+#      ('pruning'); from then on its heartbeats fail, so a runtime that was only slow
+#      announces itself again (a new record, without the mark);
+#   2. each group is destroyed (one key each) and the inbox deleted;
+#   3. FINISH_SCRIPT (presence slot) deletes the record if it still carries the mark.
+# A crash in between leaves a marked record: the next pass finishes it without looking
+# at its liveness again (the decision was taken).
+#
+# KEYS: the runtime's hash, the index set. ARGV: consumer, idle ms, the groups and inbox
+# as listed (JSON, string). Returns 1 when the record is (now, or already) marked and
+# owns exactly what was listed, else 0 (alive, or changed since listed: the next pass
+# looks again). A gone hash drops the index entry.
+MARK_SCRIPT = f"""
+local rec = redis.call('HMGET', KEYS[1], 'seen', 'every', 'groups', 'inbox', 'pruning')
 if not rec[1] then
   redis.call('SREM', KEYS[2], ARGV[1])
   return 0
 end
+if rec[3] ~= ARGV[3] or (rec[4] or '') ~= ARGV[4] then return 0 end
+if rec[5] then return 1 end
 {_NOW}
 local limit = math.max(tonumber(ARGV[2]), 3 * tonumber(rec[2] or '0'))
 if now - tonumber(rec[1]) <= limit then return 0 end
-if rec[3] ~= ARGV[3] or (rec[4] or '') ~= ARGV[4] then return 0 end
-for i = 4, #KEYS do
-  redis.pcall('XGROUP', 'DESTROY', KEYS[i], ARGV[i + 1])
-end
-if ARGV[4] ~= '' then redis.call('DEL', KEYS[3]) end
-redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'pruning', '1')
 return 1
+"""
+
+# KEYS[1]: a topic stream. ARGV[1]: a group. Destroys the group; a missing stream or
+# group is no error (done before, or never created).
+DESTROY_GROUP_SCRIPT = """
+redis.pcall('XGROUP', 'DESTROY', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS: the runtime's hash, the index set. ARGV[1]: consumer. Deletes a record still
+# marked (1); one announced again meanwhile (no mark) is the live runtime's: kept (0).
+FINISH_SCRIPT = """
+if redis.call('HEXISTS', KEYS[1], 'pruning') == 1 then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], ARGV[1])
+  return 1
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
+return 0
+"""
+
+# KEYS[1]: the index set (for the slot only: the clock of the node that runs the scripts).
+NOW_SCRIPT = f"""{_NOW}
+return now
 """
 
 _PAGE = 500
@@ -121,21 +161,21 @@ class RedisPresence:
     async def prune_dead_consumers(
         self, *, idle_ms: int, dry_run: bool = False
     ) -> list[DeadConsumer]:
-        records = await self._c.idempotent(self._presence_records)
-        now_ms, rows = records
+        now_ms, rows = await self._c.idempotent(self._presence_records)
         dead: list[tuple[DeadConsumer, str, str]] = []
         gone: list[str] = []  # in the index without a hash: dropped by the script
         for consumer, row in rows:
-            seen, every, owned, inbox = row
+            seen, every, owned, inbox, pruning = row
             if seen is None:
                 gone.append(consumer)
                 continue
             idle = now_ms - int(seen)
-            if idle <= max(idle_ms, 3 * int(every or 0)):
+            # A marked record is being pruned (a pass stopped half way): finished as is.
+            if pruning is None and idle <= max(idle_ms, 3 * int(every or 0)):
                 continue
             owned_text, inbox_text = _s(owned or b"[]"), _s(inbox or b"")
             groups = [(str(t), str(g)) for t, g in json.loads(owned_text)]
-            record = DeadConsumer(consumer, idle / 1000, groups, inbox_text or None)
+            record = DeadConsumer(consumer, max(idle, 0) / 1000, groups, inbox_text or None)
             dead.append((record, owned_text, inbox_text))
         dead.sort(key=lambda d: -d[0].idle)
         if dry_run:
@@ -157,14 +197,14 @@ class RedisPresence:
             if int(cursor) == 0:
                 break
         members = sorted(set(members))
+        fields = ("seen", "every", "groups", "inbox", "pruning")
+        # All in the presence slot: one node, and its clock is the one the scripts use.
         async with self._r.pipeline(transaction=False) as pipe:
-            pipe.time()
+            pipe.eval(NOW_SCRIPT, 1, self.keys.presences())
             for consumer in members:
-                pipe.hmget(self.keys.presence(consumer), "seen", "every", "groups", "inbox")
+                pipe.hmget(self.keys.presence(consumer), *fields)
             replies = await pipe.execute()
-        seconds, micros = replies[0]
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        return now_ms, list(zip(members, replies[1:], strict=True))
+        return int(replies[0]), list(zip(members, replies[1:], strict=True))
 
     async def _prune_one(
         self,
@@ -174,12 +214,28 @@ class RedisPresence:
         owned_text: str,
         inbox_text: str,
     ) -> bool:
-        keys = [
-            self.keys.presence(consumer),
-            self.keys.presences(),
-            self.keys.topic(inbox_text or f"_inbox.{consumer}"),
-            *(self.keys.topic(t) for t, _ in groups),
-        ]
-        args = [consumer, int(idle_ms), owned_text, inbox_text, *(g for _, g in groups)]
-        hit = await self._c.idempotent(lambda: self._r.eval(PRUNE_SCRIPT, len(keys), *keys, *args))
-        return bool(hit)
+        """Prune one runtime in the steps described at MARK_SCRIPT; whether this call
+        deleted its record."""
+        record = (self.keys.presence(consumer), self.keys.presences())
+        marked = await self._c.idempotent(
+            lambda: self._r.eval(
+                MARK_SCRIPT, 2, *record, consumer, int(idle_ms), owned_text, inbox_text
+            )
+        )
+        if not marked:
+            return False
+
+        async def remove() -> None:
+            # Single-key commands, one pipeline: on a cluster each node gets its part.
+            async with self._r.pipeline(transaction=False) as pipe:
+                for topic, group in groups:
+                    pipe.eval(DESTROY_GROUP_SCRIPT, 1, self.keys.topic(topic), group)
+                if inbox_text:
+                    pipe.delete(self.keys.topic(inbox_text))
+                await pipe.execute()
+
+        await self._c.idempotent(remove)
+        finished = await self._c.idempotent(
+            lambda: self._r.eval(FINISH_SCRIPT, 2, *record, consumer)
+        )
+        return bool(finished)

@@ -15,6 +15,7 @@ which is the price of not paying an fsync per event.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from .chunks import chunk_by_run, encode_chunk
 
 if TYPE_CHECKING:
     from ..signing import Signer
+    from .run_query import RunFilter
 
 __all__ = ["SqliteJournal"]
 
@@ -143,14 +145,34 @@ class SqliteJournal:
             self._db.commit()
             self._dirty = False
 
-    def list_runs(self, limit: int = 100) -> list[RunInfo]:
+    def list_runs(self, limit: int = 100, where: RunFilter | None = None) -> list[RunInfo]:
+        """The ``limit`` runs started last, newest first, meeting ``where``'s conditions
+        on metadata (name, status, start time: its conditions on records are the
+        caller's, see :func:`~agentbus.transports.run_query.scan_filtered`)."""
+        runs, _ = self.newest(limit, where)
+        return runs
+
+    def newest(self, limit: int, where: RunFilter | None = None) -> tuple[list[RunInfo], bool]:
+        """:meth:`list_runs`, and whether more runs meet the conditions."""
+        conditions: list[str] = ["status != ?"]
+        params: list[object] = [_UNSAVED]
+        if where is not None:
+            for column, op, value in (
+                ("name", "=", where.name),
+                ("status", "=", where.status),
+                ("started", ">=", where.since),
+                ("started", "<", where.until),
+            ):
+                if value is not None:
+                    conditions.append(f"{column} {op} ?")
+                    params.append(value)
         rows = self._db.execute(
             "SELECT run_id, name, status, started, ended, events, "
             "(SELECT COALESCE(SUM(c.n), 0) FROM chunks c WHERE c.run_id = runs.run_id), meta, tokens FROM runs "
-            "WHERE status != ? ORDER BY started DESC LIMIT ?",
-            (_UNSAVED, limit),
+            f"WHERE {' AND '.join(conditions)} ORDER BY started DESC LIMIT ?",
+            (*params, limit + 1),
         ).fetchall()
-        return [_run(row) for row in rows]
+        return [_run(row) for row in rows[:limit]], len(rows) > limit
 
     def get_run(self, run_id: str) -> RunInfo | None:
         row = self._db.execute(
@@ -204,6 +226,43 @@ class SqliteJournal:
         if doomed:
             self._dirty = True
         return doomed
+
+    def mark(self, run_id: str) -> str | None:
+        """A token that changes with every write to the run: its chunk count and newest
+        chunk (``seq`` only grows: AUTOINCREMENT never reuses one) and a digest of its
+        row (metadata and counters); ``None`` when neither exists."""
+        count, newest = self._db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM chunks WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        row = self._db.execute(
+            "SELECT name, status, started, ended, events, records, meta, tokens FROM runs "
+            "WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        if row is None and count == 0:
+            return None
+        digest = hashlib.sha1(json.dumps(row).encode()).hexdigest()
+        return f"{count}/{newest}/{digest}"
+
+    def drop(self, run_id: str, mark: str) -> bool:
+        """Delete the run's row and chunks if its :meth:`mark` is still ``mark``, in one
+        write transaction (committed at once); ``True`` when deleted or already gone."""
+        self.flush()
+        # IMMEDIATE: the write lock before the check, so that another process sharing
+        # the file cannot write between the check and the deletion.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            current = self.mark(run_id)
+            if current is not None and current != mark:
+                self._db.rollback()
+                return False
+            self._db.execute("DELETE FROM chunks WHERE run_id = ?", (run_id,))
+            self._db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            self._db.commit()
+        except BaseException:
+            self._db.rollback()
+            raise
+        return True
 
     def close(self) -> None:
         self.flush()

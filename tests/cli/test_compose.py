@@ -21,15 +21,22 @@ def _agentbus_command(service: dict) -> list[list[str]]:
 def test_compose_file_is_valid_and_matches_the_tested_commands() -> None:
     spec = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = spec["services"]
-    assert set(services) >= {"redis", "jaeger", "worker", "driver"}
+    assert set(services) >= {"redis", "postgres", "jaeger", "worker", "driver"}
     redis = services["redis"]
     assert "--appendonly" in redis["command"]
     assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
-    assert services["worker"]["environment"]["AGENTBUS_URL"] == "redis://redis:6379/0"
-    # The same commands as tests/cli/test_cli.py::test_topics_and_worker_on_redis and
-    # tests/integration/test_multiprocess.py run against a real Redis.
+    env = services["worker"]["environment"]
+    assert env["AGENTBUS_URL"] == "redis://redis:6379/0"
+    pg = services["postgres"]["environment"]
+    user, password, db = pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"]
+    assert env["AGENTBUS_JOURNAL_URL"] == f"postgresql://{user}:{password}@postgres:5432/{db}"
+    assert services["worker"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # The same commands as tests/cli/test_cli.py::test_topics_and_worker_on_redis,
+    # tests/integration/test_multiprocess.py and test_archive_readers.py run against a
+    # real Redis and PostgreSQL.
     assert _agentbus_command(services["worker"]) == [
-        ["agentbus", "worker", "examples.support_desk:app"]
+        ["agentbus", "db", "upgrade"],
+        ["agentbus", "worker", "examples.support_desk:app", "--archive-after", "1h"],
     ]
     assert _agentbus_command(services["driver"]) == [
         ["agentbus", "run", "examples/support_desk.py", "--no-agents"],

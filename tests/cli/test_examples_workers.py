@@ -8,11 +8,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agentbus.testing.redis_cluster import LocalCluster
 from agentbus.testing.workers import WorkerProcesses
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -54,11 +56,27 @@ def _deliveries(tree: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    """One throwaway 3-master Redis Cluster (with a replica each) for the module."""
+    with LocalCluster(masters=3, replicas=1) as c:
+        yield c
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def where(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> str:
+    """The URL of a single Redis, or of a Redis Cluster, under a fresh prefix."""
+    if request.param == "redis":
+        return f"{redis_url}?prefix={redis_prefix}"
+    cluster: LocalCluster = request.getfixturevalue("cluster")
+    return cluster.url_for(redis_prefix)
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_example_on_two_workers_matches_the_embedded_run_and_replays_identically(
-    example: Path, tmp_path: Path, redis_url: str, redis_prefix: str
+    example: Path, tmp_path: Path, where: str
 ) -> None:
-    url = f"{redis_url}?prefix={redis_prefix}"
+    url = where
     with WorkerProcesses(url, str(example)) as workers:
         workers.start(consumer="w1", env=OFFLINE)
         workers.start(consumer="w2", env=OFFLINE)
@@ -88,3 +106,32 @@ def test_example_on_two_workers_matches_the_embedded_run_and_replays_identically
     assert replay.returncode == 0, result["divergence"]
     assert result["identical"] is True
     assert result["produced_events"] == result["recorded_events"] == _events(run_id, tmp_path, url)
+
+
+def test_a_multi_topic_example_on_a_cluster_spreads_over_every_master(
+    tmp_path: Path, cluster: LocalCluster, redis_prefix: str
+) -> None:
+    """The operator commands see every master, and the app's keys land on all of them."""
+    url = cluster.url_for(redis_prefix)
+    example = ROOT / "examples" / "support_desk.py"
+    with WorkerProcesses(url, str(example)) as workers:
+        workers.start(consumer="w1", env=OFFLINE)
+        workers.start(consumer="w2", env=OFFLINE)
+        done = _json(agentbus("run", str(example), "--no-agents", "--json", cwd=tmp_path, url=url))
+    assert done["status"] == "completed"
+    per_master = cluster.keys_per_master(f"{redis_prefix}*")
+    assert len(per_master) == 3
+    assert all(n > 0 for n in per_master.values()), per_master
+
+    topics = {t["topic"] for t in _json(agentbus("topics", "--json", cwd=tmp_path, url=url))}
+    assert {"desk.tickets", "desk.billing", "desk.tech", "desk.general"} <= topics
+    runs = _json(agentbus("runs", "--json", cwd=tmp_path, url=url))
+    assert done["run_id"] in {r["run_id"] for r in runs}
+    out = tmp_path / "run.jsonl"
+    exported = agentbus("export", done["run_id"], "-o", str(out), cwd=tmp_path, url=url)
+    assert exported.returncode == 0, exported.stderr
+    recorded = next(r for r in runs if r["run_id"] == done["run_id"])
+    # The run header, then one line per journal record.
+    assert len(out.read_text().splitlines()) == 1 + recorded["records"]
+    dlq = agentbus("dlq", "list", "desk.tickets", cwd=tmp_path, url=url)
+    assert dlq.returncode == 0, dlq.stderr

@@ -6,6 +6,9 @@ NAME.py instead, so a tutorial can build one app over several blocks; each step 
 run. A ``bash`` block's commands run one by one in the doc's scratch folder against an
 embedded journal there: ``RUN``, ``RUN_ID`` and ``<run id>`` stand for the id the last
 ``agentbus run`` printed, and a ``pip install`` step is skipped (this is that install).
+``export NAME=VALUE`` sets a variable for the block's later commands; the journal
+archive's (``AGENTBUS_JOURNAL_URL``) is pointed at a schema of the test's own on the test
+PostgreSQL, dropped after it.
 A block that cannot run says why in ``<!-- not-run: reason -->`` before its fence; a block
 neither run nor marked fails the test.
 """
@@ -17,10 +20,13 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from agentbus.testing import unique_prefix
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -73,6 +79,8 @@ class Scratch:
     def __init__(self, path: Path) -> None:
         self.path = path
         (path / "examples").symlink_to(ROOT / "examples")
+        #: The test PostgreSQL's URL (set by the test; only a doc with an archive needs it).
+        self.postgres: Callable[[], str] = _no_postgres
         self.env = {
             **os.environ,
             "AGENTBUS_URL": f"memory://?journal={path / 'journal.sqlite3'}",
@@ -83,6 +91,32 @@ class Scratch:
             self.env.pop(name, None)  # the docs' code runs offline
         self.run_id: str | None = None
         self.started: set[str] = set()
+        self.archive_schema: str | None = None
+
+    def export(self, assignment: str, where: str) -> None:
+        name, _, value = assignment.partition("=")
+        if name == "AGENTBUS_JOURNAL_URL":
+            assert value.startswith("postgresql://"), f"{where}: {value!r}"
+            base = self.postgres()
+            self.archive_schema = "t_docs_" + unique_prefix("d").strip(":").split(":")[-1].lower()
+            value = f"{base}?schema={self.archive_schema}"
+        self.env[name] = value
+
+    def drop_archive(self) -> None:
+        if self.archive_schema is None:
+            return
+        import asyncio
+
+        import asyncpg
+
+        async def drop(schema: str) -> None:
+            conn = await asyncpg.connect(self.postgres())
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop(self.archive_schema))
 
     def sh(self, argv: list[str], where: str) -> str:
         # `agentbus` is this interpreter's, whichever one PATH would find.
@@ -117,6 +151,10 @@ class Scratch:
         for command in commands(block.code.replace("<run id>", "RUN_ID")):
             if command[:2] == ["pip", "install"]:
                 continue
+            if command[0] == "export":
+                for assignment in command[1:]:
+                    self.export(assignment, block.where)
+                continue
             assert command[0] == "agentbus", (
                 f"{block.where}: `{shlex.join(command)}` is not an agentbus command; "
                 "mark the block <!-- not-run: reason -->"
@@ -135,6 +173,10 @@ class Scratch:
                 self.sh(["agentbus", "run", script.name], script.name)
 
 
+def _no_postgres() -> str:
+    raise AssertionError("this scratch folder has no PostgreSQL")
+
+
 def commands(code: str) -> list[list[str]]:
     """The commands of a shell block: continuations joined, comments and ``&&`` split."""
     out = []
@@ -148,19 +190,27 @@ def commands(code: str) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_code_block_runs_or_says_why_not(doc: Path, tmp_path: Path) -> None:
+def test_every_code_block_runs_or_says_why_not(
+    doc: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     scratch = Scratch(tmp_path)
-    for index, block in enumerate(blocks(doc)):
-        if block.lang not in CHECKED:
-            continue
-        if block.directive == "not-run":
-            assert block.argument, f"{block.where}: <!-- not-run: --> needs a reason"
-            continue
-        if block.lang in ("python", "py"):
-            scratch.python(block, index)
-        else:
-            scratch.bash(block)
-    scratch.finish()
+    # The test PostgreSQL, asked for only by a doc that exports AGENTBUS_JOURNAL_URL
+    # (the fixture skips, or fails under CI, when it does not answer).
+    scratch.postgres = lambda: str(request.getfixturevalue("postgres_url"))
+    try:
+        for index, block in enumerate(blocks(doc)):
+            if block.lang not in CHECKED:
+                continue
+            if block.directive == "not-run":
+                assert block.argument, f"{block.where}: <!-- not-run: --> needs a reason"
+                continue
+            if block.lang in ("python", "py"):
+                scratch.python(block, index)
+            else:
+                scratch.bash(block)
+        scratch.finish()
+    finally:
+        scratch.drop_archive()
 
 
 def test_blocks_are_found_with_their_directives(tmp_path: Path) -> None:

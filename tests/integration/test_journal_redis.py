@@ -28,7 +28,6 @@ async def redis_transport(
 async def test_a_batch_of_records_is_one_chunk_entry(
     redis_transport: RedisStreamsTransport, redis_url: str, redis_prefix: str
 ) -> None:
-    prefix = redis_prefix
     t = redis_transport
     await t.store.save_run(RunInfo("r1", "chunks", started=1.0))
     await t.store.write_journal([JournalEntry("r1", {"kind": "step", "n": n}) for n in range(5)])
@@ -37,7 +36,7 @@ async def test_a_batch_of_records_is_one_chunk_entry(
 
     r = aioredis.Redis.from_url(redis_url)
     try:
-        assert await r.xlen(f"{prefix}journal:r1") == 2  # two writes, two chunks
+        assert await r.xlen(t.keys.journal("r1")) == 2  # two writes, two chunks
     finally:
         await r.aclose()
     records = await t.store.read_journal("r1")
@@ -53,13 +52,12 @@ async def test_a_batch_of_records_is_one_chunk_entry(
 async def test_a_journal_written_one_record_per_entry_still_reads(
     redis_transport: RedisStreamsTransport, redis_url: str, redis_prefix: str
 ) -> None:
-    prefix = redis_prefix
     t = redis_transport
     await t.store.save_run(RunInfo("old", "from 0.1", started=1.0))
     r = aioredis.Redis.from_url(redis_url)
     try:
         for body in (b'{"kind":"run_started"}', b'{"kind":"step","n":1}'):
-            await r.xadd(f"{prefix}journal:old", {"r": body})
+            await r.xadd(t.keys.journal("old"), {"r": body})
     finally:
         await r.aclose()
 

@@ -145,7 +145,7 @@ class TransportsAgree(RuleBasedStateMachine):
         """Finish a de-duplicated delivery; committing it twice writes its effects once."""
         payload = data.draw(st.sampled_from(sorted(self.pending)))
         topic = self.topic_of[payload]
-        mark = (self.redis.keys.dedup("agent", payload.decode()), 60)
+        mark = (self.redis.keys.dedup("t", "agent", payload.decode()), 60)
         effect = [("effects", b"effect-of-" + payload)]
         for _ in range(2 if repeat else 1):
             fresh = self.on_both(

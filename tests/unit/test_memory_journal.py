@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agentbus import Agent, Context, Journal, MemoryTransport, Message, Runtime, handle
 from agentbus.transports import JournalEntry, RunInfo
 from agentbus.transports.sqlite_journal import SqliteJournal
@@ -151,3 +153,52 @@ async def test_the_journal_file_is_opened_only_when_first_needed(tmp_path: Path)
     await transport.store.list_runs()  # a read drains the queued records into the file
     assert path.exists()
     await transport.aclose()
+
+
+def test_a_drop_sees_what_another_process_wrote_to_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    archiver, writer = SqliteJournal(path), SqliteJournal(path)
+    archiver.save_run(RunInfo("r", "shared", status="completed", started=1.0))
+    archiver.flush()
+    mark = archiver.mark("r")
+    assert mark is not None
+    assert writer.mark("r") == mark
+
+    writer.append([JournalEntry("r", {"kind": "step"})])  # a late record, committed
+    writer.flush()
+    assert archiver.drop("r", mark) is False
+    assert [r.kind for r in archiver.read("r")] == ["step"]
+
+    now = archiver.mark("r")
+    assert now is not None
+    assert now != mark
+    assert archiver.drop("r", now) is True
+    assert writer.get_run("r") is None
+    assert writer.read("r") == []
+    assert writer.mark("r") is None
+    archiver.close()
+    writer.close()
+
+
+async def test_a_filtered_list_looks_further_back_when_too_few_runs_match(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agentbus.transports import run_query
+    from agentbus.transports.run_query import RunFilter
+
+    monkeypatch.setattr(run_query, "FIRST_SCAN", 2)  # widen after 2, 16, ... runs
+    t = MemoryTransport()
+    for n in range(40):
+        agent = "old" if n < 3 else "new"
+        await t.store.save_run(RunInfo(f"r{n:02}", "n", status="completed", started=float(n)))
+        await t.store.write_journal([JournalEntry(f"r{n:02}", {"kind": "step", "agent": agent})])
+    journal = t.store._db  # type: ignore[attr-defined]
+    assert [r.run_id for r in journal.newest(2)[0]] == ["r39", "r38"]
+    assert journal.newest(2)[1] is True
+    assert journal.newest(40)[1] is False
+
+    by_agent = await t.store.list_runs(where=RunFilter(agent="old"))
+    assert [r.run_id for r in by_agent] == ["r02", "r01", "r00"]
+    by_agent = await t.store.list_runs(limit=2, where=RunFilter(agent="old", until=2.0))
+    assert [r.run_id for r in by_agent] == ["r01", "r00"]
+    await t.aclose()

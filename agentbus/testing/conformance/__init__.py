@@ -12,7 +12,8 @@ check against it::
             return MyTransport(...)
 
 A transport that implements one role alone can use that role's checks:
-:class:`BrokerChecks`, :class:`JournalChecks`, :class:`AdminChecks` (a transport's
+:class:`BrokerChecks` (and :class:`PartitionChecks`), :class:`JournalChecks` (with
+:class:`ArchivingChecks`), :class:`AdminChecks` (a transport's
 ``store`` and ``admin`` are reached through it, so a check class still receives a
 whole transport). :class:`AdminChecks` includes :class:`PresenceChecks`, the checks of
 the admin's presence methods. Needs pytest and pytest-asyncio. Checks on idle time wait in real
@@ -24,20 +25,26 @@ from __future__ import annotations
 
 from ._base import ConformanceBase
 from .admin import AdminChecks
+from .archiving import ArchivingChecks
 from .broker import BrokerChecks
 from .journal import JournalChecks
+from .partitions import PartitionChecks
 from .presence import PresenceChecks
+from .spread import SpreadChecks
 
 __all__ = [
     "AdminChecks",
+    "ArchivingChecks",
     "BrokerChecks",
     "ConformanceBase",
     "JournalChecks",
+    "PartitionChecks",
     "PresenceChecks",
+    "SpreadChecks",
     "TransportConformance",
 ]
 
 
-class TransportConformance(BrokerChecks, JournalChecks, AdminChecks):
-    """Every check of the transport contract (broker, journal store, administration
-    with presence)."""
+class TransportConformance(BrokerChecks, PartitionChecks, JournalChecks, AdminChecks):
+    """Every check of the transport contract (broker with its partition primitives,
+    journal store, administration with presence)."""

@@ -17,7 +17,6 @@ from ..raw_entries import add_raw
 from ._base import (
     IDLE_MS,
     TOPIC,
-    ConformanceBase,
     entry,
     group_info,
     id_key,
@@ -27,12 +26,14 @@ from ._base import (
     publish_n,
     read,
 )
+from .spread import SpreadChecks
 
 __all__ = ["BrokerChecks"]
 
 
-class BrokerChecks(ConformanceBase):
-    """Publishing, groups, pending lists, claims, leases, dead letters, tails, closing."""
+class BrokerChecks(SpreadChecks):
+    """Publishing, groups, pending lists, claims, leases, dead letters, tails, closing
+    (and :class:`SpreadChecks`: calls over several topics)."""
 
     async def test_publish_then_read_in_order(self, transport: Transport) -> None:
         await transport.create_group(TOPIC, "g")

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 
 from ...transports import Ack, JournalEntry, RunInfo, Transport
-from ._base import TOPIC, ConformanceBase, entry, group_info, kinds, letter, publish_n, read
+from ._base import TOPIC, entry, group_info, kinds, letter, publish_n, read
+from .archiving import ArchivingChecks
+from .budget import BudgetChecks
 
 __all__ = ["JournalChecks"]
 
 
-class JournalChecks(ConformanceBase):
-    """Runs, records (alone and written with publishes, acks, dead letters), counters."""
+class JournalChecks(ArchivingChecks, BudgetChecks):
+    """Runs, records (alone and written with publishes, acks, dead letters), counters;
+    and what the archiver needs (:class:`ArchivingChecks`: marks, conditional deletion,
+    filtered listing); budget spend (:class:`BudgetChecks`)."""
 
     async def test_journal_runs_and_records(self, transport: Transport) -> None:
         await transport.store.save_run(RunInfo("run-a", "first", started=100.0, meta={"k": "v"}))
@@ -108,7 +112,7 @@ class JournalChecks(ConformanceBase):
         await transport.create_group(TOPIC, "g")
         await publish_n(transport, 1)
         (d,) = await read(transport, "c1")
-        marker = keys.dedup("worker", "E1")
+        marker = keys.dedup(TOPIC, "worker", "E1")
 
         assert not await transport.is_marked(marker)
         await transport.ack(
@@ -118,7 +122,7 @@ class JournalChecks(ConformanceBase):
         )
 
         assert await transport.is_marked(marker)
-        assert not await transport.is_marked(keys.dedup("worker", "E2"))
+        assert not await transport.is_marked(keys.dedup(TOPIC, "worker", "E2"))
         assert (await group_info(transport, "g")).pending == 0
         assert kinds(await transport.store.read_journal("run-m")) == ["handled"]
 

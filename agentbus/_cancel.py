@@ -1,0 +1,79 @@
+"""Cancelling a run everywhere: its status is shared, each process stops its own handlers.
+
+The run's status (``cancelled``) lives in the run's metadata in the store, so every
+process, including one started after the cancel, can read it. Each runtime keeps the
+ids of the runs it knows are cancelled (a set: a lookup per delivery, no round trip), and
+a poll that, only while handlers of some run are in flight here, reads those runs'
+statuses (one ``get_run`` per run, a few times a second) and cancels the handlers of a
+run found cancelled. See docs/durability.md, "Cancelling a run".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from .errors import RunCancelled
+from .journal import record
+from .transports import JournalEntry, JournalStore
+
+__all__ = ["CANCELLED", "Cancels", "RunCancelled", "cancel_run"]
+
+log = logging.getLogger("agentbus.runtime")
+
+#: A cancelled run's status.
+CANCELLED = "cancelled"
+#: How often a process reads the status of the runs it has handlers of in flight.
+POLL_S = 0.25
+
+
+class Cancels:
+    """The runs this process knows are cancelled, and the poll that learns of new ones."""
+
+    def __init__(self) -> None:
+        self.runs: set[str] = set()
+        #: Called with a run id when the run is found cancelled (cancel its handlers).
+        self.listeners: list[Callable[[str], None]] = []
+
+    def cancelled(self, run_id: str) -> None:
+        """Note ``run_id`` as cancelled and stop its handlers in this process."""
+        self.runs.add(run_id)
+        for listener in self.listeners:
+            listener(run_id)
+
+    async def poll(self, store: JournalStore, active: Callable[[], Iterable[str]]) -> None:
+        """Forever: read the status of the runs with handlers in flight (``active``)."""
+        while True:
+            await asyncio.sleep(POLL_S)
+            runs = {r for r in active() if r not in self.runs}
+            for run_id in runs:
+                try:
+                    info = await store.get_run(run_id)
+                except Exception as exc:  # an outage: try again next round
+                    log.debug("could not read run %s: %s", run_id, exc)
+                    continue
+                if info is not None and info.status == CANCELLED:
+                    self.cancelled(run_id)
+
+
+async def cancel_run(store: JournalStore, run_id: str, *, by: str) -> bool:
+    """Mark ``run_id`` cancelled in the store (with a ``run_finished`` record).
+
+    Returns False when the run had already ended (nothing done); raises ``KeyError``
+    for an unknown run.
+    """
+    info = await store.get_run(run_id)
+    if info is None:
+        raise KeyError(run_id)
+    if info.status != "running":
+        return False
+    info.status = CANCELLED
+    info.ended = time.time()
+    # As Run.finish notes: events counted later are work that outlived the run.
+    info.meta["events_at_end"] = info.events
+    await store.save_run(info)
+    entry = record("run_finished", name=info.name, status=CANCELLED, cancelled_by=by)
+    await store.write_journal([JournalEntry(run_id, entry)])
+    return True
