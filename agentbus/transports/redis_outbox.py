@@ -23,7 +23,7 @@ id)`` set with the ``XADD``, in the destination topic's slot).
 
 Outbox entry fields: ``c`` the records, ``v`` the events. Each is a JSON header line and
 the bodies back to back (so a repair copies the chunks byte for byte, signatures intact):
-``c`` = ``[[run_id, records, events, tokens, length], …]\\n`` + chunks,
+``c`` = ``[[run_id, records, events, tokens, length, published ms], …]\\n`` + chunks,
 ``v`` = ``[[topic, event_id, length], …]\\n`` + payloads.
 """
 
@@ -70,21 +70,32 @@ EVENTS_FIELD = "v"
 RELAYED_TTL_S = 7 * 86_400
 _PAGE = 200
 
-# KEYS: a run's journal stream, its hash. ARGV: records, published events, tokens (what
-# the chunks add to the run's counters), then pairs of (chunk, origin: '' for a direct
-# write). The chunks of many outbox entries for one run and the counters, in the run's
-# slot, as one call (the relay coalesces a round's entries per run).
+# KEYS: a run's journal stream, its hash. ARGV: records, tokens (what the chunks add to
+# the run's counters), then quadruples (chunk, origin: '' for a direct write, the events
+# it publishes, when they were published in ms). The chunks of many outbox entries for one
+# run and the counters, in the run's slot, as one call (the relay coalesces a round's
+# entries per run). Events published after the run ended (its hash's ``ended``) are also
+# counted as ``late``: judged by when they were published, not when the relay got to
+# them, so that a reply the run waited for is never late however long its relay took.
 JOURNAL_SCRIPT = f"""
-for i = 4, #ARGV, 2 do
+local ended = redis.call('HGET', KEYS[2], 'ended')
+local end_ms = nil
+if ended then end_ms = tonumber(ended) * 1000 end
+local events, late = 0, 0
+for i = 3, #ARGV, 4 do
   if ARGV[i + 1] == '' then
     redis.call('XADD', KEYS[1], '*', '{CHUNK_FIELD}', ARGV[i])
   else
     redis.call('XADD', KEYS[1], '*', '{CHUNK_FIELD}', ARGV[i], '{ORIGIN_FIELD}', ARGV[i + 1])
   end
+  local n = tonumber(ARGV[i + 2])
+  events = events + n
+  if end_ms and n > 0 and tonumber(ARGV[i + 3]) > end_ms then late = late + n end
 end
 redis.call('HINCRBY', KEYS[2], 'records', ARGV[1])
-if ARGV[2] ~= '0' then redis.call('HINCRBY', KEYS[2], 'events', ARGV[2]) end
-if ARGV[3] ~= '0' then redis.call('HINCRBY', KEYS[2], 'tokens', ARGV[3]) end
+if events > 0 then redis.call('HINCRBY', KEYS[2], 'events', events) end
+if late > 0 then redis.call('HINCRBY', KEYS[2], 'late', late) end
+if ARGV[2] ~= '0' then redis.call('HINCRBY', KEYS[2], 'tokens', ARGV[2]) end
 return 1
 """
 
@@ -254,6 +265,9 @@ class RunPart:
     events: int
     tokens: int
     chunk: bytes
+    #: When the part's events were published (ms since the epoch; 0: not known, an entry
+    #: written by an older version), to tell a run's late events from slow relays.
+    at_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -283,14 +297,19 @@ class OutboxEntry:
 
 def parts_of(records: Sequence[JournalEntry], signer: Signer | None) -> list[RunPart]:
     """``records`` as one chunk per run (signed with ``signer``)."""
+    now_ms = int(time.time() * 1000)
     return [
-        RunPart(c.run_id, len(c.entries), c.events, c.tokens, encode_chunk(c.entries, signer))
+        RunPart(
+            c.run_id, len(c.entries), c.events, c.tokens, encode_chunk(c.entries, signer), now_ms
+        )
         for c in chunk_by_run(records)
     ]
 
 
 def encode_parts(parts: Sequence[RunPart]) -> bytes:
-    head = _json.dumps([[p.run_id, p.records, p.events, p.tokens, len(p.chunk)] for p in parts])
+    head = _json.dumps(
+        [[p.run_id, p.records, p.events, p.tokens, len(p.chunk), p.at_ms] for p in parts]
+    )
     return head + b"\n" + b"".join(p.chunk for p in parts)
 
 
@@ -301,8 +320,9 @@ def decode_entry(key: str, entry_id: str, fields: dict[bytes, bytes]) -> OutboxE
     if raw:
         head, _, body = raw.partition(b"\n")
         pos = 0
-        for run_id, records, events, tokens, size in _json.loads(head):
-            entry.parts.append(RunPart(run_id, records, events, tokens, body[pos : pos + size]))
+        for run_id, records, events, tokens, size, *at in _json.loads(head):
+            chunk = body[pos : pos + size]
+            entry.parts.append(RunPart(run_id, records, events, tokens, chunk, *at[:1]))
             pos += size
     raw = fields.get(EVENTS_FIELD.encode())
     if raw:
@@ -312,6 +332,11 @@ def decode_entry(key: str, entry_id: str, fields: dict[bytes, bytes]) -> OutboxE
             entry.events.append((topic, event_id, body[pos : pos + size]))
             pos += size
     return entry
+
+
+def _quad(part: RunPart, origin: str) -> tuple[bytes, str, int, int]:
+    """A part's arguments to :data:`JOURNAL_SCRIPT` after the counters."""
+    return part.chunk, origin, part.events, part.at_ms
 
 
 @dataclass(slots=True)
@@ -339,7 +364,7 @@ class Relay:
     def journal_call(self, part: RunPart, origin: str) -> tuple[Script, list[str], list[Any]]:
         """The :data:`JOURNAL_SCRIPT` call that writes ``part`` to its run."""
         keys = [self.keys.journal(part.run_id), self.keys.run(part.run_id)]
-        return JOURNAL, keys, [part.records, part.events, part.tokens, part.chunk, origin]
+        return JOURNAL, keys, [part.records, part.tokens, *_quad(part, origin)]
 
     def plan(self, entries: Sequence[OutboxEntry]) -> RelayPlan:
         """The script calls that relay ``entries`` (to send in any pipeline): one
@@ -363,9 +388,8 @@ class Relay:
                 else:
                     args = plan.calls[i][2]
                     args[0] += part.records
-                    args[1] += part.events
-                    args[2] += part.tokens
-                    args.extend((part.chunk, origin))
+                    args[1] += part.tokens
+                    args.extend(_quad(part, origin))
                 mine.append(by_run[part.run_id])
             plan.spans.append((entry, mine))
         return plan

@@ -121,6 +121,8 @@ class GroupCommit:
         # events (a crash leaves them to the repair); the copy to the runs is the relay
         # queue's, in the background, many entries per round trip. Outbox entries already
         # copied are deleted in this pipeline.
+        if self._relay_queue.events_pending:  # a commit's outputs go first (redis_relay)
+            await self._relay_queue.settle_events()
         groups: dict[int, _SlotGroup] = {}
         placed: list[list[tuple[_SlotGroup, int]]] = []
         unlinks = self._relay.take_unlinks()

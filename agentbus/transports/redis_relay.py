@@ -10,6 +10,10 @@ transport copies whatever is queued, all of it in one pipeline per round (one
 :data:`~.redis_outbox.JOURNAL_SCRIPT` call per run), and queues the outbox deletions for
 the next write's pipeline.
 
+Order: a de-duplicated handler's output events are published by the relay, so a publish
+that follows the commit waits for them (:meth:`RelayQueue.settle_events`, only while such
+events are queued): one transport's events reach a topic in the order it wrote them.
+
 Read-after-write: :meth:`RelayQueue.settle` waits until everything queued so far is
 copied (or its copy failed, logged: the repair copies it later). The store calls it before
 its own reads (``read_journal``, ``get_run``, ``list_runs``) and the runtime when it waits
@@ -50,6 +54,8 @@ class RelayQueue:
         self._submitted = 0
         self._finished = 0
         self._tick: asyncio.Future[None] | None = None
+        # The count submitted up to the last entry holding a commit's output events.
+        self._events_upto = 0
 
     def submit(self, entries: Sequence[OutboxEntry]) -> None:
         """Queue written outbox entries for copying (returns at once)."""
@@ -57,6 +63,8 @@ class RelayQueue:
             return  # closed: they stay in the outbox, for the repair
         self._queue.extend(entries)
         self._submitted += len(entries)
+        if any(entry.events for entry in entries):
+            self._events_upto = self._submitted
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -72,6 +80,20 @@ class RelayQueue:
             if self._tick is None:
                 self._tick = asyncio.get_running_loop().create_future()
             # asyncio.wait: does not cancel the shared future if this caller is cancelled.
+            await asyncio.wait([self._tick])
+
+    @property
+    def events_pending(self) -> bool:
+        """Whether a commit's output events queued here are not published yet."""
+        return self._finished < self._events_upto and self._task is not None
+
+    async def settle_events(self) -> None:
+        """Wait until the output events of every commit queued so far are published (or
+        their copy failed): the publisher waits for this, so that a de-duplicated
+        handler's outputs precede what the same transport publishes after them."""
+        while self.events_pending:
+            if self._tick is None:
+                self._tick = asyncio.get_running_loop().create_future()
             await asyncio.wait([self._tick])
 
     def _ticked(self, finished: int) -> None:

@@ -422,14 +422,20 @@ def _run_info(run_id: str, fields: dict[bytes, bytes], lengths: dict[str, int]) 
     journal) its journal's length."""
     f = {_s(k): _s(v) for k, v in fields.items()}
     records = int(f["records"]) if "records" in f else lengths.get(run_id, 0)
+    events = int(f.get("events", 0))
+    meta = json.loads(f.get("meta", "{}"))
+    if f.get("ended") and isinstance(meta, dict):
+        # The relay counts an event as late by when it was published (JOURNAL_SCRIPT):
+        # the count Run.finish read may still have missed a reply being relayed then.
+        meta["events_at_end"] = events - int(f.get("late", 0))
     return RunInfo(
         run_id=run_id,
         name=f.get("name", ""),
         status=f.get("status", "unknown"),
         started=float(f.get("started", 0.0)),
         ended=float(f["ended"]) if f.get("ended") else None,
-        events=int(f.get("events", 0)),
+        events=events,
         records=records,
         tokens=int(f.get("tokens", 0)),
-        meta=json.loads(f.get("meta", "{}")),
+        meta=meta,
     )

@@ -235,3 +235,42 @@ async def test_deletions_queued_during_a_flush_are_sent_without_another_write(
     finally:
         await t.admin.delete_prefix()
         await t.aclose()
+
+
+async def test_late_events_are_judged_by_when_they_were_published_not_relayed(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # A reply published before its run ended may be relayed (and counted) after the end
+    # (the publisher's relay is a second round trip): that is not a late event. One
+    # published after the end is, however soon it is relayed.
+    import time
+
+    from agentbus.transports.base import RunInfo
+    from agentbus.journal import record
+    from agentbus.transports.redis_outbox import OutboxEntry, parts_of
+
+    t = RedisStreamsTransport(redis_url, prefix=redis_prefix)
+    await t.connect()
+    try:
+        began = time.time()
+        await t.store.save_run(RunInfo("r-late", "late", "running", started=began))
+        published = record("published", topic="x", message_type="t", event_id="e1")
+        before = OutboxEntry(
+            t.keys.outbox("x"), parts_of([JournalEntry("r-late", published)], None)
+        )
+        await t.store.save_run(
+            RunInfo("r-late", "late", "completed", started=began, ended=time.time() + 0.005)
+        )
+        await t.store.relay.relay([before])  # published before the end, relayed after it
+        info = await t.store.get_run("r-late")
+        assert info is not None
+        assert (info.events, info.late_events) == (1, 0)
+
+        await asyncio.sleep(0.02)
+        after = OutboxEntry(t.keys.outbox("x"), parts_of([JournalEntry("r-late", published)], None))
+        await t.store.relay.relay([after])
+        info = await t.store.get_run("r-late")
+        assert info is not None
+        assert (info.events, info.late_events) == (2, 1)
+    finally:
+        await t.aclose()

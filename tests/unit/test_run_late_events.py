@@ -36,9 +36,9 @@ class Slow(Agent, name="slow"):
         return Answer(text=msg.text)
 
 
-async def test_a_failed_run_keeps_its_status_and_counts_what_came_after() -> None:
+async def test_a_failed_run_keeps_its_status_and_counts_what_came_after(url_for: str) -> None:
     slow = Slow()
-    async with Runtime("memory://?journal=", block_ms=50) as rt:
+    async with Runtime(url_for, block_ms=50) as rt:
         rt.add(slow)
         with pytest.raises(RequestTimeout):
             async with rt.run("impatient") as run:
@@ -62,10 +62,10 @@ async def test_a_failed_run_keeps_its_status_and_counts_what_came_after() -> Non
         assert listed.late_events == 2
 
 
-async def test_a_run_that_ends_after_its_work_has_no_late_events() -> None:
+async def test_a_run_that_ends_after_its_work_has_no_late_events(url_for: str) -> None:
     slow = Slow()
     slow.release.set()
-    async with Runtime("memory://?journal=", block_ms=50) as rt:
+    async with Runtime(url_for, block_ms=50) as rt:
         rt.add(slow)
         async with rt.run("patient") as run:
             await run.request("late.ask", Ask(text="x"), expect=Answer)
