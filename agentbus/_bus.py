@@ -45,7 +45,12 @@ class Bus(Protocol):
     ) -> str: ...
 
     async def publish_envelope(
-        self, topic: str, env: Envelope, *, stored: list[tuple[str, str]] | None = None
+        self,
+        topic: str,
+        env: Envelope,
+        *,
+        stored: list[tuple[str, str]] | None = None,
+        request_index: int | None = None,
     ) -> str: ...
 
     async def cancel_run(self, run_id: str, *, by: str = ...) -> bool: ...

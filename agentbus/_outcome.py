@@ -201,6 +201,9 @@ class Outcomes:
                 "event_id": env.id,
             },
             correlationid=env.correlationid or env.id,
+            # In the request's run (a dead letter is sent outside the handler's scope).
+            runid=env.runid,
+            causationid=env.id,
         )
         try:
             await self._s.bus.publish_envelope(env.replyto, error)

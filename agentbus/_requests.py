@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._retry import doubling, retry_io
+from .context import current_scope
 from .envelope import Envelope, decode_data, new_id
 from .errors import (
     RemoteError,
@@ -19,6 +20,7 @@ from .errors import (
 )
 from .keys import validate_topic
 from .message import Message
+from .records import RESUMED_STEP
 from .redact import redact_text
 
 if TYPE_CHECKING:
@@ -102,6 +104,25 @@ class Requests:
         if timeout is not None and timeout <= 0:
             raise UsageError(f"timeout must be positive (or None), got {timeout!r}")
         validate_topic(topic)
+        scope = current_scope()
+        index: int | None = None
+        if scope is not None and scope.event is not None:  # sent by a handler
+            index = scope.requests
+            scope.requests += 1
+            if scope.resume is not None and isinstance(message, Message):  # sent already?
+                data = message.model_dump(mode="json")
+                sent = scope.resume.sent(topic, message.message_type, data)
+                if sent is not None:
+                    correlation = str((sent.get("event") or {}).get("correlationid", ""))
+                    got = await scope.resume.reply(correlation, topic, timeout, TAKE_TIMEOUT)
+                    await self._bus.note(
+                        RESUMED_STEP,
+                        agent=scope.agent,
+                        request_id=sent.get("event_id"),
+                        topic=topic,
+                        reply_id=got.get("id"),
+                    )
+                    return self._answer(Envelope.from_dict(got), expect)
         self._ensure_reader()
         correlation = new_id()
         future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
@@ -115,10 +136,15 @@ class Requests:
                 correlationid=correlation,
             )
             stored: list[tuple[str, str]] = []
-            await self._bus.publish_envelope(topic, env, stored=stored)
+            await self._bus.publish_envelope(topic, env, stored=stored, request_index=index)
             reply = await self._wait(future, topic, stored, correlation, timeout)
         finally:
             self._waiters.pop(correlation, None)
+        return self._answer(reply, expect)
+
+    @staticmethod
+    def _answer(reply: Envelope, expect: type[Message] | None) -> Any:
+        """The reply's message (``expect`` checked), or the remote error it carries."""
         if reply.type == ERROR_TYPE:
             data = reply.data or {}
             raise RemoteError(
@@ -127,8 +153,7 @@ class Requests:
                 agent=str(data.get("agent", "")),
                 event_id=str(data.get("event_id", "")),
             )
-        answer = decode_data(reply, expect)
-        return answer
+        return decode_data(reply, expect)
 
     async def _wait(
         self,

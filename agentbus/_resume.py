@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ResumeMismatch, TransportClosed
+from .errors import RequestTimeout, ResumeMismatch, TransportClosed
 
 if TYPE_CHECKING:
     from ._bus import CallKind
@@ -53,13 +53,97 @@ def _canonical(value: Any) -> str:
 
 @dataclass
 class ResumeTape:
-    """The calls a crashed attempt recorded for one event and agent, by call index."""
+    """The calls and requests a crashed attempt recorded for one event and agent."""
 
     event_id: str
     agent: str
     calls: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: How many calls this attempt took from the tape.
     resumed: int = 0
+    #: The requests the crashed attempt sent (their ``published`` records), by index.
+    requests: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: Replies in the journal, by correlation id (the reply envelopes, as recorded).
+    replies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The run, and where to read it again while a resumed request's reply is awaited.
+    run_id: str = ""
+    store: JournalStore | None = None
+    #: Requests matched by the resumed attempt (their replies are still looked for).
+    _matched: list[dict[str, Any]] = field(default_factory=list)
+
+    def sent(self, topic: str, message_type: str, data: Any) -> dict[str, Any] | None:
+        """The crashed attempt's record of this request when it sent one like it (the same
+        topic, type and data) not yet matched: its reply is then taken from the journal,
+        or awaited, and it is not sent again. ``None``: send it.
+
+        Matched by content, not by position: a coordinator's concurrent requests may
+        reach the transport in another order after a resume, and an identical request's
+        reply is the right answer whichever copy asked for it. A request the crashed
+        attempt did not send is sent; one it sent that the resumed attempt does not is
+        left (its reply unused)."""
+        want = (topic, message_type, _canonical(data))
+        for index in sorted(self.requests):
+            recorded = self.requests[index]
+            event = recorded.get("event") or {}
+            if (recorded.get("topic"), event.get("type"), _canonical(event.get("data"))) == want:
+                del self.requests[index]
+                self._matched.append(recorded)
+                self.resumed += 1
+                return recorded
+        return None
+
+    async def reply(
+        self, correlation: str, topic: str, timeout: float | None, take_timeout: float
+    ) -> dict[str, Any]:
+        """The reply to a request the crashed attempt sent: from the journal, or awaited
+        there (it goes to the crashed process's inbox, and is journaled like any event).
+
+        With a ``timeout`` it is waited for that long. Without one, as long as an agent
+        holds the request (``delivered`` with no outcome yet: a crashed responder's
+        delivery is claimed again); :class:`RequestTimeout` when no agent took it within
+        ``take_timeout`` or one finished it without a reply."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        delay = 0.05
+        strikes = False
+        while True:
+            found = self.replies.get(correlation)
+            if found is not None:
+                return found
+            waited = loop.time() - started
+            if timeout is not None and waited >= timeout:
+                raise RequestTimeout(topic, timeout, correlation, "resumed after a crash")
+            if self.store is None:
+                raise RequestTimeout(topic, round(waited, 1), correlation, "journal not readable")
+            records = await self.store.read_journal(self.run_id)
+            self._scan_replies(records)
+            if correlation in self.replies:
+                continue
+            if timeout is None:
+                request_id = self._request_id(correlation)
+                reason = _unanswered(records, request_id, waited >= take_timeout)
+                # Twice in a row: a reply relayed a moment after its handler's outcome
+                # (another outbox) is not taken for a missing one.
+                if reason is not None and strikes:
+                    raise RequestTimeout(topic, round(waited, 1), correlation, reason)
+                strikes = reason is not None
+            await asyncio.sleep(delay if timeout is None else min(delay, timeout - waited))
+            delay = min(delay * 2, 1.0)
+
+    def _request_id(self, correlation: str) -> str:
+        for rec in [*self.requests.values(), *self._matched]:
+            if (rec.get("event") or {}).get("correlationid") == correlation:
+                return str(rec.get("event_id", ""))
+        return ""
+
+    def _scan_replies(self, records: list[JournalRecord]) -> None:
+        sent = [*self.requests.values(), *self._matched]
+        wanted = {(r.get("event") or {}).get("correlationid") for r in sent}
+        for rec in records:
+            event = rec.record.get("event") if rec.kind == "published" else None
+            if isinstance(event, dict) and not event.get("replyto"):
+                correlation = event.get("correlationid")
+                if correlation in wanted:
+                    self.replies[str(correlation)] = event
 
     def answer(
         self, kind: CallKind, name: str, shown: dict[str, Any], index: int
@@ -91,18 +175,43 @@ class ResumeTape:
         return response
 
 
+def _unanswered(records: list[JournalRecord], request_id: str, overdue: bool) -> str | None:
+    """Why a resumed request's reply will not come (from the journal), or ``None``."""
+    delivered = False
+    for rec in records:
+        if rec.record.get("event_id") != request_id:
+            continue
+        if rec.kind == "delivered":
+            delivered = True
+        elif rec.kind in OUTCOMES - {"retried"}:
+            # Its reply (an error reply for a failed one) is journaled before this.
+            return f"its handler ended it ({rec.kind!r}) and no reply is in the journal"
+    if not delivered and overdue:
+        return "no agent has taken it"
+    return None
+
+
 def tape_from_records(records: list[JournalRecord], event_id: str, agent: str) -> ResumeTape:
-    """The calls made for ``event_id`` by ``agent`` after its last outcome record."""
+    """The calls and requests made for ``event_id`` by ``agent`` after its last outcome
+    record, and the replies journaled so far."""
     tape = ResumeTape(event_id, agent)
     for rec in records:
         r = rec.record
+        if rec.kind == "published" and "request_index" in r:
+            event = r.get("event") or {}
+            if event.get("causationid") == event_id and r.get("agent") == agent:
+                tape.requests[int(r["request_index"])] = r
+            continue
         if r.get("event_id") != event_id or r.get("agent") != agent:
             continue
         if rec.kind in OUTCOMES:
-            tape.calls.clear()  # an attempt that ended: its calls are not resumed
+            # An attempt that ended: its calls and requests are not resumed.
+            tape.calls.clear()
+            tape.requests.clear()
         elif rec.kind in ("model_call", "tool_call") and "call_index" in r:
             # A call resumed before (a second crash) is recorded again: same answer.
             tape.calls[int(r["call_index"])] = {**r, "kind": rec.kind}
+    tape._scan_replies(records)
     return tape
 
 
@@ -143,7 +252,8 @@ class Resumer:
             )
             return None
         tape = tape_from_records(records, event_id, agent)
-        return tape if tape.calls else None
+        tape.run_id, tape.store = run_id, self._store
+        return tape if tape.calls or tape.requests else None
 
     async def _read(self, run_id: str) -> list[JournalRecord]:
         now = time.monotonic()

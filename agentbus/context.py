@@ -40,6 +40,8 @@ class Scope:
     event: Envelope | None = None
     #: Counts external calls made while handling the event (to match them on replay).
     calls: int = 0
+    #: Counts the requests the handler sent (to find them again on a resume).
+    requests: int = 0
     #: Events a de-duplicated handler published, held back to be written atomically
     #: with its ack (``(topic, payload, records)``); ``None`` publishes at once.
     outbox: list[tuple[str, bytes, list[JournalEntry]]] | None = None

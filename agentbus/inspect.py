@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .budget import budget_report, describe
+from .records import RESUMED_STEP
 from .signing import Signer, unverified_records
 from .transports import JournalRecord, RunInfo
 
@@ -42,6 +43,8 @@ class Delivery:
     group: str | None = None
     #: Calls answered from the journal after a crash (the crashed attempt had made them).
     resumed: int = 0
+    #: Requests the crashed attempt had sent, not sent again (replies from the journal).
+    resumed_requests: int = 0
 
 
 @dataclass
@@ -242,6 +245,8 @@ def build_trace(
             continue
         if kind == "step":
             steps.append(r)
+            if r.get("step") == RESUMED_STEP and str(r.get("event_id")) in by_id:
+                _resumed_by(by_id[str(r.get("event_id"))], str(r.get("agent")), requests=1)
             continue
         target = by_id.get(str(r.get("event_id")))
         if note is not None and target is not None:
@@ -284,14 +289,24 @@ def build_trace(
     return trace
 
 
-def _resumed_by(target: TraceEvent, agent: str) -> None:
-    """Count a resumed call on ``agent``'s delivery of ``target`` (its ``delivered``
-    record came first: a call is made while handling)."""
+def _resumed_by(target: TraceEvent, agent: str, *, requests: int = 0) -> None:
+    """Count a resumed call (or request) on ``agent``'s delivery of ``target`` (its
+    ``delivered`` record came first: a call is made while handling)."""
+    calls = 0 if requests else 1
     for d in target.deliveries.values():
         if d.agent == agent:
-            d.resumed += 1
+            d.resumed += calls
+            d.resumed_requests += requests
             return
-    target.deliveries[agent] = Delivery(agent, resumed=1)
+    target.deliveries[agent] = Delivery(agent, resumed=calls, resumed_requests=requests)
+
+
+def _resumed_text(d: Delivery) -> str:
+    """`` resumed 2 calls and 3 requests from the journal`` (empty when none)."""
+    parts = [f"{d.resumed} calls"] if d.resumed else []
+    if d.resumed_requests:
+        parts.append(f"{d.resumed_requests} requests")
+    return f" resumed {' and '.join(parts)} from the journal" if parts else ""
 
 
 def _flag(signatures: dict[str, Any] | None, rec: JournalRecord, reason: str) -> str:
@@ -353,7 +368,7 @@ def render_tree(trace: Trace, *, payloads: bool = False) -> str:
         for label, d in e.labelled():
             took = "" if d.duration_ms is None else f" {d.duration_ms:.1f}ms"
             tries = f" attempts={d.attempts}" if d.attempts > 1 else ""
-            resumed = f" resumed {d.resumed} calls from the journal" if d.resumed else ""
+            resumed = _resumed_text(d)
             err = f"  ! {d.error}" if d.error else ""
             lines.append(f"{child_prefix}   · {label}: {d.outcome}{took}{tries}{resumed}{err}")
         for st in steps_by_event.get(e.id, []):

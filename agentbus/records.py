@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RECORD_TYPES",
+    "RESUMED_STEP",
     "BudgetExceededRecord",
     "CallRecord",
     "DeadLetteredRecord",
@@ -61,6 +62,9 @@ class PublishedRecord(_Record):
     agent: str
     #: The topic's partition the event went to (a partitioned topic only).
     partition: NotRequired[int]
+    #: A request a handler sent: which of its handling's requests (0, 1, ...), so that a
+    #: resume after a crash finds it (agentbus._resume).
+    request_index: NotRequired[int]
     event: NotRequired[dict[str, Any]]
 
 
@@ -167,12 +171,19 @@ RECORD_TYPES: dict[str, type[Any]] = {
 
 _PUBLISHED: Literal["published"] = "published"
 
+#: The ``step`` of a request a handler had sent before a crash, answered on its resume
+#: from the journal (or awaited there) instead of being sent again.
+RESUMED_STEP = "request.resumed"
 
-def published(env: Envelope, topic: str, partition: int | None = None) -> dict[str, Any]:
+
+def published(
+    env: Envelope, topic: str, partition: int | None = None, request_index: int | None = None
+) -> dict[str, Any]:
     """The ``published`` record of ``env`` (the event itself is spliced in on write).
 
     ``topic`` is the topic published to, also for a partitioned one; ``partition`` its
-    partition, if any (the stream is ``partition_stream(topic, partition)``).
+    partition, if any (the stream is ``partition_stream(topic, partition)``);
+    ``request_index`` numbers a handler's requests.
     """
     rec: PublishedRecord = {
         "kind": _PUBLISHED,
@@ -184,4 +195,6 @@ def published(env: Envelope, topic: str, partition: int | None = None) -> dict[s
     }
     if partition is not None:
         rec["partition"] = partition
+    if request_index is not None:
+        rec["request_index"] = request_index
     return cast(dict[str, Any], rec)

@@ -353,18 +353,29 @@ class Runtime:
         return await self.publish_envelope(topic, env)
 
     async def publish_envelope(
-        self, topic: str, env: Envelope, *, stored: list[tuple[str, str]] | None = None
+        self,
+        topic: str,
+        env: Envelope,
+        *,
+        stored: list[tuple[str, str]] | None = None,
+        request_index: int | None = None,
     ) -> str:
         """Publish a prepared envelope to ``topic`` (run and causation filled from the scope).
 
         ``stored``, when given, receives the stream (the topic, or its partition) and the
         stored entry's id (requests use it to ask where their request stands when the
-        reply is late).
+        reply is late). ``request_index`` numbers a handler's requests in the journal.
         """
         if not isinstance(topic, str):  # the 0.1 order, or a mistake
             topic, env = topic_first(topic, env, "publish_envelope")
         self._check_open()
-        scope = current_scope() or await self._open_run(env, topic)
+        scope = current_scope()
+        if scope is None:
+            # An event of a known run sent from outside its handlers (the error reply to
+            # a dead-lettered request) stays in that run; any other opens a run of its own.
+            scope = (
+                Scope(env.runid, env.causationid) if env.runid else await self._open_run(env, topic)
+            )
         stream, part = await self.partitions.route(topic, env.partitionkey, env.id)
         env.topic = topic
         if env.runid is None:
@@ -380,7 +391,7 @@ class Runtime:
             records: list[JournalEntry] = []
             if self.writer.recording:
                 records = self.writer.take_records() if outbox is None else []
-                record = published(env, topic, part)
+                record = published(env, topic, part, request_index)
                 records.append(JournalEntry(env.runid, record, raw_event=payload))
             if outbox is not None:
                 outbox.append((stream, payload, records))
