@@ -69,6 +69,22 @@ class ResumeTape:
     store: JournalStore | None = None
     #: Requests matched by the resumed attempt (their replies are still looked for).
     _matched: list[dict[str, Any]] = field(default_factory=list)
+    #: The other events the crashed attempt published (``published`` records).
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def published(self, topic: str, message_type: str, data: Any) -> str | None:
+        """The id of an event like this one (topic, type, data) the crashed attempt
+        published and the resumed attempt has not matched yet; ``None``: publish it.
+        Each recorded event stands for one publish: a handler publishing the same
+        event twice has both copies matched before a third goes out."""
+        want = (topic, message_type, _canonical(data))
+        for i, recorded in enumerate(self.events):
+            event = recorded.get("event") or {}
+            if (recorded.get("topic"), event.get("type"), _canonical(event.get("data"))) == want:
+                del self.events[i]
+                self.resumed += 1
+                return str(recorded.get("event_id", ""))
+        return None
 
     def sent(self, topic: str, message_type: str, data: Any) -> dict[str, Any] | None:
         """The crashed attempt's record of this request when it sent one like it (the same
@@ -197,10 +213,13 @@ def tape_from_records(records: list[JournalRecord], event_id: str, agent: str) -
     tape = ResumeTape(event_id, agent)
     for rec in records:
         r = rec.record
-        if rec.kind == "published" and "request_index" in r:
+        if rec.kind == "published":
             event = r.get("event") or {}
             if event.get("causationid") == event_id and r.get("agent") == agent:
-                tape.requests[int(r["request_index"])] = r
+                if "request_index" in r:
+                    tape.requests[int(r["request_index"])] = r
+                else:
+                    tape.events.append(r)
             continue
         if r.get("event_id") != event_id or r.get("agent") != agent:
             continue
@@ -208,6 +227,7 @@ def tape_from_records(records: list[JournalRecord], event_id: str, agent: str) -
             # An attempt that ended: its calls and requests are not resumed.
             tape.calls.clear()
             tape.requests.clear()
+            tape.events.clear()
         elif rec.kind in ("model_call", "tool_call") and "call_index" in r:
             # A call resumed before (a second crash) is recorded again: same answer.
             tape.calls[int(r["call_index"])] = {**r, "kind": rec.kind}
@@ -253,7 +273,7 @@ class Resumer:
             return None
         tape = tape_from_records(records, event_id, agent)
         tape.run_id, tape.store = run_id, self._store
-        return tape if tape.calls or tape.requests else None
+        return tape if tape.calls or tape.requests or tape.events else None
 
     async def _read(self, run_id: str) -> list[JournalRecord]:
         now = time.monotonic()

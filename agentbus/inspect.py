@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .budget import budget_report, describe
-from .records import RESUMED_STEP
+from .records import RESUMED_PUBLISH_STEP, RESUMED_STEP
 from .signing import Signer, unverified_records
 from .transports import JournalRecord, RunInfo
 
@@ -43,8 +43,10 @@ class Delivery:
     group: str | None = None
     #: Calls answered from the journal after a crash (the crashed attempt had made them).
     resumed: int = 0
-    #: Requests the crashed attempt had sent, not sent again (replies from the journal).
-    resumed_requests: int = 0
+    #: What a resume after a crash took from the journal: ``calls`` (answered),
+    #: ``requests`` (not sent again: replies from the journal), ``events`` (not published
+    #: again), each counted.
+    resumed_from_journal: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -245,8 +247,9 @@ def build_trace(
             continue
         if kind == "step":
             steps.append(r)
-            if r.get("step") == RESUMED_STEP and str(r.get("event_id")) in by_id:
-                _resumed_by(by_id[str(r.get("event_id"))], str(r.get("agent")), requests=1)
+            resumed = _RESUMED.get(str(r.get("step")))
+            if resumed is not None and str(r.get("event_id")) in by_id:
+                _resumed_by(by_id[str(r.get("event_id"))], str(r.get("agent")), resumed)
             continue
         target = by_id.get(str(r.get("event_id")))
         if note is not None and target is not None:
@@ -289,23 +292,26 @@ def build_trace(
     return trace
 
 
-def _resumed_by(target: TraceEvent, agent: str, *, requests: int = 0) -> None:
-    """Count a resumed call (or request) on ``agent``'s delivery of ``target`` (its
-    ``delivered`` record came first: a call is made while handling)."""
-    calls = 0 if requests else 1
+#: The ``step`` records of what a resume took from the journal, and what they count.
+_RESUMED = {RESUMED_STEP: "requests", RESUMED_PUBLISH_STEP: "events"}
+
+
+def _resumed_by(target: TraceEvent, agent: str, what: str = "calls") -> None:
+    """Count a resumed call (or request, or event) on ``agent``'s delivery of ``target``
+    (its ``delivered`` record came first: a call is made while handling)."""
     for d in target.deliveries.values():
         if d.agent == agent:
-            d.resumed += calls
-            d.resumed_requests += requests
-            return
-    target.deliveries[agent] = Delivery(agent, resumed=calls, resumed_requests=requests)
+            break
+    else:
+        d = target.deliveries[agent] = Delivery(agent)
+    d.resumed_from_journal[what] = d.resumed_from_journal.get(what, 0) + 1
+    if what == "calls":
+        d.resumed += 1
 
 
 def _resumed_text(d: Delivery) -> str:
     """`` resumed 2 calls and 3 requests from the journal`` (empty when none)."""
-    parts = [f"{d.resumed} calls"] if d.resumed else []
-    if d.resumed_requests:
-        parts.append(f"{d.resumed_requests} requests")
+    parts = [f"{n} {what}" for what, n in d.resumed_from_journal.items() if n]
     return f" resumed {' and '.join(parts)} from the journal" if parts else ""
 
 

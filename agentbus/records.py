@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RECORD_TYPES",
+    "RESUMED_PUBLISH_STEP",
     "RESUMED_STEP",
     "BudgetExceededRecord",
     "CallRecord",
@@ -174,6 +175,9 @@ _PUBLISHED: Literal["published"] = "published"
 #: The ``step`` of a request a handler had sent before a crash, answered on its resume
 #: from the journal (or awaited there) instead of being sent again.
 RESUMED_STEP = "request.resumed"
+#: The ``step`` of an event a handler had published before a crash, not published again
+#: on its resume.
+RESUMED_PUBLISH_STEP = "publish.resumed"
 
 
 def published(

@@ -44,7 +44,7 @@ from .journal import Journal
 from .keys import Keys, validate_topic
 from .message import Message, topic_first
 from .partitions import PartitionTable
-from .records import published
+from .records import RESUMED_PUBLISH_STEP, published
 from .retention import Maintenance, Retention
 from .runs import Run
 from .signing import Signer
@@ -376,6 +376,12 @@ class Runtime:
             scope = (
                 Scope(env.runid, env.causationid) if env.runid else await self._open_run(env, topic)
             )
+        if scope.resume is not None and env.replyto is None:
+            # Resumed after a crash: what the crashed attempt published is not sent again.
+            sent = scope.resume.published(topic, env.type, env.data)
+            if sent is not None:
+                await self.note(RESUMED_PUBLISH_STEP, agent=scope.agent, published_id=sent)
+                return sent
         stream, part = await self.partitions.route(topic, env.partitionkey, env.id)
         env.topic = topic
         if env.runid is None:

@@ -317,3 +317,61 @@ async def test_first_deliveries_never_read_the_journal(
         await outcome(rt, run.run_id, event_id, "handled")
     assert reads == []
     assert len(thinker.made) == 5 * STEPS
+
+
+class Progress(Message, type="resume.Progress"):
+    step: int
+
+
+class Reporter(Thinker, name="resume-thinker"):
+    """A Thinker that publishes a progress event after each call."""
+
+    @handle(GO)
+    async def go(self, msg: Go, ctx: Context) -> None:
+        self.attempts.append(ctx.attempt)
+        for step in range(STEPS):
+            if step == self.stall_at:
+                await asyncio.Event().wait()
+
+            async def call(step: int = step) -> dict[str, Any]:
+                self.made.append(step)
+                return {"answer": f"{self.label}{step}"}
+
+            await ctx.invoke("tool", "think", {"about": msg.topic}, call)
+            await ctx.publish("resume.progress", Progress(step=step))
+
+
+async def test_events_the_crashed_attempt_published_are_not_published_again(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    first = Reporter("a", stall_at=2)
+    a = make_runtime(first, consumer="a")
+    await a.start()
+    async with a.run("resume") as run:
+        event_id = await run.publish(GO, Go(topic="tides"))
+
+    def progress(records: list[JournalRecord]) -> list[int]:
+        return [
+            r.record["event"]["data"]["step"]
+            for r in records
+            if r.kind == "published" and r.record["topic"] == "resume.progress"
+        ]
+
+    async def two_published() -> bool:
+        return progress(await a.journal.records(run.run_id)) == [0, 1]
+
+    await wait_for(two_published, timeout=10, message="the first attempt published 2 events")
+    await a.aclose(grace=0)
+    reader = make_runtime(consumer="reader")
+    await reader.start()
+    second = Reporter("b")
+    await make_runtime(second, consumer="b").start()
+    records = await outcome(reader, run.run_id, event_id, "handled")
+
+    assert second.made == [2]
+    assert progress(records) == [0, 1, 2]  # 0 and 1 were not published again
+    info = await reader.journal.run(run.run_id)
+    assert info is not None
+    assert "resumed 2 calls and 2 events from the journal" in render_tree(
+        build_trace(info, records)
+    )

@@ -80,3 +80,38 @@ def test_another_call_at_a_recorded_index_is_a_mismatch(
 def test_requests_compare_as_json() -> None:
     tape = tape_from_records([call(1, 0, request={"q": [1, 2], "k": "v"})], "e1", "a")
     assert tape.answer("tool", "think", {"k": "v", "q": (1, 2)}, 0) == {"n": 0}
+
+
+def sent(seq: int, event_id: str, topic: str, data: dict[str, Any], **extra: Any) -> JournalRecord:
+    event = {"id": event_id, "type": "t.Ask", "data": data, "causationid": "e1"}
+    event.update(extra.pop("event", {}))
+    return rec(seq, "published", event_id=event_id, topic=topic, agent="a", event=event, **extra)
+
+
+def test_requests_are_matched_by_content_and_their_replies_found() -> None:
+    records = [
+        sent(1, "q0", "work", {"n": 0}, request_index=0, event={"correlationid": "c0", "replyto": "_inbox.x"}),
+        sent(2, "q1", "work", {"n": 1}, request_index=1, event={"correlationid": "c1", "replyto": "_inbox.x"}),
+        rec(3, "published", event_id="r1", topic="_inbox.x", agent="w",
+            event={"id": "r1", "type": "t.Done", "data": {}, "correlationid": "c1", "causationid": "q1"}),
+        sent(4, "n0", "notes", {"note": "x"}),
+    ]  # fmt: skip
+    tape = tape_from_records(records, "e1", "a")
+    # The resumed attempt asks in another order: each finds its own record.
+    assert tape.sent("work", "t.Ask", {"n": 1})["event_id"] == "q1"
+    assert tape.sent("work", "t.Ask", {"n": 0})["event_id"] == "q0"
+    assert tape.sent("work", "t.Ask", {"n": 0}) is None  # a third one is sent
+    assert tape.sent("work", "t.Ask", {"n": 2}) is None  # so is one never sent
+    assert set(tape.replies) == {"c1"}
+    assert tape.published("notes", "t.Ask", {"note": "x"}) == "n0"
+    assert tape.published("notes", "t.Ask", {"note": "x"}) is None
+
+
+def test_an_outcome_ends_the_requests_and_events_of_its_attempt() -> None:
+    records = [
+        sent(1, "q0", "work", {"n": 0}, request_index=0, event={"correlationid": "c0"}),
+        sent(2, "n0", "notes", {"note": "x"}),
+        rec(3, "retried", event_id="e1", agent="a"),
+    ]
+    tape = tape_from_records(records, "e1", "a")
+    assert (tape.requests, tape.events) == ({}, [])
