@@ -15,9 +15,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from .budget import BUDGET_EXCEEDED, budget_limits
 from .errors import RunCancelled
 from .journal import record
-from .transports import JournalEntry, JournalStore
+from .transports import JournalEntry, JournalStore, RunInfo
 
 __all__ = ["CANCELLED", "Cancels", "RunCancelled", "cancel_run"]
 
@@ -27,19 +28,42 @@ log = logging.getLogger("agentbus.runtime")
 CANCELLED = "cancelled"
 #: How often a process reads the status of the runs it has handlers of in flight.
 POLL_S = 0.25
+#: Why the handlers and queued events of a run past its budget's deadline were stopped.
+DEADLINE_PASSED = "run deadline passed"
+
+
+def _past_deadline(info: RunInfo) -> bool:
+    deadline = (budget_limits(info.meta) or {}).get("deadline")
+    return isinstance(deadline, (int, float)) and time.time() >= deadline
+
+
+async def _deadline_passed(store: JournalStore, info: RunInfo) -> None:
+    """End a running run whose budget deadline has passed: ``budget_exceeded``, with the
+    record saying which limit (what a call past the deadline records, for a run whose
+    handlers make no calls, or are stuck in one)."""
+    deadline = float((budget_limits(info.meta) or {})["deadline"])
+    now = time.time()
+    entry = record(
+        BUDGET_EXCEEDED, limit="deadline", spent=now, attempted=0, allowed=deadline, call=""
+    )
+    await store.write_journal([JournalEntry(info.run_id, entry)])
+    info.status = BUDGET_EXCEEDED
+    await store.save_run(info)
 
 
 class Cancels:
-    """The runs this process knows are cancelled, and the poll that learns of new ones."""
+    """The runs this process knows are cancelled (or past their budget's deadline), and
+    the poll that learns of new ones."""
 
     def __init__(self) -> None:
-        self.runs: set[str] = set()
+        #: Each stopped run, and why (what its handlers' and queued events' records say).
+        self.runs: dict[str, str] = {}
         #: Called with a run id when the run is found cancelled (cancel its handlers).
         self.listeners: list[Callable[[str], None]] = []
 
-    def cancelled(self, run_id: str) -> None:
-        """Note ``run_id`` as cancelled and stop its handlers in this process."""
-        self.runs.add(run_id)
+    def cancelled(self, run_id: str, reason: str = "run cancelled") -> None:
+        """Note ``run_id`` as stopped and stop its handlers in this process."""
+        self.runs.setdefault(run_id, reason)
         for listener in self.listeners:
             listener(run_id)
 
@@ -54,8 +78,16 @@ class Cancels:
                 except Exception as exc:  # an outage: try again next round
                     log.debug("could not read run %s: %s", run_id, exc)
                     continue
-                if info is not None and info.status == CANCELLED:
+                if info is None:
+                    continue
+                if info.status == CANCELLED:
                     self.cancelled(run_id)
+                elif _past_deadline(info):
+                    # Work of a run past its deadline stops, also work that outlived the
+                    # run's own block; only a running run's status changes.
+                    if info.status == "running":
+                        await _deadline_passed(store, info)
+                    self.cancelled(run_id, DEADLINE_PASSED)
 
 
 async def cancel_run(store: JournalStore, run_id: str, *, by: str) -> bool:

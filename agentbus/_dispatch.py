@@ -231,7 +231,8 @@ class Dispatcher:
                 raise
             except RunCancelled:
                 # Acked, not retried nor dead-lettered: the run wants no more work.
-                self._out.ack(a.d, self._stamp.record(a.env, "ignored", reason="run cancelled"))
+                reason = self._s.cancels.runs.get(a.env.runid or "", "run cancelled")
+                self._out.ack(a.d, self._stamp.record(a.env, "ignored", reason=reason))
                 return
             except Exception as exc:
                 # Still in the event's scope: an error reply belongs to its run and trace.
@@ -248,9 +249,10 @@ class Dispatcher:
 
     def _cancelled(self, a: _Attempt) -> bool:
         """Ack ``a`` unhandled when its run is known cancelled (a set lookup, no round trip)."""
-        if not a.env.runid or a.env.runid not in self._s.cancels.runs:
+        reason = self._s.cancels.runs.get(a.env.runid) if a.env.runid else None
+        if reason is None:
             return False
-        self._out.ack(a.d, self._stamp.record(a.env, "ignored", reason="run cancelled"))
+        self._out.ack(a.d, self._stamp.record(a.env, "ignored", reason=reason))
         return True
 
     async def _outage(self, a: _Attempt, exc: TransportUnavailable) -> None:
@@ -326,7 +328,8 @@ class Dispatcher:
             task.uncancel()
         if a.scope is not None:
             a.scope.outbox = None  # its events are never sent
-        raise RunCancelled(f"run {a.env.runid} was cancelled")
+        reason = self._s.cancels.runs.get(a.env.runid or "", "run cancelled")
+        raise RunCancelled(f"run {a.env.runid} was stopped: {reason}")
 
     def _timed_out(self, a: _Attempt) -> None:
         """Called on a cancellation: ours (the watchdog's) is a failed attempt."""

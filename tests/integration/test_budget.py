@@ -8,7 +8,9 @@ the run ends ``budget_exceeded`` although its own block then fails or completes.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +31,7 @@ from agentbus import (
 )
 from agentbus.costs import ModelPrice
 from agentbus.inspect import build_trace, render_tree
+from agentbus.testing import wait_for
 from agentbus.testing.workers import run_cli
 
 FAST: dict[str, Any] = {"block_ms": 50, "retry_backoff": (0.01, 0.05), "max_attempts": 3}
@@ -256,3 +259,58 @@ async def test_trace_of_a_run_without_budget_has_none(runtime: tuple[Runtime, Sp
     trace = build_trace(info, await rt.journal.records(run.run_id))
     assert trace.budget is None
     assert "\nbudget " not in render_tree(trace)
+
+
+class Nap(Message, type="budget.Nap"):
+    n: int
+
+
+class Sleeper(Agent, name="budget-sleeper"):
+    """Sleeps long without any call: only the deadline's own enforcement can stop it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[int] = []
+        self.stopped: list[float] = []
+
+    @handle("budget.nap")
+    async def nap(self, msg: Nap, ctx: Context) -> None:
+        self.started.append(msg.n)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            self.stopped.append(time.time())
+            raise
+
+
+async def test_a_deadline_stops_handlers_that_make_no_calls(backend: str, url_for: str) -> None:
+    sleeper = Sleeper()
+    shared = MemoryTransport() if backend == "memory" else None
+    rt = Runtime(transport=shared, **FAST) if shared else Runtime(url_for, **FAST)
+    rt.add(sleeper)
+    try:
+        await rt.start()
+        async with rt.run("napping", budget=Budget(deadline=timedelta(seconds=1))) as run:
+            await run.publish("budget.nap", Nap(n=1))
+            await run.publish("budget.nap", Nap(n=2))  # queued or in flight: not finished
+
+            async def stopped() -> bool:
+                info = await rt.journal.run(run.run_id)
+                return info.status == "budget_exceeded" and len(sleeper.stopped) == len(
+                    sleeper.started
+                )
+
+            await wait_for(stopped, timeout=15, message="the deadline stopping the handlers")
+        records = [r.record for r in await rt.journal.records(run.run_id)]
+    finally:
+        await rt.aclose()
+        if shared is not None:
+            await shared.aclose()
+    (exceeded,) = [r for r in records if r["kind"] == "budget_exceeded"]
+    assert sleeper.stopped
+    assert min(sleeper.stopped) >= exceeded["allowed"]  # stopped by the deadline, after it
+    assert exceeded["limit"] == "deadline"
+    assert exceeded["allowed"] <= exceeded["spent"]
+    ignored = [r for r in records if r["kind"] == "ignored"]
+    assert len(ignored) == 2
+    assert {r["reason"] for r in ignored} == {"run deadline passed"}
