@@ -29,7 +29,7 @@ from .base import text as _s
 if TYPE_CHECKING:
     from .redis_client import RedisClient
 
-__all__ = ["ANSWER_SCRIPT", "CLAIM_SCRIPT", "OPEN_SCRIPT", "RedisQuestions", "WITHDRAW_SCRIPT"]
+__all__ = ["ANSWER_SCRIPT", "CLAIM_SCRIPT", "OPEN_SCRIPT", "WITHDRAW_SCRIPT", "RedisQuestions"]
 
 # KEYS[1]: the run's questions hash. ARGV: question id, its data, its deadline ("" none).
 # Creates the question (open) unless it exists; 1 when created.
@@ -200,13 +200,15 @@ class RedisQuestions:
                 (q for q in await self._all_of(run_id) if q.status == "open"),
                 key=lambda q: (q.asked, q.question_id),
             )
-        members = await self._c.idempotent(lambda: self._r.zrange(self.keys.question_index(), 0, -1))
+        members = await self._c.idempotent(
+            lambda: self._r.zrange(self.keys.question_index(), 0, -1)
+        )
         wanted = [tuple(_s(m).split(" ", 1)) for m in members]
         runs = sorted({run for run, _ in wanted})
         found: dict[tuple[str, str], Question] = {}
         for run in runs:
-            for q in await self._all_of(run):
-                found[(q.run_id, q.question_id)] = q
+            for each in await self._all_of(run):
+                found[(each.run_id, each.question_id)] = each
         out = []
         for run, qid in wanted:
             q = found.get((run, qid))
@@ -272,7 +274,9 @@ class RedisQuestions:
         async def due() -> list[Any]:
             async with self._r.pipeline(transaction=False) as pipe:
                 for agent in agents:
-                    pipe.zrangebyscore(self.keys.question_due(agent), "-inf", now, start=0, num=limit)
+                    pipe.zrangebyscore(
+                        self.keys.question_due(agent), "-inf", now, start=0, num=limit
+                    )
                 return list(await pipe.execute())
 
         replies = await self._c.idempotent(due)
@@ -280,9 +284,9 @@ class RedisQuestions:
         for agent, members in zip(agents, replies, strict=True):
             for raw in members:
                 run_id, _, question_id = _s(raw).partition(" ")
-                q = await self._claim_one(agent, run_id, question_id, now, grace)
-                if q is not None:
-                    out.append(q)
+                claimed = await self._claim_one(agent, run_id, question_id, now, grace)
+                if claimed is not None:
+                    out.append(claimed)
         return out
 
     async def _claim_one(

@@ -375,9 +375,9 @@ class RedisRuns:
         """``script`` on each run's hash and journal (one slot per run), pipelined."""
         async with self._r.pipeline(transaction=False) as pipe:
             for run_id in run_ids:
-                keys = (self.keys.run(run_id), self.keys.journal(run_id))
+                keys = [self.keys.run(run_id), self.keys.journal(run_id)]
                 if script is PRUNE_RUN_SCRIPT:  # a run's questions go with it
-                    keys += (self.keys.questions(run_id),)
+                    keys.append(self.keys.questions(run_id))
                 pipe.eval(script, len(keys), *keys, cutoff_ms)
             return list(await pipe.execute())
 

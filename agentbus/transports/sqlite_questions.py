@@ -152,7 +152,10 @@ class SqliteQuestions:
         )
         params = (*agents, now, grace, now)
         # Read first: the common answer is "nothing due", which takes no write lock.
-        if self._db.execute(f"SELECT 1 FROM questions WHERE {due} LIMIT 1", params).fetchone() is None:
+        if (
+            self._db.execute(f"SELECT 1 FROM questions WHERE {due} LIMIT 1", params).fetchone()
+            is None
+        ):
             return []
         with self._write():
             keys = self._db.execute(

@@ -74,7 +74,9 @@ class QuestionChecks:
     async def test_no_answer_after_the_deadline(self, transport: Transport) -> None:
         store = transport.store
         await store.open_question(question("run-q4", "q-d", deadline=time.time() - 1))
-        ok, q = await store.answer_question("run-q4", "q-d", {"approve": True}, by="x", now=time.time())
+        ok, q = await store.answer_question(
+            "run-q4", "q-d", {"approve": True}, by="x", now=time.time()
+        )
         assert not ok
         assert q is not None
         assert q.status == "timed_out"
