@@ -100,14 +100,19 @@ class Refunds(Agent, name="refunds"):
 app = App("refund-approval", [Refunds])
 
 
-async def _agentbus(*args: str) -> str:
+async def _agentbus(run: Run, *args: str) -> str:
     """Run ``agentbus ARGS`` as a subprocess, as a person at a terminal would."""
     print("$ agentbus " + " ".join(shlex.quote(a) for a in args), file=sys.stderr)
+    # The store this run is in (`agentbus run --url ...`); a URL whose password is
+    # masked is left to $AGENTBUS_URL, which the command inherits.
+    url = str(getattr(run.runtime, "transport").url)  # noqa: B009 (Bus does not name it)
+    where = ["--url", url] if "***" not in url else []
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "agentbus",
         *args,
+        *where,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -135,9 +140,10 @@ async def main(run: Run) -> dict[str, object]:
     else:
         raise RuntimeError("the approval question never showed up")
     # What an approver sees and does (on stderr: `agentbus run --json` prints only JSON).
-    await _agentbus("pending", "--run", run.run_id)
+    await _agentbus(run, "pending", "--run", run.run_id)
     question = questions[0]
     await _agentbus(
+        run,
         "answer",
         run.run_id,
         question.question_id,
