@@ -8,17 +8,22 @@ journal. Anything that implements it (a test double, a wrapper) can stand in.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
+
+from pydantic import BaseModel
 
 from .envelope import Envelope
 from .message import Message
 
 if TYPE_CHECKING:
     from .journal import Journal
+    from .transports import Question
 
 __all__ = ["Bus", "CallKind"]
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T", bound=BaseModel)
 CallKind = Literal["model", "tool"]
 
 
@@ -90,3 +95,19 @@ class Bus(Protocol):
         *,
         agent: str | None = None,
     ) -> dict[str, Any]: ...
+
+    async def ask_human(
+        self,
+        question: BaseModel,
+        *,
+        expect: type[T],
+        timeout: timedelta | float | None = None,
+        agent: str | None = None,
+        summary: str | None = None,
+    ) -> T: ...
+
+    async def answer(
+        self, run_id: str, question_id: str, answer: Any, *, by: str = ...
+    ) -> Question: ...
+
+    async def pending(self, run_id: str | None = None) -> list[Question]: ...

@@ -91,7 +91,8 @@ class Cancels:
 
 
 async def cancel_run(store: JournalStore, run_id: str, *, by: str) -> bool:
-    """Mark ``run_id`` cancelled in the store (with a ``run_finished`` record).
+    """Mark ``run_id`` cancelled in the store (with a ``run_finished`` record) and
+    withdraw its open questions (a ``question_withdrawn`` record each).
 
     Returns False when the run had already ended (nothing done); raises ``KeyError``
     for an unknown run.
@@ -106,6 +107,20 @@ async def cancel_run(store: JournalStore, run_id: str, *, by: str) -> bool:
     # As Run.finish notes: events counted later are work that outlived the run.
     info.meta["events_at_end"] = info.events
     await store.save_run(info)
-    entry = record("run_finished", name=info.name, status=CANCELLED, cancelled_by=by)
-    await store.write_journal([JournalEntry(run_id, entry)])
+    entries = [
+        JournalEntry(
+            run_id, record("run_finished", name=info.name, status=CANCELLED, cancelled_by=by)
+        )
+    ]
+    # Its questions to people: nobody may answer them any more (ctx.ask_human).
+    for q in await store.withdraw_questions(run_id, by=by, now=info.ended):
+        withdrawn = record(
+            "question_withdrawn",
+            question_id=q.question_id,
+            agent=q.agent,
+            event_id=q.event_id,
+            by=by,
+        )
+        entries.append(JournalEntry(run_id, withdrawn))
+    await store.write_journal(entries)
     return True

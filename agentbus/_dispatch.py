@@ -18,6 +18,7 @@ from ._cancel import RunCancelled
 from ._decoding import failure, worded
 from ._delivery import ORPHAN_RUN, Services, Stamp
 from ._outcome import Outcomes
+from ._questions import RESUME_ATTR, Parked
 from ._resume import ResumeTape
 from ._retry import retry_io
 from .agent import Agent, HandlerSpec
@@ -63,10 +64,18 @@ class _Refused(Exception):
     """A delivery that ends before any attempt: dead-lettered, or acked as unmatched."""
 
     def __init__(
-        self, env: Envelope | None, reason: str, error: str, *, unmatched: bool = False
+        self,
+        env: Envelope | None,
+        reason: str,
+        error: str,
+        *,
+        unmatched: bool = False,
+        silent: bool = False,
     ) -> None:
         super().__init__(reason)
         self.env, self.reason, self.error, self.unmatched = env, reason, error, unmatched
+        #: Acked without a record: a woken event for another agent (not ours to see).
+        self.silent = silent
 
 
 class Dispatcher:
@@ -77,6 +86,7 @@ class Dispatcher:
         "_handlers",
         "_limits",
         "_out",
+        "_parks",
         "_s",
         "_stamp",
         "_traced",
@@ -101,6 +111,9 @@ class Dispatcher:
         self._handlers = handlers
         self._out = outcomes
         self._traced = services.traced  # read on every delivery; the property is not free
+        #: Whether ask_human may park this subscription's deliveries (not broadcast ones:
+        #: every replica would ask, and their groups go with them).
+        self._parks = "group" not in stamp.replica
         #: Per topic, the most deliveries any of its handlers allows (checked before decoding).
         self._limits: dict[str, int] = {}
         for (topic, _), (spec, _) in handlers.items():
@@ -144,7 +157,9 @@ class Dispatcher:
         try:
             attempt = self._screen(d)
         except _Refused as refused:
-            if refused.unmatched:
+            if refused.silent:
+                self._out.ack(d, None)
+            elif refused.unmatched:
                 await self._unmatched(d, refused.env)
             else:
                 await self._out.dead_letter(
@@ -164,6 +179,11 @@ class Dispatcher:
             env = self._s.decoder.decode(d, topic)
         except Exception as exc:  # any failure to decode or verify: this entry alone
             raise _Refused(None, *failure("undecodable event", exc)) from None
+        if (
+            env.extensions
+            and env.extensions.get(RESUME_ATTR, self._stamp.agent) != self._stamp.agent
+        ):
+            raise _Refused(env, "", "", silent=True)  # woken up for another agent
         match = self._handlers.get((topic, env.type))
         if match is None:
             raise _Refused(env, "", "", unmatched=True)
@@ -214,11 +234,19 @@ class Dispatcher:
             )
             return
         if self._s.writer.recording:  # with it off, not even build the records
+            # Woken up after a question was answered: a first delivery of this entry, but
+            # the handler ran before, so its calls are answered from the journal too.
+            woken = bool(a.env.extensions) and RESUME_ATTR in a.env.extensions
             # Redelivered: a crashed attempt's calls are not made again. Only in a run:
             # the records of run-less events share one journal, too big to read each time.
-            if a.number > 1 and a.env.runid:
+            if (a.number > 1 or woken) and a.env.runid:
                 a.resume = await self._s.resumer.tape(a.env.runid, a.env.id, self._stamp.agent)
-            self._s.writer.record(self._stamp.delivered(a.env, a.number))
+            if woken:
+                self._s.writer.record(
+                    self._stamp.record(a.env, "delivered", attempt=a.number, woken=True)
+                )
+            else:
+                self._s.writer.record(self._stamp.delivered(a.env, a.number))
         while True:
             if a.number > 1 and self._cancelled(a):  # cancelled during a retry's backoff
                 return
@@ -227,6 +255,18 @@ class Dispatcher:
                     await self._attempt(a)  # no retry wrapper per delivery: the common case
                 except TransportUnavailable as exc:
                     await self._outage(a, exc)
+            except Parked as parked:
+                # Acked with no de-dup marker, not retried nor dead-lettered: it waits in
+                # the store for its answer, and is re-published when it comes.
+                record = self._stamp.record(
+                    a.env,
+                    "parked",
+                    attempt=a.number,
+                    question_id=parked.question_id,
+                    duration_ms=round(a.elapsed_ms(), 3),
+                )
+                self._out.ack(a.d, record)
+                return
             except asyncio.CancelledError:
                 raise
             except RunCancelled:
@@ -288,6 +328,8 @@ class Dispatcher:
             scope.resume, a.resume = a.resume, None
         if a.dedupe_key is not None:
             scope.outbox = []  # its events are committed with the ack, or not at all
+        if self._parks and a.d.payload is not None:
+            scope.parking = (a.d.topic, a.d.payload)
         token = set_scope(scope)
         a.started = time.perf_counter()
         if env.runid:
@@ -304,6 +346,9 @@ class Dispatcher:
                 result = await getattr(self._agent, a.spec.method)(a.message, ctx)
                 if result is not None:
                     await self._emit(a.spec, env, result)
+        except Parked:
+            scope.outbox = None  # the resumed handler publishes them (once, if de-duplicated)
+            raise
         except asyncio.CancelledError:
             if a.key in self.dropped:
                 self._dropped(a)  # raises RunCancelled

@@ -90,6 +90,11 @@ class Hosting:
         its reply inbox (``inbox``: the requests' (inbox, last read), or ``None``)."""
         return self.broadcast_groups(), None if inbox is None else inbox[0]
 
+    def shared_agents(self) -> list[str]:
+        """The agents with a shared subscription here (whose parked questions this
+        process may wake up)."""
+        return sorted({sub.agent.name for sub in self.subs if sub.mode == "shared"})
+
     def read_groups(self) -> list[tuple[str, str]]:
         """The (topic, consumer group) pairs read here."""
         return [(topic, sub.group) for sub in self.subs for topic in sub.topics]

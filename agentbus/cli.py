@@ -419,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_inspect  # the trace/replay/export commands
 
     cli_inspect.register(sub, with_url)
+
+    from . import cli_questions  # pending, answer
+
+    cli_questions.register(sub, with_url)
     return parser
 
 

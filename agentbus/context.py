@@ -13,7 +13,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from pydantic import BaseModel
 
 from ._bus import Bus, CallKind
 from .envelope import Envelope
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["CallKind", "Context", "Scope", "current_scope"]
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T", bound=BaseModel)
 
 
 @dataclass(slots=True)
@@ -48,6 +52,12 @@ class Scope:
     #: The calls a crashed attempt at this delivery recorded, answered instead of made
     #: again (only on a redelivery after a crash; ``None`` otherwise).
     resume: ResumeTape | None = None
+    #: Counts questions asked of people while handling the event (``ask_human``): kept
+    #: apart from ``calls`` so that call indices of recorded runs do not shift.
+    questions: int = 0
+    #: Where the delivery being handled came from and its bytes (stream, payload), so
+    #: that ``ask_human`` can park it; ``None`` where it cannot park (broadcast).
+    parking: tuple[str, bytes] | None = None
 
 
 _scope: ContextVar[Scope | None] = ContextVar("agentbus_scope", default=None)
@@ -163,6 +173,36 @@ class Context:
         propagate after being journaled.
         """
         return await self.runtime.invoke(kind, name, request, call, agent=self.agent)
+
+    async def ask_human(
+        self,
+        question: BaseModel,
+        *,
+        expect: type[T],
+        timeout: timedelta | float | None = None,
+        summary: str | None = None,
+    ) -> T:
+        """Ask a person ``question`` and return their answer as an ``expect`` instance.
+
+        When there is no answer yet, the handler stops here and its delivery is *parked*:
+        acknowledged, held by no process. ``agentbus pending`` lists the question,
+        ``agentbus answer RUN QUESTION JSON`` (or :meth:`Runtime.answer`) answers it,
+        and a runtime hosting this agent runs the handler again from the start: the model
+        and tool calls it made before asking are answered from the journal, and this
+        call returns the answer. So code before the question runs twice; it must ask the
+        same questions in the same order (else :class:`~agentbus.ResumeMismatch`).
+
+        ``timeout`` (a :class:`~datetime.timedelta` or seconds; ``None``: no deadline):
+        when it passes unanswered, the handler is run again and this raises
+        :class:`~agentbus.QuestionTimeout` (catch it to decide a default). ``summary``
+        is the line ``agentbus pending`` shows (default: the question's JSON). A
+        cancelled run's questions are withdrawn. Only in a shared handler (not
+        broadcast); raises :class:`~agentbus.UsageError` elsewhere. On replay the
+        recorded answer is returned. See docs/durability.md, "Human in the loop".
+        """
+        return await self.runtime.ask_human(
+            question, expect=expect, timeout=timeout, agent=self.agent, summary=summary
+        )
 
 
 @functools.cache

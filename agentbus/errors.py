@@ -33,8 +33,11 @@ __all__ = [
     "DecodeError",
     "GroupNotFound",
     "HandlerError",
+    "InvalidAnswer",
     "MessageError",
     "MessageTooLarge",
+    "QuestionClosed",
+    "QuestionTimeout",
     "Reject",
     "RemoteError",
     "RequestTimeout",
@@ -44,6 +47,7 @@ __all__ = [
     "TransportClosed",
     "TransportError",
     "TransportUnavailable",
+    "UnknownQuestion",
     "UsageError",
 ]
 
@@ -163,6 +167,36 @@ class BudgetExceeded(AgentBusError):
         self.spent = spent
         self.attempted = attempted
         self.allowed = allowed
+
+
+class QuestionTimeout(AgentBusError, TimeoutError):
+    """Raised by :meth:`~agentbus.Context.ask_human` when nobody answered the question
+    before its ``timeout``. Catch it in the handler to decide a default; uncaught, it
+    fails the attempt like any error. ``question_id`` and ``deadline`` (Unix time) say
+    which question and when it expired."""
+
+    def __init__(self, message: str, *, question_id: str = "", deadline: float | None = None):
+        super().__init__(message)
+        self.question_id = question_id
+        self.deadline = deadline
+
+
+class UnknownQuestion(AgentBusError):
+    """No question with that id in that run (``agentbus answer``, ``Runtime.answer``)."""
+
+
+class QuestionClosed(AgentBusError):
+    """The question can no longer be answered: it was answered already, it timed out,
+    or it was withdrawn (its run was cancelled). ``status`` says which."""
+
+    def __init__(self, message: str, *, status: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class InvalidAnswer(AgentBusError):
+    """An answer that does not fit the type the handler expects (``expect=``): refused
+    when it is given, so the resumed handler never sees it."""
 
 
 class HandlerTimeout(AgentBusError, TimeoutError):

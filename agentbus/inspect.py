@@ -11,6 +11,7 @@ records that fail (unsigned, altered, forged or moved from another run) are list
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,18 @@ from .transports import JournalRecord, RunInfo
 
 __all__ = ["Delivery", "Trace", "TraceEvent", "build_trace", "render_timeline", "render_tree"]
 
-_OUTCOMES = ("handled", "failed", "retried", "dead_lettered", "ignored", "duplicate", "replied")
+_OUTCOMES = (
+    "handled",
+    "failed",
+    "retried",
+    "dead_lettered",
+    "ignored",
+    "duplicate",
+    "replied",
+    "parked",
+)
+#: The records of a question to a person (``ctx.ask_human``), shown on the event handled.
+_QUESTIONS = ("question_asked", "question_answered", "question_timed_out", "question_withdrawn")
 
 
 @dataclass
@@ -47,6 +59,8 @@ class Delivery:
     #: ``requests`` (not sent again: replies from the journal), ``events`` (not published
     #: again), each counted.
     resumed_from_journal: dict[str, int] = field(default_factory=dict)
+    #: How often it was parked waiting for a person's answer (``ctx.ask_human``).
+    parked: int = 0
 
 
 @dataclass
@@ -67,6 +81,8 @@ class TraceEvent:
     children: list[TraceEvent] = field(default_factory=list)
     #: "kind: reason" for each record about this event that fails signature verification.
     unverified: list[str] = field(default_factory=list)
+    #: Questions to people asked while handling it, and how they ended (their records).
+    questions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
@@ -106,6 +122,7 @@ class TraceEvent:
             ],
             "tokens": self.tokens,
             "unverified": self.unverified,
+            "questions": self.questions,
         }
         if payloads:
             out["data"] = self.envelope.get("data")
@@ -264,6 +281,9 @@ def build_trace(
             continue
         if kind in ("run_started", "run_finished"):
             continue
+        if kind in _QUESTIONS and target is not None:
+            target.questions.append(r)
+            continue
         if target is None:
             orphans.append(r)
             continue
@@ -274,6 +294,8 @@ def build_trace(
             d = target.deliveries[group or agent] = Delivery(agent, group=group)
         if r.get("consumer"):
             d.consumer = r["consumer"]  # the last replica that took it (a claim moves it)
+        if kind == "parked":
+            d.parked += 1
         if kind == "delivered":
             d.attempts = max(d.attempts, int(r.get("attempt", 1)))
         elif kind in _OUTCOMES:
@@ -375,6 +397,8 @@ def render_tree(trace: Trace, *, payloads: bool = False) -> str:
             took = "" if d.duration_ms is None else f" {d.duration_ms:.1f}ms"
             tries = f" attempts={d.attempts}" if d.attempts > 1 else ""
             resumed = _resumed_text(d)
+            if d.parked:
+                resumed = f" parked {d.parked}x for an answer" + resumed
             err = f"  ! {d.error}" if d.error else ""
             lines.append(f"{child_prefix}   · {label}: {d.outcome}{took}{tries}{resumed}{err}")
         for st in steps_by_event.get(e.id, []):
@@ -385,6 +409,8 @@ def render_tree(trace: Trace, *, payloads: bool = False) -> str:
                 and not isinstance(v, dict | list)
             )
             lines.append(f"{child_prefix}   ✎ {st.get('agent')}: {st.get('step')}  {details}"[:200])
+        for q in e.questions:
+            lines.append(f"{child_prefix}   ? {_question_line(q)}"[:200])
         for c in e.calls:
             kind = "model" if c.get("kind") == "model_call" else "tool"
             tok = _tokens(c)
@@ -417,6 +443,33 @@ def render_tree(trace: Trace, *, payloads: bool = False) -> str:
                 f"{s['total_ms']:>11.1f}{s['max_ms']:>10.1f}{int(s['tokens']):>9}"
             )
     return "\n".join(lines)
+
+
+def _question_line(q: dict[str, Any]) -> str:
+    """One line of a question's story: asked (what, deadline), answered (what, by whom),
+    timed out, withdrawn."""
+    import json
+
+    qid, kind = q.get("question_id"), q.get("kind")
+    replayed = " (from the recording)" if q.get("substituted") else ""
+    if kind == "question_asked":
+        deadline = q.get("deadline")
+        until = (
+            ""
+            if not isinstance(deadline, int | float)
+            else "  deadline " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(deadline))
+        )
+        summary = q.get("summary") or json.dumps(q.get("question"), default=str)
+        return (
+            f"{q.get('agent')} asked {qid} ({q.get('question_type')}): {summary}{until}{replayed}"
+        )
+    if kind == "question_answered":
+        answer = json.dumps(q.get("answer"), default=str)
+        by = f" by {q['by']}" if q.get("by") else ""
+        return f"{qid} answered{by}: {answer}{replayed}"
+    if kind == "question_timed_out":
+        return f"{qid} timed out unanswered{replayed}"
+    return f"{qid} withdrawn by {q.get('by')}"
 
 
 def render_timeline(trace: Trace) -> str:

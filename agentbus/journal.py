@@ -15,6 +15,12 @@ Record kinds (each record is a JSON object with ``kind`` and ``time``):
     ``error``, ``duration_ms``); replay substitutes the recorded responses.
 ``step``
     a coordinator's own progress note (``pattern``, ``step`` and details).
+``parked``
+    a delivery acknowledged while its handler waits for a person's answer
+    (``question_id``); the ``delivered`` record of its wake-up says ``woken``.
+``question_asked`` / ``question_answered`` / ``question_timed_out`` / ``question_withdrawn``
+    a question to a person (``ctx.ask_human``): ``question_id``, ``agent``, ``event_id``;
+    the question, the answer and who gave it, the deadline, who withdrew it.
 ``dlq_retried``
     an operator re-published a dead-lettered event: ``by`` (user@host), ``dead_letter_id``,
     ``topic``, ``event_id``, ``origin_id``, ``reason``, ``agent``.
@@ -62,6 +68,11 @@ RECORD_KINDS = frozenset(
         "step",
         "dlq_retried",
         "budget_exceeded",
+        "parked",
+        "question_asked",
+        "question_answered",
+        "question_timed_out",
+        "question_withdrawn",
     }
 )
 

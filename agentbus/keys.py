@@ -14,7 +14,9 @@ cluster's masters:
 - by **run** ``{R}``: the journal stream and the run's hash (metadata and counters);
 - the run index is split in :data:`RUN_INDEX_BUCKETS` sorted sets, each its own slot,
   so no single key is written by every run;
-- presence (a few writes per runtime per minute) shares one tag, ``{presence}``.
+- presence (a few writes per runtime per minute) shares one tag, ``{presence}``;
+- a run's questions to people live with the run (``{R}``); their indexes (what is
+  waiting, what is due to wake up, per agent) share one tag, ``{questions}``.
 
 A single Redis ignores the tags: it is a cluster of one slot owner, with the same keys.
 A prefix that holds a tag itself (``{app}:``) puts every key in that one slot (Redis
@@ -114,6 +116,21 @@ class Keys:
     def run(self, run_id: str) -> str:
         """The hash holding one run's metadata and counters (events, tokens, records)."""
         return f"{self.prefix}run:{{{run_id}}}"
+
+    def questions(self, run_id: str) -> str:
+        """The hash of one run's questions to people (``ctx.ask_human``)."""
+        return f"{self.prefix}questions:{{{run_id}}}"
+
+    # -- the question indexes: one tag ---------------------------------------------------------
+    def question_index(self) -> str:
+        """Sorted set of every question not resumed yet (``"<run> <question>"`` by when
+        asked): what ``agentbus pending`` lists."""
+        return f"{self.prefix}question-index:{{questions}}"
+
+    def question_due(self, agent: str) -> str:
+        """Sorted set of ``agent``'s questions by when their wake-up is due (the deadline
+        while open; at once when answered)."""
+        return f"{self.prefix}question-due:{{questions}}:{agent}"
 
     # -- the run index: RUN_INDEX_BUCKETS slots --------------------------------------------
     def runs(self, bucket: int) -> str:

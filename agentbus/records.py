@@ -24,6 +24,7 @@ __all__ = [
     "DeliveryRecord",
     "DlqRetriedRecord",
     "PublishedRecord",
+    "QuestionRecord",
     "RunFinishedRecord",
     "RunStartedRecord",
     "StepRecord",
@@ -71,7 +72,8 @@ class PublishedRecord(_Record):
 
 class DeliveryRecord(_Record):
     """One step of a delivery's life: ``delivered``, ``handled``, ``failed``, ``retried``,
-    ``ignored``, ``duplicate`` or ``replied``."""
+    ``ignored``, ``duplicate``, ``replied`` or ``parked`` (acknowledged while its
+    handler waits for a person's answer)."""
 
     event_id: str
     type: str
@@ -87,6 +89,8 @@ class DeliveryRecord(_Record):
     delay_s: NotRequired[float]  # retried
     reason: NotRequired[str]  # ignored
     reply_id: NotRequired[str]  # replied
+    question_id: NotRequired[str]  # parked
+    woken: NotRequired[bool]  # delivered: re-published after its question was answered
 
 
 class DeadLetteredRecord(_Record):
@@ -153,6 +157,28 @@ class BudgetExceededRecord(_Record):
     unpriced_model: NotRequired[str]
 
 
+class QuestionRecord(_Record, total=False):
+    """A question to a person (``ctx.ask_human``): ``question_asked`` (with the question,
+    its type, summary, the expected answer's type and the deadline),
+    ``question_answered`` (the ``answer`` and who gave it, ``by``),
+    ``question_timed_out`` (its ``deadline`` passed) or ``question_withdrawn`` (its run
+    was cancelled, ``by`` whom). On replay, answered from the recording
+    (``substituted``)."""
+
+    question_id: str
+    agent: str
+    event_id: str
+    question_index: int
+    question_type: str
+    question: Any
+    summary: str
+    expect: str
+    deadline: float | None
+    answer: Any
+    by: str
+    substituted: bool
+
+
 #: The shape of each record kind (the keys are :data:`agentbus.journal.RECORD_KINDS`).
 RECORD_TYPES: dict[str, type[Any]] = {
     "run_started": RunStartedRecord,
@@ -168,6 +194,11 @@ RECORD_TYPES: dict[str, type[Any]] = {
     "step": StepRecord,
     "dlq_retried": DlqRetriedRecord,
     "budget_exceeded": BudgetExceededRecord,
+    "parked": DeliveryRecord,
+    **dict.fromkeys(
+        ("question_asked", "question_answered", "question_timed_out", "question_withdrawn"),
+        QuestionRecord,
+    ),
 }
 
 _PUBLISHED: Literal["published"] = "published"

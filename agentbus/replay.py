@@ -100,6 +100,9 @@ class CallTape:
     live: int = 0
     #: What answered each substituted call, by (agent, handled event id, call index).
     sources: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
+    #: How each question to a person ended (``question_answered`` / ``question_timed_out``
+    #: record), looked up like calls: by who asked it while handling what, n-th.
+    questions: dict[tuple[str, ...], dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_records(cls, records: list[JournalRecord], fork_at: int | None) -> CallTape:
@@ -131,7 +134,36 @@ class CallTape:
                     r.record.get("error"),
                 )
             )
+        asked: dict[str, tuple[str, ...]] = {}
+        for r in records:
+            handled = events.get(str(r.record.get("event_id")))
+            if r.kind == "question_asked" and handled is not None:
+                key = _key(
+                    "question",
+                    "",
+                    str(r.record.get("agent")),
+                    handled[1],
+                    int(r.record.get("question_index", 0)),
+                )
+                asked[str(r.record.get("question_id"))] = key
+            elif r.kind in ("question_answered", "question_timed_out"):
+                question = asked.get(str(r.record.get("question_id")))
+                if question is not None:
+                    tape.questions[question] = r.record
         return tape
+
+    async def answer_question(self, scope: Scope, agent: str, index: int) -> dict[str, Any]:
+        """Replay's ``ask_human``: how the recorded question ended (answered or timed
+        out); a question the recording has no answer to raises :class:`ReplayMismatch`."""
+        assert scope.event is not None  # ask_human is only asked while handling
+        key = _key("question", "", agent, scope.event.to_dict(), index)
+        recorded = self.questions.get(key)
+        if recorded is None:
+            raise ReplayMismatch(
+                f"{agent} asked question #{index} that the recording has no answer to "
+                "(unanswered when the run was recorded, or asked differently now)"
+            )
+        return recorded
 
     async def substitute(
         self, kind: CallKind, name: str, request: dict[str, Any], scope: Scope, index: int
@@ -365,6 +397,7 @@ async def _execute(
     try:
         async with Runtime(transport=transport, block_ms=100, signer=signer) as rt:
             rt.call_substitute = tape.substitute
+            rt.question_substitute = tape.answer_question
             rt.add(*app.build_agents())
             await rt.ready()  # the agents' groups exist before the inputs arrive
             async with rt.run(info.name, run_id=run_id):

@@ -63,6 +63,9 @@ class Retention:
     between writing an event and copying its records to the run, see
     ``JournalStore.relay_pending``) are copied by every pass, and once at start, when
     older than this many seconds (a live writer copies them within milliseconds).
+    ``wakeups``: how often the runtime looks for questions of the agents it hosts
+    that were answered (or passed their deadline) to resume their handlers
+    (``ctx.ask_human``; ``None``: never, another process does it).
     Raises :class:`UsageError` for a value that is not positive, or a
     ``dead_consumers`` shorter than three heartbeats.
     """
@@ -74,10 +77,11 @@ class Retention:
     dead_consumers: float | None = 600.0
     heartbeat: float = 5.0
     outbox_grace: float = 30.0
+    wakeups: float | None = 2.0
 
     def __post_init__(self) -> None:
         names = ("interval", "idle_consumers", "journal", "dead_consumers", "heartbeat")
-        for name in (*names, "outbox_grace"):
+        for name in (*names, "outbox_grace", "wakeups"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise UsageError(f"Retention.{name} must be positive or None, got {value!r}")

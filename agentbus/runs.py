@@ -15,7 +15,7 @@ from .envelope import new_id
 from .journal import record
 from .message import Message
 from .redact import redact, redact_text
-from .transports import JournalEntry, RunInfo
+from .transports import JournalEntry, Question, RunInfo
 
 if TYPE_CHECKING:
     from ._hooks import Tracer
@@ -107,6 +107,14 @@ class Run:
             for task in list(self._waiting):
                 task.cancel(CANCELLED)
         return done
+
+    async def pending(self) -> list[Question]:
+        """This run's questions waiting for a person's answer (``ctx.ask_human``)."""
+        return await self.runtime.pending(self.run_id)
+
+    async def answer(self, question_id: str, answer: Any, *, by: str = "api") -> Question:
+        """Answer one of this run's questions (see :meth:`Runtime.answer`)."""
+        return await self.runtime.answer(self.run_id, question_id, answer, by=by)
 
     async def __aenter__(self) -> Run:
         await self.begin()

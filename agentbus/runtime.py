@@ -19,7 +19,10 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar, overload
+
+from pydantic import BaseModel
 
 from ._calls import Calls, Substitute
 from ._cancel import Cancels, cancel_run
@@ -27,6 +30,7 @@ from ._decoding import Decoder
 from ._delivery import Services
 from ._hooks import Metrics, NullTracer, Tracer
 from ._hosting import Hosting
+from ._questions import Questions, QuestionSubstitute, Wakeups, answer_question
 from ._quiet import until_quiet
 from ._requests import Requests
 from ._resume import Resumer
@@ -48,12 +52,13 @@ from .records import RESUMED_PUBLISH_STEP, published
 from .retention import Maintenance, Retention
 from .runs import Run
 from .signing import Signer
-from .transports import JournalEntry, RunInfo, Transport, open_transport
+from .transports import JournalEntry, Question, RunInfo, Transport, open_transport
 
 __all__ = ["Runtime"]
 
 log = logging.getLogger("agentbus.runtime")
 M = TypeVar("M", bound=Message)
+T = TypeVar("T", bound=BaseModel)
 
 
 class Runtime:
@@ -168,6 +173,15 @@ class Runtime:
             consumer=self.consumer,
             owned=lambda: self._hosted.owned(self._requests.reading),
         )
+        #: Questions to people (ctx.ask_human), and the poll that resumes answered ones.
+        self._questions = Questions(self.transport.store, self.writer)
+        self._wakeups = Wakeups(
+            self.transport,
+            self._hosted.shared_agents,
+            self.signer,
+            self.retention.wakeups,
+            lambda: self.writer.recording,
+        )
         self._started = False
         self._closed = False
         self._stop_requested = asyncio.Event()
@@ -197,6 +211,15 @@ class Runtime:
     def call_substitute(self, value: Substitute | None) -> None:
         self._calls.substitute = value
 
+    @property
+    def question_substitute(self) -> QuestionSubstitute | None:
+        """Answers ``ask_human`` from a recording (replay installs one); ``None``: people."""
+        return self._questions.substitute
+
+    @question_substitute.setter
+    def question_substitute(self, value: QuestionSubstitute | None) -> None:
+        self._questions.substitute = value
+
     # -- lifecycle ----------------------------------------------------------------------
     async def __aenter__(self) -> Runtime:
         await self.start()
@@ -224,6 +247,7 @@ class Runtime:
             self.metrics.start(self.transport, self._hosted.read_groups)
             for agent in list(self._agents):
                 await self._host(agent)
+            self._wakeups.start()  # answered questions of the agents hosted here
         except BaseException:  # stop what started (`async with` skips __aexit__ here)
             self._started = True
             with contextlib.suppress(Exception):  # the start's own error is the one to show
@@ -289,6 +313,7 @@ class Runtime:
         if self._hosting:
             await asyncio.gather(*list(self._hosting), return_exceptions=True)
         await self.maintenance.aclose()
+        await self._wakeups.aclose()
         cancelled = await self._hosted.stop(grace)
         if cancelled:
             log.warning("%d handlers did not finish within %.1fs; left pending", cancelled, grace)
@@ -504,6 +529,42 @@ class Runtime:
         if done:
             self._cancels.cancelled(run_id)  # this process's handlers now, not at the poll
         return done
+
+    # -- questions to people -------------------------------------------------------------------
+    async def ask_human(
+        self,
+        question: BaseModel,
+        *,
+        expect: type[T],
+        timeout: timedelta | float | None = None,
+        agent: str | None = None,
+        summary: str | None = None,
+    ) -> T:
+        """Ask a person from the handler running now (see :meth:`Context.ask_human`)."""
+        return await self._questions.ask(
+            question, expect=expect, timeout=timeout, agent=agent, summary=summary
+        )
+
+    async def answer(
+        self, run_id: str, question_id: str, answer: Any, *, by: str = "api"
+    ) -> Question:
+        """Answer question ``question_id`` (or a unique prefix) of run ``run_id``.
+
+        ``answer`` is the JSON-ready value (or a pydantic model) the handler expects; it
+        is checked now. The run resumes on a runtime hosting the asking agent within its
+        wake-up interval (:attr:`Retention.wakeups`, 2 s by default). Returns the
+        question as answered. Raises :class:`~agentbus.UnknownQuestion`,
+        :class:`~agentbus.QuestionClosed` (answered already, timed out, or withdrawn) or
+        :class:`~agentbus.InvalidAnswer`.
+        """
+        if isinstance(answer, BaseModel):
+            answer = answer.model_dump(mode="json")
+        return await answer_question(self.transport.store, run_id, question_id, answer, by=by)
+
+    async def pending(self, run_id: str | None = None) -> list[Question]:
+        """The questions waiting for an answer (of ``run_id`` only, when given), oldest
+        first (what ``agentbus pending`` lists)."""
+        return await self.transport.store.list_questions(run_id=run_id)
 
     def _new_run(
         self,

@@ -22,6 +22,7 @@ __all__ = [
     "GroupInfo",
     "JournalEntry",
     "JournalRecord",
+    "Question",
     "Reservation",
     "RunInfo",
     "TopicInfo",
@@ -154,6 +155,85 @@ class Reservation:
     granted: bool
     spent: dict[str, float]
     over: str | None = None
+
+
+#: What a question can be: waiting for its answer, answered, past its deadline
+#: unanswered, or withdrawn (its run was cancelled).
+QUESTION_STATUSES = ("open", "answered", "timed_out", "withdrawn")
+
+
+@dataclass(slots=True)
+class Question:
+    """A question a handler asked a person (:meth:`~agentbus.Context.ask_human`), as the
+    journal store keeps it while its delivery is parked.
+
+    ``question_id`` is deterministic (the event, the agent, the handler's n-th question
+    for that event), so the handler re-run after the answer finds the same question.
+    ``stream`` and ``envelope`` are where the parked event came from and its bytes: the
+    wake-up re-publishes them there. ``expect`` names the answer's type
+    (``module:qualname``) and ``schema`` is its JSON schema, so that a process without
+    the app's code (the CLI) can refuse a malformed answer. ``status`` is one of
+    :data:`QUESTION_STATUSES`; ``closed`` is when it stopped being open, ``by`` who
+    answered or withdrew it. ``claimed`` is when a runtime last claimed its wake-up,
+    ``resumed`` when the wake-up was re-published (then it is done).
+    """
+
+    run_id: str
+    question_id: str
+    agent: str
+    event_id: str
+    stream: str
+    envelope: bytes
+    question_type: str
+    question: Any
+    summary: str
+    expect: str
+    schema: dict[str, Any]
+    asked: float
+    deadline: float | None = None
+    status: str = "open"
+    answer: Any = None
+    closed: float | None = None
+    by: str | None = None
+    claimed: float | None = None
+    resumed: float | None = None
+
+    def data(self) -> dict[str, Any]:
+        """The part that never changes once asked (how stores keep it, as JSON)."""
+        return {
+            "run_id": self.run_id,
+            "question_id": self.question_id,
+            "agent": self.agent,
+            "event_id": self.event_id,
+            "stream": self.stream,
+            "envelope": self.envelope.decode("utf-8", "surrogateescape"),
+            "question_type": self.question_type,
+            "question": self.question,
+            "summary": self.summary,
+            "expect": self.expect,
+            "schema": self.schema,
+            "asked": self.asked,
+            "deadline": self.deadline,
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any], **state: Any) -> Question:
+        """Inverse of :meth:`data`, with the mutable ``state`` fields."""
+        fields = {k: v for k, v in data.items() if k != "envelope"}
+        envelope = str(data.get("envelope", "")).encode("utf-8", "surrogateescape")
+        return cls(envelope=envelope, **fields, **state)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, for ``agentbus pending --json`` (without the parked event's bytes)."""
+        out = self.data()
+        del out["envelope"]
+        out.update(
+            status=self.status,
+            answer=self.answer,
+            closed=self.closed,
+            by=self.by,
+        )
+        return out
 
 
 def fits(spent: float, amount: float, limit: float) -> bool:

@@ -35,6 +35,7 @@ from .base import (
     EntryState,
     JournalEntry,
     JournalRecord,
+    Question,
     Reservation,
     RunInfo,
     TopicInfo,
@@ -271,6 +272,45 @@ class JournalStore(Protocol):
         cost); ``amounts`` empty only reads. ``spent`` answers the counters named in
         either. A run's budget (:class:`~agentbus.Budget`) pays with this; runs
         without one never call it."""
+
+    # -- questions to people (ctx.ask_human): see docs/durability.md ---------------------
+    async def open_question(self, question: Question) -> tuple[Question, bool]:
+        """Store ``question`` unless one with its run and id exists; returns the stored
+        one and whether this call created it. Visible to :meth:`list_questions` and,
+        once due, to :meth:`claim_questions` of every process using the store."""
+
+    async def get_question(self, run_id: str, question_id: str) -> Question | None:
+        """One question as stored (any status), or ``None``."""
+
+    async def list_questions(self, *, run_id: str | None = None) -> list[Question]:
+        """The open questions (of ``run_id`` only, when given), oldest first. An index
+        entry whose question is gone is removed, not reported."""
+
+    async def answer_question(
+        self, run_id: str, question_id: str, answer: Any, *, by: str, now: float
+    ) -> tuple[bool, Question | None]:
+        """Answer a question if it is still open and its deadline (if any) is after
+        ``now``, atomically: of concurrent answers one wins. Returns whether this call
+        answered it and the question after the call (``None``: unknown); an open
+        question past its deadline becomes ``timed_out``. An answered question is due
+        for :meth:`claim_questions` at once."""
+
+    async def withdraw_questions(self, run_id: str, *, by: str, now: float) -> list[Question]:
+        """Withdraw every open question of ``run_id`` (its run was cancelled); returns
+        them. They are listed no more and cannot be answered."""
+
+    async def claim_questions(
+        self, agents: Sequence[str], *, now: float, grace: float, limit: int = 100
+    ) -> list[Question]:
+        """Claim the wake-ups due for ``agents``: questions answered, or open past their
+        deadline (which become ``timed_out`` here), not resumed yet and not claimed in
+        the last ``grace`` seconds; sets their ``claimed`` to ``now``. Of concurrent
+        callers, one claims each. A claimer that dies before :meth:`resumed_question`
+        leaves the wake-up to be claimed again after ``grace``."""
+
+    async def resumed_question(self, question: Question) -> bool:
+        """Record that the claimed ``question``'s wake-up was re-published (done: it is
+        claimed no more); ``False`` when another claim took it over since."""
 
     async def settle(self) -> None:
         """Wait until the records of every write made so far through this store's

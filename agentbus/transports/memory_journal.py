@@ -9,11 +9,12 @@ used opens nothing and leaves nothing to close.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .base import JournalEntry, JournalRecord, Reservation, RunInfo, fits
+from .base import JournalEntry, JournalRecord, Question, Reservation, RunInfo, fits
 from .run_query import RunFilter, scan_filtered
 from .sqlite_journal import SqliteJournal
 
@@ -154,9 +155,43 @@ class MemoryJournalStore:
         self._check()
         return 0
 
+    # -- questions: a table of the SQLite file (other processes answer them) ------------
+    async def open_question(self, question: Question) -> tuple[Question, bool]:
+        self._check()
+        return self._db.questions.open(question)
+
+    async def get_question(self, run_id: str, question_id: str) -> Question | None:
+        self._check()
+        return self._db.questions.get(run_id, question_id)
+
+    async def list_questions(self, *, run_id: str | None = None) -> list[Question]:
+        self._check()
+        return self._db.questions.list_open(run_id)
+
+    async def answer_question(
+        self, run_id: str, question_id: str, answer: Any, *, by: str, now: float
+    ) -> tuple[bool, Question | None]:
+        self._check()
+        return self._db.questions.answer(run_id, question_id, answer, by, now)
+
+    async def withdraw_questions(self, run_id: str, *, by: str, now: float) -> list[Question]:
+        self._check()
+        return self._db.questions.withdraw(run_id, by, now)
+
+    async def claim_questions(
+        self, agents: Sequence[str], *, now: float, grace: float, limit: int = 100
+    ) -> list[Question]:
+        self._check()
+        return self._db.questions.claim(agents, now, grace, limit)
+
+    async def resumed_question(self, question: Question) -> bool:
+        self._check()
+        return self._db.questions.resumed(question, time.time())
+
     def delete_all(self) -> int:
         """Delete every run and record; returns how many runs went."""
         self._pending = []
         pruned = self._db.prune(float("inf"))
         self._db.flush()
+        self._db.questions.forget_all()
         return len(pruned)

@@ -11,13 +11,14 @@ redis-py.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .. import _json
 from ..keys import Keys
-from .base import EVENT_FIELD, JournalEntry, JournalRecord, Reservation, RunInfo
+from .base import EVENT_FIELD, JournalEntry, JournalRecord, Question, Reservation, RunInfo
 from .base import text as _s
 from .redis_outbox import (
     CHUNK_FIELD,
@@ -28,6 +29,7 @@ from .redis_outbox import (
     parts_of,
     run_scripts,
 )
+from .redis_questions import RedisQuestions
 from .redis_relay import RelayQueue
 from .redis_runs import RedisRuns
 from .run_query import RunFilter, scan_filtered
@@ -99,6 +101,7 @@ class RedisJournalStore:
         self._c = client
         self.keys: Keys = client.keys
         self._runs = RedisRuns(client)
+        self._questions = RedisQuestions(client)
         self._relay = Relay(client)
         self._queue = RelayQueue(client, self._relay)
 
@@ -176,6 +179,32 @@ class RedisJournalStore:
         # start the run's journal again, and the check would not have seen it.
         await self._queue.settle()
         return await self._runs.drop_run(run_id, mark=mark)
+
+    # -- questions: the run's slot and the {questions} indexes, in redis_questions ----------
+    async def open_question(self, question: Question) -> tuple[Question, bool]:
+        return await self._questions.open(question)
+
+    async def get_question(self, run_id: str, question_id: str) -> Question | None:
+        return await self._questions.get(run_id, question_id)
+
+    async def list_questions(self, *, run_id: str | None = None) -> list[Question]:
+        return await self._questions.list_open(run_id)
+
+    async def answer_question(
+        self, run_id: str, question_id: str, answer: Any, *, by: str, now: float
+    ) -> tuple[bool, Question | None]:
+        return await self._questions.answer(run_id, question_id, answer, by, now)
+
+    async def withdraw_questions(self, run_id: str, *, by: str, now: float) -> list[Question]:
+        return await self._questions.withdraw(run_id, by, now)
+
+    async def claim_questions(
+        self, agents: Sequence[str], *, now: float, grace: float, limit: int = 100
+    ) -> list[Question]:
+        return await self._questions.claim(agents, now, grace, limit)
+
+    async def resumed_question(self, question: Question) -> bool:
+        return await self._questions.resumed(question, time.time())
 
     # -- journal --------------------------------------------------------------------------------
     async def write_journal(self, records: Sequence[JournalEntry]) -> None:

@@ -40,8 +40,8 @@ __all__ = [
     "RedisRuns",
 ]
 
-# KEYS: a run's hash, its journal stream. ARGV[1]: the cutoff in ms. Deletes both when
-# the run's last activity (start, end, newest journal entry: its id is the time Redis
+# KEYS: a run's hash, its journal stream, its questions. ARGV[1]: the cutoff in ms.
+# Deletes them when the run's last activity (start, end, newest journal entry: its id is the time Redis
 # wrote it) is older than the cutoff; returns 1 then (also when both are already gone,
 # so that a half-finished earlier prune, or a save that crashed after indexing the run,
 # gets its index entry removed), else 0.
@@ -57,7 +57,7 @@ if newest[1] then
   last = math.max(last, tonumber(ms))
 end
 if last >= tonumber(ARGV[1]) then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', unpack(KEYS))
 return 1
 """
 
@@ -103,8 +103,8 @@ end
 # KEYS: a run's hash, its journal stream. Its mark, or nil.
 MARK_SCRIPT = _MARK_FUNCTION + "return mark(KEYS[1], KEYS[2])\n"
 
-# KEYS: a run's hash, its journal stream. ARGV[1]: the mark the caller read the run at.
-# Deletes both if the run's mark is still that one: a record relayed or written since,
+# KEYS: a run's hash, its journal stream (and its questions). ARGV[1]: the mark the
+# caller read the run at. Deletes them if the run's mark is still that one: a record relayed or written since,
 # a save or a counter change in between keeps the run (0). 1 when deleted, or when both
 # were already gone (the caller then removes a leftover index entry).
 DROP_RUN_SCRIPT = (
@@ -112,7 +112,7 @@ DROP_RUN_SCRIPT = (
     + """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then return 1 end
 if mark(KEYS[1], KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', unpack(KEYS))
 return 1
 """
 )
@@ -293,11 +293,14 @@ class RedisRuns:
         """Delete the run's hash and journal if its mark is still ``mark`` (one script in
         the run's slot), then its index entry (another slot: a call of its own)."""
         key, journal = self.keys.run(run_id), self.keys.journal(run_id)
+        questions = self.keys.questions(run_id)
         # Not retried: after a lost reply the run may be gone and a late record have
         # started a new journal, so a second try would answer False for a deleted run.
         (dropped,) = await self._c.call(
             lambda: self._c.run_in_slot(
-                key, lambda p: p.eval(DROP_RUN_SCRIPT, 2, key, journal, mark), transaction=False
+                key,
+                lambda p: p.eval(DROP_RUN_SCRIPT, 3, key, journal, questions, mark),
+                transaction=False,
             )
         )
         if not dropped:
@@ -372,7 +375,10 @@ class RedisRuns:
         """``script`` on each run's hash and journal (one slot per run), pipelined."""
         async with self._r.pipeline(transaction=False) as pipe:
             for run_id in run_ids:
-                pipe.eval(script, 2, self.keys.run(run_id), self.keys.journal(run_id), cutoff_ms)
+                keys = [self.keys.run(run_id), self.keys.journal(run_id)]
+                if script is PRUNE_RUN_SCRIPT:  # a run's questions go with it
+                    keys.append(self.keys.questions(run_id))
+                pipe.eval(script, len(keys), *keys, cutoff_ms)
             return list(await pipe.execute())
 
     async def _unindex(self, gone: dict[int, list[str]]) -> None:

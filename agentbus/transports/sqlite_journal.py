@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from .. import _json
 from .base import JournalEntry, JournalRecord, RunInfo
 from .chunks import chunk_by_run, encode_chunk
+from .sqlite_questions import SCHEMA as _QUESTIONS
+from .sqlite_questions import SqliteQuestions
 
 if TYPE_CHECKING:
     from ..signing import Signer
@@ -68,12 +70,15 @@ class SqliteJournal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._db.executescript(_QUESTIONS)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
         if "tokens" not in columns:  # a journal written by agentbus 0.1.0 before tokens
             self._db.execute("ALTER TABLE runs ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0")
         self._migrate_record_rows()
         self._db.commit()
         self._dirty = False
+        #: Questions to people (``ctx.ask_human``), in the same file.
+        self.questions = SqliteQuestions(self._db, self.flush)
 
     def _migrate_record_rows(self) -> None:
         """Move a journal written one row per record (agentbus 0.1) into chunks."""
@@ -223,6 +228,7 @@ class SqliteJournal:
             marks = ",".join("?" * len(part))
             self._db.execute(f"DELETE FROM chunks WHERE run_id IN ({marks})", part)
             self._db.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", part)
+        self.questions.forget(doomed)
         if doomed:
             self._dirty = True
         return doomed
@@ -258,6 +264,7 @@ class SqliteJournal:
                 return False
             self._db.execute("DELETE FROM chunks WHERE run_id = ?", (run_id,))
             self._db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            self.questions.forget([run_id])
             self._db.commit()
         except BaseException:
             self._db.rollback()

@@ -245,8 +245,8 @@ async def test_late_events_are_judged_by_when_they_were_published_not_relayed(
     # published after the end is, however soon it is relayed.
     import time
 
-    from agentbus.transports.base import RunInfo
     from agentbus.journal import record
+    from agentbus.transports.base import RunInfo
     from agentbus.transports.redis_outbox import OutboxEntry, parts_of
 
     t = RedisStreamsTransport(redis_url, prefix=redis_prefix)

@@ -8,14 +8,16 @@ from ...transports import Ack, JournalEntry, RunInfo, Transport
 from ._base import TOPIC, entry, group_info, kinds, letter, publish_n, read
 from .archiving import ArchivingChecks
 from .budget import BudgetChecks
+from .questions import QuestionChecks
 
 __all__ = ["JournalChecks"]
 
 
-class JournalChecks(ArchivingChecks, BudgetChecks):
+class JournalChecks(ArchivingChecks, BudgetChecks, QuestionChecks):
     """Runs, records (alone and written with publishes, acks, dead letters), counters;
     and what the archiver needs (:class:`ArchivingChecks`: marks, conditional deletion,
-    filtered listing); budget spend (:class:`BudgetChecks`)."""
+    filtered listing); budget spend (:class:`BudgetChecks`); questions to people
+    (:class:`QuestionChecks`)."""
 
     async def test_journal_runs_and_records(self, transport: Transport) -> None:
         await transport.store.save_run(RunInfo("run-a", "first", started=100.0, meta={"k": "v"}))
