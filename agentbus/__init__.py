@@ -48,6 +48,7 @@ from .partitions import partition_of, partition_stream
 from .retention import MaintenanceReport, Retention
 from .runs import Run
 from .runtime import Runtime
+from .schema import upcaster
 from .signing import Signer
 from .transports import (
     DeadConsumer,
@@ -156,4 +157,5 @@ __all__ = [
     "partition_of",
     "partition_stream",
     "registered_types",
+    "upcaster",
 ]

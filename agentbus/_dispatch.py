@@ -23,7 +23,7 @@ from ._resume import ResumeTape
 from ._retry import retry_io
 from .agent import Agent, HandlerSpec
 from .context import Context, Scope, reset_scope, set_scope
-from .envelope import Envelope
+from .envelope import Envelope, validate_payload
 from .errors import BudgetExceeded, HandlerTimeout, Reject, TransportUnavailable
 from .message import Message, lookup_type
 from .redact import redact_text
@@ -189,7 +189,7 @@ class Dispatcher:
             raise _Refused(env, "", "", unmatched=True)
         spec, cls = match
         try:
-            message = cls.model_validate(env.data if env.data is not None else {})
+            message = validate_payload(env, cls)
         except Exception as exc:  # invalid, or a validator that raised something else
             raise _Refused(env, *failure("invalid payload", worded(env, cls, exc))) from None
         settings = self._s.settings

@@ -423,6 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_questions  # pending, answer
 
     cli_questions.register(sub, with_url)
+
+    from . import cli_compat  # check-compat
+
+    cli_compat.register(sub, with_url)
     return parser
 
 

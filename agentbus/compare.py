@@ -16,7 +16,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
+from .errors import DecodeError
+from .message import lookup_type
 from .redact import redact
+from .schema import VERSION_ATTRIBUTE, upcast, version_of
 
 __all__ = ["Divergence", "RunDiff", "causal_keys", "compare_events", "diff_runs", "normalize"]
 
@@ -30,7 +35,7 @@ def _topic(name: Any) -> Any:
 
 def normalize(event: dict[str, Any]) -> dict[str, Any]:
     """The parts of an event that must be reproduced: type, source, topic, subject, key, data."""
-    data = event.get("data")
+    data = _current_shape(event)
     if event.get("type") == "agentbus.Error" and isinstance(data, dict):
         # Error replies name the failed event by id, and ids differ between runs by design.
         data = {k: v for k, v in data.items() if k != "event_id"}
@@ -45,6 +50,22 @@ def normalize(event: dict[str, Any]) -> dict[str, Any]:
         # from one reads "***" on replay while the recorded event holds it.
         "data": redact(data),
     }
+
+
+def _current_shape(event: dict[str, Any]) -> Any:
+    """The event's data in the shape of this code's version of its type: a run recorded
+    under an older version compares equal to a replay that publishes the new one when the
+    upcasters map the one onto the other (:mod:`agentbus.schema`)."""
+    data = event.get("data")
+    cls = lookup_type(str(event.get("type")))
+    if cls is None or (VERSION_ATTRIBUTE not in event and cls.message_version == 1):
+        return data
+    try:
+        current = upcast(cls.message_type, data, version_of(event), cls.message_version)
+        # As today's class writes it (defaults of fields added since filled in).
+        return cls.model_validate(current).model_dump(mode="json")
+    except (DecodeError, ValidationError):
+        return data  # compared as recorded: the replay's own decoding reports the error
 
 
 def _canonical(value: Any) -> str:

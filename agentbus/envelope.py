@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from . import _json
 from .errors import DecodeError, MessageTooLarge, UsageError
 from .message import Message, lookup_type
+from .schema import VERSION_ATTRIBUTE, upcast, version_of
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -26,6 +27,7 @@ __all__ = [
     "Envelope",
     "decode_data",
     "new_id",
+    "validate_payload",
 ]
 
 SPECVERSION = "1.0"
@@ -140,13 +142,16 @@ class Envelope:
             raise UsageError(
                 f"events carry agentbus.Message instances, got {type(message).__name__!r}"
             )
-        return cls(
+        env = cls(
             type=message.message_type,
             source=source,
             # model_dump(mode="json") without its wrapper (one call per publish)
             data=message.__pydantic_serializer__.to_python(message, mode="json"),
             **attributes,
         )
+        if message.message_version != 1:  # version 1 is the default: sent as nothing
+            env.extensions[VERSION_ATTRIBUTE] = message.message_version
+        return env
 
     def to_dict(self) -> dict[str, Any]:
         """The CloudEvents JSON structured-mode object (absent attributes omitted)."""
@@ -329,10 +334,22 @@ def decode_data(envelope: Envelope, expected: type[Message] | None = None) -> Me
     if cls is None:
         raise DecodeError("unknown message type", repr(envelope.type))
     try:
-        return cls.model_validate(envelope.data if envelope.data is not None else {})
+        return validate_payload(envelope, cls)
     except ValidationError as exc:
         errors = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
             for err in exc.errors()[:5]
         )
         raise DecodeError("invalid payload", f"{envelope.type}: {errors}") from exc
+
+
+def validate_payload(envelope: Envelope, cls: type[Message]) -> Message:
+    """``envelope.data`` as ``cls``, upcast first when the event is of an older version
+    of ``cls``'s type (:mod:`agentbus.schema`). Raises pydantic's ``ValidationError``, or
+    :class:`DecodeError` when the versions do not meet."""
+    data = envelope.data if envelope.data is not None else {}
+    if envelope.extensions or cls.message_version != 1:
+        version = version_of(envelope.extensions)
+        if version != cls.message_version:
+            data = upcast(envelope.type, data, version, cls.message_version)
+    return cls.model_validate(data)

@@ -6,7 +6,9 @@ renamed or moved, so events recorded today still decode tomorrow::
     class Question(Message, type="research.Question"):
         text: str
 
-Without ``type=`` the name is ``<module>.<ClassName>``. ``version=`` appends ``.vN``.
+Without ``type=`` the name is ``<module>.<ClassName>``. ``version=`` is the version of
+the type's shape (1 by default), sent with every event; older payloads are brought up to
+it by upcasters (:mod:`agentbus.schema`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     message_type: ClassVar[str] = "agentbus.Message"
+    #: The version of this type's shape (``version=`` in the class statement).
+    message_version: ClassVar[int] = 1
 
     def __init_subclass__(
         cls, type: str | None = None, version: int | None = None, **kwargs: Any
@@ -43,8 +47,8 @@ class Message(BaseModel):
     ) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         name = type or f"{cls.__module__}.{cls.__qualname__}"
-        if version is not None:
-            name = f"{name}.v{version}"
+        if version is not None and (not isinstance(version, int) or version < 1):
+            raise UsageError(f"a message version is a positive integer, got {version!r}")
         if not name or any(c.isspace() for c in name):
             raise UsageError(f"message type names must be non-empty without spaces, got {name!r}")
         existing = _REGISTRY.get(name)
@@ -63,6 +67,7 @@ class Message(BaseModel):
                 f"give {_qualified(cls)} another type name"
             )
         cls.message_type = name
+        cls.message_version = version or 1
         _REGISTRY[name] = cls
 
 

@@ -35,6 +35,7 @@ from . import (
     replay,
     reqreply,
     scale,
+    upcast,
 )
 from ._harness import DEFAULT_REDIS_URL, Outcome, Row, Settings
 from ._report import command_line, document, machine, redis_version, table
@@ -53,6 +54,7 @@ SCENARIOS: dict[str, ModuleType] = {
         cluster,
         footprint,
         archive,
+        upcast,
     )
 }
 RESULTS = Path(__file__).with_name("RESULTS.md")

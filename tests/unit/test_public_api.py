@@ -31,6 +31,7 @@ CORE_MODULES = [
     "agentbus.retention",
     "agentbus.runs",
     "agentbus.runtime",
+    "agentbus.schema",
     "agentbus.transports",
     "agentbus.transports.base",
     "agentbus.transports.contract",
@@ -58,6 +59,7 @@ NOT_TOP_LEVEL = {
     "RECORD_KINDS",
     "RUN_INDEX_BUCKETS",
     "Reservation",
+    "VERSION_ATTRIBUTE",
     "entry_id_key",
     "assign",
     "fold_partitions",
@@ -68,6 +70,10 @@ NOT_TOP_LEVEL = {
     "resolve_journal_url",
     "resolve_url",
     "split_stream",
+    "upcast",
+    "upcasters",
+    "validate_payload",
+    "version_of",
 }
 
 
