@@ -23,15 +23,16 @@ class Untyped(Message):
 def test_type_names() -> None:
     assert Question.message_type == "unit.msg.Question"
     assert Question(text="q").message_type == "unit.msg.Question"
-    assert Answer.message_type == "unit.msg.Answer.v2"
+    assert (Answer.message_type, Answer.message_version) == ("unit.msg.Answer", 2)
+    assert Question.message_version == 1
     assert Untyped.message_type == f"{__name__}.Untyped"
     assert Message.message_type == "agentbus.Message"
 
 
 def test_registry_lookup() -> None:
     assert lookup_type("unit.msg.Question") is Question
-    assert lookup_type("unit.msg.Answer.v2") is Answer
-    assert lookup_type("unit.msg.Answer") is None
+    assert lookup_type("unit.msg.Answer") is Answer
+    assert lookup_type("unit.msg.Answer.v2") is None
     assert lookup_type("unit.msg.Nothing") is None
 
     types = registered_types()
@@ -53,13 +54,16 @@ def test_duplicate_type_name_raises() -> None:
     assert lookup_type("unit.msg.Question") is Question
 
 
-def test_versions_are_distinct_types() -> None:
-    class AnswerV3(Message, type="unit.msg.Answer", version=3):
-        text: str
-        sources: list[str] = []
+def test_a_version_is_the_shape_of_one_type_name_not_another_type() -> None:
+    # One class per type name in a process: version 3 of Answer is a new release of the
+    # class (docs/schema-evolution.md), not a second type living next to version 2.
+    with pytest.raises(UsageError):
 
-    assert lookup_type("unit.msg.Answer.v3") is AnswerV3
-    assert lookup_type("unit.msg.Answer.v2") is Answer
+        class AnswerV3(Message, type="unit.msg.Answer", version=3):
+            text: str
+            sources: list[str] = []
+
+    assert lookup_type("unit.msg.Answer") is Answer
 
 
 def test_redefining_the_same_class_is_allowed() -> None:
