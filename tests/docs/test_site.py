@@ -64,6 +64,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("reference/patterns/index.html", "agentbus.patterns.orchestrator_worker.Task"),
         ("reference/agentbus/index.html", "agentbus.Journal.open"),
         ("reference/agentbus/index.html", "agentbus.Runtime"),
+        ("reference/agentbus/index.html", "agentbus.Runtime.publish"),
+        ("reference/agentbus/index.html", "agentbus.Runtime.request"),
         ("reference/agents/index.html", "agentbus.agents.LLMAgent"),
         ("reference/agents/index.html", "agentbus.agents.Reply.offline"),
         ("tutorial/index.html", "7-give-the-reporter-a-model-and-a-tool"),
