@@ -1,6 +1,6 @@
 """Coordinators for multi-agent systems, built on the public agentbus API.
 
-Four patterns, each a package with its messages, agents and helpers:
+Five patterns, each a package with its messages, agents and helpers:
 
 * :mod:`patterns.orchestrator_worker` — plan a job into tasks, workers compete for them,
   results are collected by correlation and aggregated.
@@ -10,6 +10,8 @@ Four patterns, each a package with its messages, agents and helpers:
   knowledge sources until the goal, quiescence or a round limit.
 * :mod:`patterns.market` — contract-net auctions with pluggable award strategies and
   event-sourced ledgers.
+* :mod:`patterns.saga` — a distributed transaction as steps with compensations, undone
+  newest first when a step fails.
 
 Every pattern is started the same way: a request of its job message to its coordinator's
 ``topic``, answered with its result type::
@@ -18,6 +20,7 @@ Every pattern is started the same way: a request of its job message to its coord
     await run.request(hierarchy.topic, Job(id="f1", goal="..."), expect=JobResult)
     await run.request(controller.topic, SolveBoard(problem={...}), expect=BoardOutcome)
     await run.request(auctioneer.topic, MarketJob(tasks=[...]), expect=MarketOutcome)
+    await run.request(saga.topic, SagaJob(saga_id="t-1", data={...}), expect=SagaOutcome)
 
 The names below are what an application of each pattern uses, including the protocols
 and function types a user implements (:class:`Planner`, :class:`Aggregator`,
@@ -99,6 +102,7 @@ from .orchestrator_worker import (
     WorkOutput,
     worker,
 )
+from .saga import Saga, SagaJob, SagaOutcome, SagaParticipant
 
 __all__ = [
     "AggregateFn",
@@ -141,6 +145,10 @@ __all__ = [
     "RoundRecord",
     "RouteFn",
     "Router",
+    "Saga",
+    "SagaJob",
+    "SagaOutcome",
+    "SagaParticipant",
     "SolveBoard",
     "Strategy",
     "Summary",

@@ -16,6 +16,7 @@ PATTERN_MODULES = [
     "agentbus.patterns.hierarchical",
     "agentbus.patterns.blackboard",
     "agentbus.patterns.market",
+    "agentbus.patterns.saga",
 ]
 
 
