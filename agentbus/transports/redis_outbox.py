@@ -70,17 +70,14 @@ EVENTS_FIELD = "v"
 RELAYED_TTL_S = 7 * 86_400
 _PAGE = 200
 
-# KEYS: a run's journal stream, its hash. ARGV: records, tokens (what the chunks add to
-# the run's counters), then quadruples (chunk, origin: '' for a direct write, the events
-# it publishes, when they were published in ms). The chunks of many outbox entries for one
-# run and the counters, in the run's slot, as one call (the relay coalesces a round's
-# entries per run). Events published after the run ended (its hash's ``ended``) are also
-# counted as ``late``: judged by when they were published, not when the relay got to
-# them, so that a reply the run waited for is never late however long its relay took.
+# KEYS: a run's journal stream, its hash. ARGV: records, tokens (added to the counters),
+# then quadruples (chunk, origin or '' for a direct write, events, publish time in ms): a
+# round's entries of one run, in its slot, in one call. Events published after the run's
+# ``ended`` also count as ``late`` — by publish time, not relay time, so the reply a run
+# waited for is never late however long its relay took.
 JOURNAL_SCRIPT = f"""
 local ended = redis.call('HGET', KEYS[2], 'ended')
-local end_ms = nil
-if ended then end_ms = tonumber(ended) * 1000 end
+local end_ms = ended and tonumber(ended) * 1000
 local events, late = 0, 0
 for i = 3, #ARGV, 4 do
   if ARGV[i + 1] == '' then
